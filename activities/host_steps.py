@@ -1,0 +1,221 @@
+"""The per-host activities of the spec (steps 3 and 5-13) plus maintenance off.
+
+Each one fetches its own SSH credentials (never passed through Temporal), opens one verified
+connection, runs its commands and raises a non-retryable ApplicationError when a retry cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.ssh import CommandResult, HostSession, SshRunner
+from activities.vault import VaultCredentialSource
+from workflows import names
+from workflows.models import HostStepInput, StepResult
+
+POLL_SECONDS = 2.0
+
+
+def render(template: str, *, service: str | None = None, rollout_id: str | None = None) -> str:
+    """Fill a host command template; values are shell-quoted, the template itself is trusted."""
+    command = template
+    if service is not None:
+        command = command.replace("{service}", shlex.quote(service))
+    if rollout_id is not None:
+        command = command.replace("{rollout_id}", shlex.quote(rollout_id))
+    return command
+
+
+def _heartbeat() -> None:
+    if activity.in_activity():
+        activity.heartbeat()
+
+
+class StepError(ApplicationError):
+    def __init__(self, message: str, *, retryable: bool = False, kind: str = "StepFailed") -> None:
+        super().__init__(message, type=kind, non_retryable=not retryable)
+
+
+class HostStepActivities:
+    def __init__(self, vault: VaultCredentialSource, ssh: SshRunner) -> None:
+        self._vault = vault
+        self._ssh = ssh
+
+    @asynccontextmanager
+    async def _session(self, step: HostStepInput) -> AsyncIterator[HostSession]:
+        credentials = await self._vault.credentials(
+            step.vault_address, step.secret_path_prefix, step.host.name
+        )
+        async with self._ssh.session(step.host, credentials) as session:
+            yield session
+
+    async def _must(
+        self, session: HostSession, command: str, what: str, timeout: float
+    ) -> CommandResult:
+        result = await session.run(command, timeout, heartbeat=_heartbeat)
+        if not result.ok:
+            raise StepError(
+                f"{what} on {session.host.name} exited {result.exit_status}: {result.tail()}"
+            )
+        return result
+
+    async def _run_scripts(self, step: HostStepInput, what: str) -> StepResult:
+        async with self._session(step) as session:
+            for index, script in enumerate(step.scripts, start=1):
+                await self._must(session, script, f"{what} #{index}", step.timeout_seconds)
+        return StepResult(detail=f"{len(step.scripts)} {what} ran")
+
+    # ---- spec step 3 --------------------------------------------------------------------------
+
+    @activity.defn(name=names.CHECK_HOST_PRECONDITIONS)
+    async def check_host_preconditions(self, step: HostStepInput) -> StepResult:
+        """Reachable (with a verified host key), healthy, not already in maintenance."""
+        commands = step.host.commands
+        async with self._session(step) as session:
+            health = await session.run(commands.health_check, step.timeout_seconds)
+            if not health.ok:
+                raise StepError(
+                    f"host {step.host.name} is not healthy before patching: health check "
+                    f"exited {health.exit_status}: {health.tail()}",
+                    kind="PreconditionFailed",
+                )
+            flag = await session.run(
+                render(commands.maintenance_check, rollout_id=step.rollout_id), step.timeout_seconds
+            )
+            if flag.ok:
+                raise StepError(
+                    f"host {step.host.name} is already in maintenance mode; another change may be "
+                    "in progress, so it was not touched",
+                    kind="PreconditionFailed",
+                )
+            for service in step.services:
+                state = await session.run(
+                    render(commands.service_health, service=service), step.timeout_seconds
+                )
+                if not state.ok:
+                    raise StepError(
+                        f"service {service} on {step.host.name} is not healthy before patching "
+                        f"({state.stdout.strip() or state.tail()}); patching would hide the cause",
+                        kind="PreconditionFailed",
+                    )
+        return StepResult(detail="reachable, healthy, not in maintenance")
+
+    # ---- spec steps 5-13 ----------------------------------------------------------------------
+
+    @activity.defn(name=names.RUN_PRE_DOWNTIME_SCRIPTS)
+    async def run_pre_downtime_scripts(self, step: HostStepInput) -> StepResult:
+        return await self._run_scripts(step, "pre-downtime script")
+
+    @activity.defn(name=names.SET_MAINTENANCE_MODE)
+    async def set_maintenance_mode(self, step: HostStepInput) -> StepResult:
+        async with self._session(step) as session:
+            command = render(step.host.commands.maintenance_on, rollout_id=step.rollout_id)
+            await self._must(session, command, "maintenance on", step.timeout_seconds)
+        return StepResult(detail="maintenance mode on")
+
+    @activity.defn(name=names.STOP_SERVICES)
+    async def stop_services(self, step: HostStepInput) -> StepResult:
+        async with self._session(step) as session:
+            for service in step.services:
+                command = render(step.host.commands.service_stop, service=service)
+                await self._must(session, command, f"stopping {service}", step.timeout_seconds)
+        return StepResult(detail=f"stopped {', '.join(step.services) or 'no services'}")
+
+    @activity.defn(name=names.WAIT_FOR_WORKLOAD_DRAIN)
+    async def wait_for_workload_drain(self, step: HostStepInput) -> StepResult:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + step.timeout_seconds
+        async with self._session(step) as session:
+            while True:
+                remaining = max(1.0, deadline - loop.time())
+                result = await session.run(
+                    step.host.commands.drain_check, remaining, heartbeat=_heartbeat
+                )
+                if result.ok:
+                    return StepResult(detail="drained")
+                if loop.time() >= deadline:
+                    raise StepError(
+                        f"{step.host.name} did not drain within {step.timeout_seconds:g}s: "
+                        f"{result.tail()}",
+                        kind="DrainTimeout",
+                    )
+                _heartbeat()
+                await asyncio.sleep(POLL_SECONDS)
+
+    @activity.defn(name=names.RUN_PRE_UPDATE_SCRIPTS)
+    async def run_pre_update_scripts(self, step: HostStepInput) -> StepResult:
+        return await self._run_scripts(step, "pre-update script")
+
+    @activity.defn(name=names.PERFORM_UPDATE)
+    async def perform_update(self, step: HostStepInput) -> StepResult:
+        if not step.command:
+            raise StepError("no update command given")
+        async with self._session(step) as session:
+            result = await self._must(session, step.command, "update command", step.timeout_seconds)
+        return StepResult(detail=result.stdout.strip()[-500:])
+
+    @activity.defn(name=names.START_SERVICES)
+    async def start_services(self, step: HostStepInput) -> StepResult:
+        # Reverse of the stop order, so a service comes up after what it depends on.
+        async with self._session(step) as session:
+            for service in reversed(step.services):
+                command = render(step.host.commands.service_start, service=service)
+                await self._must(session, command, f"starting {service}", step.timeout_seconds)
+        return StepResult(detail=f"started {', '.join(reversed(step.services)) or 'no services'}")
+
+    @activity.defn(name=names.RUN_POST_UPDATE_SCRIPTS)
+    async def run_post_update_scripts(self, step: HostStepInput) -> StepResult:
+        return await self._run_scripts(step, "post-update script")
+
+    @activity.defn(name=names.CHECK_SERVICE_HEALTH)
+    async def check_service_health(self, step: HostStepInput) -> StepResult:
+        """Poll until every service is healthy, or fail when the health timeout is reached."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + step.timeout_seconds
+        async with self._session(step) as session:
+            while True:
+                unhealthy: dict[str, str] = {}
+                for service in step.services:
+                    command = render(step.host.commands.service_health, service=service)
+                    result = await session.run(command, max(1.0, deadline - loop.time()))
+                    if not result.ok:
+                        unhealthy[service] = result.stdout.strip() or result.tail()
+                if not unhealthy:
+                    return StepResult(detail="all services healthy")
+                if loop.time() >= deadline:
+                    states = ", ".join(f"{name}: {state}" for name, state in unhealthy.items())
+                    raise StepError(
+                        f"services on {step.host.name} not healthy after "
+                        f"{step.timeout_seconds:g}s ({states})",
+                        kind="HealthCheckFailed",
+                    )
+                _heartbeat()
+                await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - loop.time())))
+
+    @activity.defn(name=names.CLEAR_MAINTENANCE_MODE)
+    async def clear_maintenance_mode(self, step: HostStepInput) -> StepResult:
+        async with self._session(step) as session:
+            command = render(step.host.commands.maintenance_off, rollout_id=step.rollout_id)
+            await self._must(session, command, "maintenance off", step.timeout_seconds)
+        return StepResult(detail="maintenance mode off")
+
+    def all(self) -> list[object]:
+        return [
+            self.check_host_preconditions,
+            self.run_pre_downtime_scripts,
+            self.set_maintenance_mode,
+            self.stop_services,
+            self.wait_for_workload_drain,
+            self.run_pre_update_scripts,
+            self.perform_update,
+            self.start_services,
+            self.run_post_update_scripts,
+            self.check_service_health,
+            self.clear_maintenance_mode,
+        ]

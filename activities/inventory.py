@@ -1,0 +1,133 @@
+"""Ansible YAML inventory: groups are clusters, file order is rollout order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows import names
+from workflows.models import ClusterHosts, ClusterHostsRequest, HostCommands, HostTarget
+
+VAR_PREFIX = "patchpilot_"
+
+
+class InventoryError(ValueError):
+    """The inventory file cannot be used; the message says where and why."""
+
+
+def _as_mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InventoryError(f"{where} must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _walk(
+    group_name: str,
+    group: dict[str, Any],
+    inherited_vars: dict[str, Any],
+    clusters: dict[str, list[tuple[str, dict[str, Any]]]],
+) -> list[tuple[str, dict[str, Any]]]:
+    if not group and group_name in clusters:
+        # A bare reference (e.g. under a parent group's children) means the group defined elsewhere.
+        return clusters[group_name]
+    group_vars = {**inherited_vars, **_as_mapping(group.get("vars"), f"group {group_name}: vars")}
+    members: list[tuple[str, dict[str, Any]]] = []
+    hosts = _as_mapping(group.get("hosts"), f"group {group_name}: hosts")
+    for host_name, host_vars in hosts.items():
+        merged = {**group_vars, **_as_mapping(host_vars, f"host {host_name}")}
+        members.append((str(host_name), merged))
+    children = _as_mapping(group.get("children"), f"group {group_name}: children")
+    for child_name, child in children.items():
+        members.extend(
+            _walk(str(child_name), _as_mapping(child, f"group {child_name}"), group_vars, clusters)
+        )
+    unique: dict[str, dict[str, Any]] = dict(clusters.get(group_name, []))
+    for host_name, host_vars in members:
+        unique.setdefault(host_name, host_vars)
+    ordered = list(unique.items())
+    clusters[group_name] = ordered
+    return ordered
+
+
+def _host_target(cluster: str, name: str, host_vars: dict[str, Any]) -> HostTarget:
+    commands = {
+        key.removeprefix(VAR_PREFIX): str(value)
+        for key, value in host_vars.items()
+        if key.startswith(VAR_PREFIX) and key.removeprefix(VAR_PREFIX) in HostCommands.model_fields
+    }
+    try:
+        return HostTarget(
+            name=name,
+            cluster=cluster,
+            address=str(host_vars.get("ansible_host", name)),
+            port=int(host_vars.get("ansible_port", 22)),
+            user=host_vars.get("ansible_user"),
+            commands=HostCommands.model_validate(commands),
+        )
+    except (ValidationError, ValueError) as error:
+        raise InventoryError(f"host {name!r} in group {cluster!r}: {error}") from error
+
+
+def load_inventory(path: Path) -> dict[str, list[HostTarget]]:
+    """Parse the inventory into cluster name -> hosts in file order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InventoryError(f"cannot read inventory {path}: {error.strerror or error}") from error
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise InventoryError(f"inventory {path} is not valid YAML: {error}") from error
+    document = _as_mapping(document, f"inventory {path}")
+    raw: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    if "all" in document:
+        _walk("all", _as_mapping(document["all"], "group all"), {}, raw)
+    for group_name, group in document.items():
+        if group_name != "all":
+            _walk(str(group_name), _as_mapping(group, f"group {group_name}"), {}, raw)
+    raw.pop("all", None)
+    raw.pop("ungrouped", None)
+    return {
+        cluster: [_host_target(cluster, name, host_vars) for name, host_vars in hosts]
+        for cluster, hosts in raw.items()
+    }
+
+
+class InventoryActivities:
+    def __init__(self, inventory_path: Path | None) -> None:
+        self._path = inventory_path
+
+    def clusters(self) -> dict[str, list[HostTarget]]:
+        if self._path is None:
+            raise InventoryError("no inventory configured: set PATCHPILOT_INVENTORY")
+        return load_inventory(self._path)
+
+    @activity.defn(name=names.GET_CLUSTER_HOSTS)
+    async def get_cluster_hosts(self, request: ClusterHostsRequest) -> ClusterHosts:
+        # Read fresh each time: an operator's inventory edit applies to the next rollout.
+        try:
+            clusters = self.clusters()
+        except InventoryError as error:
+            raise ApplicationError(str(error), type="InventoryError", non_retryable=True) from None
+        hosts = clusters.get(request.target_cluster)
+        if hosts is None:
+            known = ", ".join(sorted(clusters)) or "none"
+            raise ApplicationError(
+                f"cluster {request.target_cluster!r} is not in the inventory (known: {known})",
+                type="UnknownCluster",
+                non_retryable=True,
+            )
+        if not hosts:
+            raise ApplicationError(
+                f"cluster {request.target_cluster!r} has no hosts in the inventory",
+                type="EmptyCluster",
+                non_retryable=True,
+            )
+        return ClusterHosts(cluster=request.target_cluster, hosts=hosts)

@@ -1,0 +1,218 @@
+"""Running commands on hosts over SSH with verified host keys, timeouts and remote kill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+from temporalio.exceptions import ApplicationError
+
+from activities.vault import SshCredentials
+from workflows.models import HostTarget
+
+# The remote shell is a session leader (sshd calls setsid), so its pid is also its process
+# group: printing it first lets a timed-out or cancelled command be killed with its children.
+PID_MARKER = "patchpilot-pid="
+_PID_LINE = re.compile(rf"^{PID_MARKER}(\d+)\n?", re.MULTILINE)
+OUTPUT_TAIL = 2000
+
+
+def wrap_command(command: str) -> str:
+    return f"echo {PID_MARKER}$$ >&2; {command}"
+
+
+def unwrap_command(logged: str) -> str:
+    """What the operator's command was, given what the host received."""
+    prefix = f"echo {PID_MARKER}$$ >&2; "
+    return logged.removeprefix(prefix)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def tail(self) -> str:
+        text = (self.stderr.strip() or self.stdout.strip())[-OUTPUT_TAIL:]
+        return text or "(no output)"
+
+
+def _where(host: HostTarget) -> str:
+    return f"{host.name} ({host.address}:{host.port})"
+
+
+class HostSession:
+    """One SSH connection to one host; several commands may run over it."""
+
+    def __init__(self, host: HostTarget, connection: asyncssh.SSHClientConnection) -> None:
+        self.host = host
+        self._connection = connection
+
+    async def run(
+        self,
+        command: str,
+        timeout: float,
+        *,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_every: float = 5.0,
+    ) -> CommandResult:
+        """Run `command`; on timeout or cancellation kill it (and its children) on the host."""
+        try:
+            process = await self._connection.create_process(
+                wrap_command(command), stdin=asyncssh.DEVNULL
+            )
+        except (asyncssh.Error, OSError) as error:
+            raise ApplicationError(
+                f"lost the SSH connection to {_where(self.host)} before running a command: {error}",
+                type="SshConnectionLost",
+            ) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        remote_pid: list[int] = []
+        stdout_task = asyncio.ensure_future(process.stdout.read())
+        stderr_task = asyncio.ensure_future(self._read_stderr(process, remote_pid))
+        waiter = asyncio.ensure_future(process.wait_closed())
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({waiter}, timeout=min(heartbeat_every, remaining))
+                if done:
+                    waiter.result()
+                    break
+                if heartbeat:
+                    heartbeat()
+            stdout = await asyncio.wait_for(stdout_task, timeout=10)
+            stderr = await asyncio.wait_for(stderr_task, timeout=10)
+        except TimeoutError:
+            await self._kill(process, remote_pid)
+            raise ApplicationError(
+                f"command on {_where(self.host)} did not finish within {timeout:g}s and was "
+                f"killed on the host: {command[:200]}",
+                type="CommandTimedOut",
+                non_retryable=True,
+            ) from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(process, remote_pid))
+            raise
+        except (asyncssh.Error, OSError) as error:
+            raise ApplicationError(
+                f"lost the SSH connection to {_where(self.host)} while running {command[:200]}: "
+                f"{error}; the command's outcome is unknown",
+                type="SshConnectionLost",
+            ) from None
+        finally:
+            for task in (stdout_task, stderr_task, waiter):
+                task.cancel()
+        exit_status = process.exit_status
+        if exit_status is None or exit_status < 0:
+            # Killed by a signal, or the channel closed without a status: never a success.
+            exit_status = 255
+        return CommandResult(
+            command=command, exit_status=exit_status, stdout=str(stdout), stderr=str(stderr)
+        )
+
+    @staticmethod
+    async def _read_stderr(process: asyncssh.SSHClientProcess[str], pid: list[int]) -> str:
+        first = await process.stderr.readline()
+        match = _PID_LINE.match(first)
+        if match:
+            pid.append(int(match.group(1)))
+            first = ""
+        return first + await process.stderr.read()
+
+    async def _kill(self, process: asyncssh.SSHClientProcess[str], pid: list[int]) -> None:
+        if pid:
+            target = pid[0]
+            # Kill the command's whole process group (its children too), found from its pid.
+            kill = (
+                f"g=$(ps -o pgid= -p {target} 2>/dev/null | tr -d ' '); g=${{g:-{target}}}; "
+                f"kill -TERM -- -$g {target} 2>/dev/null; sleep 1; "
+                f"kill -KILL -- -$g {target} 2>/dev/null; true"
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.run(kill, check=False), timeout=15)
+        with contextlib.suppress(Exception):
+            process.close()
+
+
+class SshRunner:
+    """Opens verified SSH connections. Host keys are always checked against `known_hosts`."""
+
+    def __init__(self, known_hosts: Path, *, connect_timeout: float = 15.0) -> None:
+        self._known_hosts = known_hosts
+        self._connect_timeout = connect_timeout
+        self.handshakes = 0  # benchmarks count these
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, host: HostTarget, credentials: SshCredentials
+    ) -> AsyncIterator[HostSession]:
+        if not self._known_hosts.is_file():
+            raise ApplicationError(
+                f"known_hosts file {self._known_hosts} does not exist: set PATCHPILOT_KNOWN_HOSTS "
+                "to a file holding the hosts' keys (host key checking cannot be turned off)",
+                type="KnownHostsMissing",
+                non_retryable=True,
+            )
+        try:
+            key = asyncssh.import_private_key(credentials.private_key)
+        except (asyncssh.KeyImportError, ValueError):
+            raise ApplicationError(
+                f"the private key at {credentials.source_path} is not a valid OpenSSH or PEM key",
+                type="BadPrivateKey",
+                non_retryable=True,
+            ) from None
+        username = host.user or credentials.username or "root"
+        self.handshakes += 1
+        try:
+            connection = await asyncssh.connect(
+                host.address,
+                port=host.port,
+                username=username,
+                client_keys=[key],
+                known_hosts=str(self._known_hosts),
+                connect_timeout=self._connect_timeout,
+                keepalive_interval=15,
+                keepalive_count_max=3,
+                agent_path=None,
+                config=None,
+                preferred_auth="publickey",
+            )
+        except asyncssh.HostKeyNotVerifiable as error:
+            raise ApplicationError(
+                f"host key of {_where(host)} does not match {self._known_hosts} ({error.reason}); "
+                "refusing to connect, no command was run",
+                type="HostKeyMismatch",
+                non_retryable=True,
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise ApplicationError(
+                f"SSH authentication as {username} to {_where(host)} was refused with the key from "
+                f"{credentials.source_path}",
+                type="SshAuthFailed",
+                non_retryable=True,
+            ) from None
+        except (OSError, asyncssh.Error, TimeoutError) as error:
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise ApplicationError(
+                f"cannot connect to {_where(host)}: {reason}", type="HostUnreachable"
+            ) from None
+        try:
+            yield HostSession(host, connection)
+        finally:
+            connection.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.wait_closed(), timeout=5)

@@ -1,0 +1,428 @@
+"""`patchpilot` command line: worker, start, approve, reject, status, watch, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.inventory import InventoryError, load_inventory
+from bot.settings import Settings
+from workflows.host_patch import failure_reason
+from workflows.models import (
+    WORKFLOW_NAME,
+    ApprovalDecision,
+    HostState,
+    RolloutInput,
+    RolloutProgress,
+    describe_validation_error,
+)
+
+T = TypeVar("T")
+app = typer.Typer(
+    name="patchpilot",
+    help="Patch OS packages on fleets of hosts over SSH, with approvals, pilots and health checks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    items: list[str] = []
+    for value in values or []:
+        items.extend(part.strip() for part in value.split(",") if part.strip())
+    return items
+
+
+async def _client(settings: Settings) -> Client:
+    from bot.worker import connect
+
+    try:
+        return await connect(settings)
+    except Exception as error:
+        raise UserError(
+            f"cannot reach Temporal at {settings.temporal_address} (namespace "
+            f"{settings.temporal_namespace}): {error}. Set TEMPORAL_ADDRESS."
+        ) from None
+
+
+def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
+    """Validate at the edge: the model's rules, then the clusters against the inventory."""
+    try:
+        rollout = RolloutInput.model_validate(raw)
+    except ValidationError as error:
+        raise UserError("invalid rollout:\n" + describe_validation_error(error)) from None
+    if settings.inventory is not None:
+        try:
+            clusters = load_inventory(settings.inventory)
+        except InventoryError as error:
+            raise UserError(str(error)) from None
+        unknown = [name for name in rollout.target_clusters if name not in clusters]
+        if unknown:
+            raise UserError(
+                f"targetClusters: {', '.join(unknown)} not in the inventory {settings.inventory} "
+                f"(known: {', '.join(sorted(clusters)) or 'none'})"
+            )
+    return rollout
+
+
+def new_rollout_id(clusters: list[str]) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    label = "-".join(clusters)[:40]
+    return f"patch-{label}-{stamp}-{secrets.token_hex(2)}"
+
+
+@app.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run a worker for SystemPatchWorkflow and its activities until interrupted."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+
+    async def main() -> None:
+        from bot.worker import build_worker
+
+        client = await _client(settings)
+        console.print(
+            f"worker polling task queue [bold]{settings.task_queue}[/] on "
+            f"{settings.temporal_address} ({settings.temporal_namespace})"
+        )
+        await build_worker(client, settings).run()
+
+    try:
+        _run(main())
+    except KeyboardInterrupt:
+        console.print("worker stopped")
+
+
+@app.command()
+def start(
+    clusters_option: Annotated[
+        list[str] | None,
+        typer.Option("--clusters", "--cluster", "-c", help="Cluster(s) to patch, in order."),
+    ] = None,
+    more_clusters: Annotated[
+        list[str] | None, typer.Argument(help="More clusters (after --clusters).")
+    ] = None,
+    pilot: Annotated[int | None, typer.Option(help="Pilot hosts per cluster.")] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option("--approver", "--approvers", help="Approver e-mail(s).")
+    ] = None,
+    requester: Annotated[str | None, typer.Option(help="Your e-mail.")] = None,
+    services: Annotated[str | None, typer.Option(help="Comma-separated services.")] = None,
+    update: Annotated[str | None, typer.Option(help="Update command run on each host.")] = None,
+    vault_address: Annotated[str | None, typer.Option(help="Vault URL (else VAULT_ADDR).")] = None,
+    secret_prefix: Annotated[str | None, typer.Option(help="Vault KV path prefix.")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Hosts patched at once.")] = None,
+    max_failures: Annotated[int | None, typer.Option(help="Host failures tolerated.")] = None,
+    approval_timeout: Annotated[
+        str | None, typer.Option(help="Seconds or ISO 8601 (default 24 h).")
+    ] = None,
+    pre_downtime_script: Annotated[list[str] | None, typer.Option()] = None,
+    pre_update_script: Annotated[list[str] | None, typer.Option()] = None,
+    post_update_script: Annotated[list[str] | None, typer.Option()] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="Rollout JSON with the spec's field names.")
+    ] = None,
+    rollout_id: Annotated[str | None, typer.Option("--id", help="Workflow id to use.")] = None,
+) -> None:
+    """Start a rollout. It waits for an approver before touching any host."""
+    settings = Settings()
+    raw: dict[str, Any] = {}
+    if input_file is not None:
+        try:
+            raw = json.loads(input_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserError(f"--input {input_file}: {error}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"--input {input_file}: expected a JSON object")
+    clusters = _split(clusters_option) + _split(more_clusters)
+    given: dict[str, Any] = {
+        "targetClusters": clusters or None,
+        "pilotHostCount": pilot,
+        "approverEmails": _split(approver) or None,
+        "requesterEmail": requester,
+        "serviceList": _split([services]) if services is not None else None,
+        "updateCommand": update,
+        "vaultAddress": vault_address,
+        "secretPathPrefix": secret_prefix,
+        "maxConcurrency": max_concurrency,
+        "maxFailures": max_failures,
+        "approvalTimeout": approval_timeout,
+        "preDowntimeScripts": pre_downtime_script,
+        "preUpdateScripts": pre_update_script,
+        "postUpdateScripts": post_update_script,
+    }
+    raw.update({key: value for key, value in given.items() if value is not None})
+    timeout = raw.get("approvalTimeout")
+    if isinstance(timeout, str) and timeout.isdigit():
+        raw["approvalTimeout"] = int(timeout)
+    rollout = build_rollout(raw, settings)
+    workflow_id = rollout_id or new_rollout_id(rollout.target_clusters)
+
+    async def main() -> None:
+        client = await _client(settings)
+        await client.start_workflow(
+            WORKFLOW_NAME, rollout, id=workflow_id, task_queue=settings.task_queue
+        )
+
+    _run(main())
+    console.print(f"Started rollout [bold]{workflow_id}[/]")
+    console.print(f"It waits for approval by: {', '.join(rollout.approver_emails)}")
+    console.print(f"  patchpilot approve {workflow_id} --as <approver e-mail>")
+    console.print(f"  patchpilot status {workflow_id}")
+    link = settings.ui_link(workflow_id)
+    if link:
+        console.print(f"  {link}")
+
+
+def _decide(kind: str, rollout_id: str, approver: str, comment: str) -> None:
+    settings = Settings()
+    try:
+        decision = ApprovalDecision(approver=approver, comment=comment)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error).replace("approver:", "--as:")) from None
+
+    async def main() -> str:
+        client = await _client(settings)
+        handle = client.get_workflow_handle(rollout_id)
+        try:
+            return await handle.execute_update(kind, decision, result_type=str)
+        except WorkflowUpdateFailedError as error:
+            raise UserError(f"{kind} refused: {failure_reason(error)}") from None
+        except RPCError as error:
+            raise UserError(_rpc_message(rollout_id, error)) from None
+
+    console.print(_run(main()))
+
+
+def _rpc_message(rollout_id: str, error: RPCError) -> str:
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return f"no rollout with id {rollout_id}"
+    if "already completed" in error.message or "completed" in error.message.lower():
+        return f"rollout {rollout_id} has already finished; nothing to decide"
+    return f"Temporal refused the request for {rollout_id}: {error.message}"
+
+
+@app.command()
+def approve(
+    rollout_id: str,
+    as_: Annotated[str, typer.Option("--as", help="Your e-mail (must be an approver).")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Approve a rollout (you must be an approver, and not its requester)."""
+    _decide("approve", rollout_id, as_, comment)
+
+
+@app.command()
+def reject(
+    rollout_id: str,
+    as_: Annotated[str, typer.Option("--as", help="Your e-mail (must be an approver).")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Reject a rollout: no host is touched."""
+    _decide("reject", rollout_id, as_, comment)
+
+
+async def fetch_progress(client: Client, rollout_id: str) -> tuple[RolloutProgress, str]:
+    handle = client.get_workflow_handle(rollout_id)
+    description = await handle.describe()
+    progress = await handle.query("progress", result_type=RolloutProgress)
+    status = description.status.name if description.status else "UNKNOWN"
+    return progress, status
+
+
+def render_progress(progress: RolloutProgress, status: str) -> Table:
+    table = Table(
+        title=f"{progress.rollout_id} — {progress.phase.value} (workflow {status.lower()})",
+        caption=progress.message or "",
+    )
+    for column in ("cluster", "host", "pilot", "state", "step", "started", "finished", "note"):
+        table.add_column(column)
+    colours = {
+        HostState.DONE: "green",
+        HostState.FAILED: "red",
+        HostState.RUNNING: "yellow",
+        HostState.SKIPPED: "dim",
+        HostState.PENDING: "",
+    }
+    for cluster in progress.clusters:
+        for host in cluster.hosts:
+            note = host.failure_reason or ""
+            if host.in_maintenance and host.state != HostState.RUNNING:
+                note = (note + " [in maintenance]").strip()
+            table.add_row(
+                cluster.name,
+                host.name,
+                "yes" if host.pilot else "",
+                f"[{colours[host.state]}]{host.state.value}[/]"
+                if colours[host.state]
+                else "pending",
+                host.step or "",
+                host.started_at.strftime("%H:%M:%S") if host.started_at else "",
+                host.finished_at.strftime("%H:%M:%S") if host.finished_at else "",
+                note,
+            )
+        if cluster.note:
+            table.add_row(cluster.name, "", "", "", "", "", "", cluster.note)
+    return table
+
+
+@app.command()
+def status(
+    rollout_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the progress as JSON.")] = False,
+) -> None:
+    """Show a rollout's phase and every host's state and step."""
+    settings = Settings()
+
+    async def main() -> tuple[RolloutProgress, str]:
+        client = await _client(settings)
+        try:
+            return await fetch_progress(client, rollout_id)
+        except RPCError as error:
+            raise UserError(_rpc_message(rollout_id, error)) from None
+
+    progress, state = _run(main())
+    if as_json:
+        print(json.dumps({"status": state, "progress": progress.model_dump(mode="json")}, indent=2))
+    else:
+        console.print(render_progress(progress, state))
+
+
+@app.command()
+def watch(
+    rollout_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """Follow a rollout live until it ends; exit 0 only if it succeeded."""
+    from rich.live import Live
+
+    settings = Settings()
+
+    async def main() -> tuple[RolloutProgress, str]:
+        client = await _client(settings)
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                try:
+                    progress, state = await fetch_progress(client, rollout_id)
+                except RPCError as error:
+                    raise UserError(_rpc_message(rollout_id, error)) from None
+                live.update(render_progress(progress, state))
+                if state != WorkflowExecutionStatus.RUNNING.name:
+                    return progress, state
+                await asyncio.sleep(interval)
+
+    progress, _ = _run(main())
+    if progress.phase.value != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def cancel(rollout_id: str) -> None:
+    """Cancel a rollout: no new host starts; hosts in progress finish their steps."""
+    settings = Settings()
+
+    async def main() -> None:
+        client = await _client(settings)
+        try:
+            await client.get_workflow_handle(rollout_id).cancel()
+        except RPCError as error:
+            raise UserError(_rpc_message(rollout_id, error)) from None
+
+    _run(main())
+    console.print(f"cancellation requested for {rollout_id}")
+
+
+@app.command()
+def result(rollout_id: str) -> None:
+    """Wait for a rollout to end and print its summary; exit 1 unless it succeeded."""
+    from activities.notify import summary_text
+    from workflows.models import RolloutSummary
+
+    settings = Settings()
+
+    async def main() -> RolloutSummary:
+        client = await _client(settings)
+        handle = client.get_workflow_handle(rollout_id, result_type=RolloutSummary)
+        try:
+            return await handle.result()
+        except WorkflowFailureError as error:
+            details = getattr(error.cause, "details", None)
+            if details:
+                return RolloutSummary.model_validate(details[0])
+            raise UserError(f"rollout {rollout_id} failed: {failure_reason(error)}") from None
+
+    summary = _run(main())
+    console.print(summary_text(summary))
+    if summary.phase.value != "succeeded":
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. Exits with os._exit so temporalio's threads cannot abort a finished command."""
+    code = 0
+    try:
+        returned = app(args=argv, standalone_mode=False)
+        if isinstance(returned, int):
+            code = returned
+    except UserError as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False)
+        code = 2
+    except typer.Exit as done:
+        code = done.exit_code
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            code = error.exit_code
+        elif isinstance(error, click.exceptions.Abort):
+            code = 130
+        else:
+            raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # temporalio/sdk-python#300: teardown can abort with exit 134 after the work is done.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Bring up a lab for a demo: ``python -m bot.lab --root /tmp/pp-lab --vault --temporal``.
+
+Runs until interrupted, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+from bot.lab.lab import Lab
+from bot.lab.processes import ManagedProcess, start_openbao, start_temporal_dev_server
+
+
+def _parse_cluster(text: str) -> tuple[str, list[str]]:
+    name, sep, hosts = text.partition("=")
+    if not sep or not hosts:
+        raise argparse.ArgumentTypeError(f"expected CLUSTER=HOST,HOST,... not {text!r}")
+    return name, hosts.split(",")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bot.lab", description=__doc__)
+    parser.add_argument("--root", type=Path, required=True, help="lab state directory")
+    parser.add_argument(
+        "--cluster",
+        type=_parse_cluster,
+        action="append",
+        help="CLUSTER=HOST,HOST,... (repeatable; default cluster-a=a1,a2 cluster-b=b1,b2)",
+    )
+    parser.add_argument("--port", type=int, default=2222)
+    parser.add_argument("--address-prefix", default="127.0.1.")
+    parser.add_argument("--vault", action="store_true", help="start OpenBao and seed the key")
+    parser.add_argument("--temporal", action="store_true", help="start a Temporal dev server")
+    parser.add_argument("--ui-port", type=int, default=None, help="Temporal Web UI port")
+    args = parser.parse_args(argv)
+
+    clusters = dict(args.cluster or [("cluster-a", ["a1", "a2"]), ("cluster-b", ["b1", "b2"])])
+    servers: list[ManagedProcess] = []
+    lab = Lab(args.root, clusters, port=args.port, address_prefix=args.address_prefix)
+    try:
+        lab.start()
+        for h in lab.hosts:
+            print(f"host {h.name:10} {h.cluster:12} {h.address}:{h.port}  state {h.root}")
+        print(f"inventory    {lab.inventory_path}")
+        print(f"known_hosts  {lab.known_hosts_path}")
+        print(f"client key   {lab.client_key_path}")
+        if args.vault:
+            bao = start_openbao(log_file=args.root / "openbao.log")
+            servers.append(bao)
+            lab.seed_vault(bao.address, bao.root_token, per_host=True)
+            print(f"VAULT_ADDR={bao.address} VAULT_TOKEN={bao.root_token}")
+        if args.temporal:
+            temporal = start_temporal_dev_server(
+                ui_port=args.ui_port,
+                db_file=args.root / "temporal.db",
+                log_file=args.root / "temporal.log",
+            )
+            servers.append(temporal)
+            print(f"TEMPORAL_ADDRESS={temporal.address}")
+        print("lab is up; Ctrl-C to stop")
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            done.wait()
+    finally:
+        # A second Ctrl-C must not cut the clean-up short and leave servers running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for server in reversed(servers):
+            server.stop()
+        lab.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,699 @@
+"""A lab of real OpenSSH hosts on loopback addresses, with a host simulator behind each one.
+
+Every lab host is one real ``sshd`` in a mount namespace of its own. Inside it,
+``/var/lib/patchpilot`` (PatchPilot's state, e.g. the maintenance flag) and
+``/var/lib/patchpilot-lab`` (simulator state) are bind mounts of that host's directories under the
+lab root, ``/usr/local/sbin`` holds the simulators (``systemctl``, ``apt-get``, ...), and every
+session runs through ``lab-shell``, which logs the command before running it. The test process
+reads and switches a host's state through the same directories on the real filesystem.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import importlib.resources
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import asyncssh
+import hvac
+import yaml
+
+from bot.lab.processes import kill_process_group, log_tail
+
+SSHD = "/usr/sbin/sshd"
+# Where PatchPilot and the simulators look inside a lab host; bind mounts make them per host.
+HOST_STATE_DIR = Path("/var/lib/patchpilot")
+HOST_LAB_DIR = Path("/var/lib/patchpilot-lab")
+SIM_BIN_MOUNT = Path("/usr/local/sbin")
+
+_SIM_SCRIPTS = ("lab-lib.sh", "lab-shell", "systemctl", "apt-get", "dnf", "reboot", "sudo")
+# Names served by a script under another name; the script looks at $0.
+_SIM_ALIASES = {
+    "apt": "apt-get",
+    "yum": "dnf",
+    "shutdown": "reboot",
+    "poweroff": "reboot",
+    "halt": "reboot",
+}
+# Commands a rollout may call by absolute path. Inside a lab host the simulator is mounted over
+# each of them that exists, so `/usr/bin/apt-get` or `/sbin/reboot` can never reach the machine
+# that runs the lab.
+_SHADOWED = ("systemctl", "apt-get", "apt", "dnf", "yum", "reboot", "shutdown", "poweroff", "halt")
+_SHADOW_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
+_READY_TIMEOUT = 15.0
+
+
+@dataclass
+class LabHost:
+    name: str
+    cluster: str
+    address: str
+    port: int
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        """The host's ``/var/lib/patchpilot``, as seen from the test process."""
+        return self.root / "patchpilot"
+
+    @property
+    def lab_dir(self) -> Path:
+        """The host's simulator state (``/var/lib/patchpilot-lab`` inside the host)."""
+        return self.root / "lab"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.root / "ssh_host_ed25519_key"
+
+    @property
+    def sshd_config_path(self) -> Path:
+        return self.root / "sshd_config"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "sshd.log"
+
+
+@dataclass
+class _Running:
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    # (st_dev, st_ino) of the host's mount namespace: every process of the host, sessions and
+    # simulated hangs included, is in it, and no process outside the lab is.
+    mount_ns: tuple[int, int] | None = None
+
+
+class Lab:
+    """Real sshd hosts for tests and demos; see the module docstring for how a host is built."""
+
+    def __init__(
+        self,
+        root: Path,
+        clusters: dict[str, list[str]],
+        *,
+        services: tuple[str, ...] = ("nginx", "postgresql"),
+        port: int = 2222,
+        address_prefix: str = "127.0.1.",
+        user: str = "root",
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.clusters = {cluster: list(names) for cluster, names in clusters.items()}
+        self.services = tuple(services)
+        self.port = port
+        self.address_prefix = address_prefix
+        self.user = user
+        for svc in self.services:
+            if not _SERVICE_RE.match(svc):
+                raise ValueError(f"invalid service name {svc!r}")
+
+        self.hosts: list[LabHost] = []
+        for cluster, names in self.clusters.items():
+            if not _NAME_RE.match(cluster):
+                raise ValueError(f"invalid cluster name {cluster!r}")
+            for name in names:
+                if not _NAME_RE.match(name):
+                    raise ValueError(f"invalid host name {name!r}")
+                index = len(self.hosts) + 1
+                if index > 254:
+                    raise ValueError("a lab has at most 254 hosts")
+                self.hosts.append(
+                    LabHost(
+                        name=name,
+                        cluster=cluster,
+                        address=f"{address_prefix}{index}",
+                        port=port,
+                        root=self.root / "hosts" / name,
+                    )
+                )
+        self._by_name = {h.name: h for h in self.hosts}
+        if len(self._by_name) != len(self.hosts):
+            raise ValueError("host names must be unique across clusters")
+
+        self.sim_bin = self.root / "sim-bin"
+        self.client_key_path = self.root / "client_ed25519"
+        self.authorized_keys_path = self.root / "authorized_keys"
+        self.known_hosts_path = self.root / "known_hosts"
+        self.inventory_path = self.root / "inventory.yml"
+        self.client_private_key = ""
+        self._running: dict[str, _Running] = {}
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Generate keys, write configs and start every host; returns once all accept SSH."""
+        if self._started:
+            return
+        self._started = True
+        atexit.register(self.stop)
+        try:
+            self._prepare()
+            for host in self.hosts:
+                self._spawn(host)
+            for host in self.hosts:
+                self._wait_ready(host)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Kill every process of every host (sshd, sessions, simulated hangs); idempotent."""
+        for name in list(self._running):
+            self._kill_host(name)
+        if self._started:
+            self._started = False
+            atexit.unregister(self.stop)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def host(self, name: str) -> LabHost:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no lab host {name!r}; hosts: {sorted(self._by_name)}") from None
+
+    def stop_host(self, host: str) -> None:
+        """Kill the host's sshd and its sessions: connecting to it is refused from now on."""
+        self._kill_host(self.host(host).name)
+
+    def start_host(self, host: str) -> None:
+        """Start the host's sshd again (same host key, same state)."""
+        h = self.host(host)
+        if h.name in self._running:
+            return
+        self._spawn(h)
+        self._wait_ready(h)
+
+    def rekey_host(self, host: str) -> None:
+        """Give the host a new host key and restart it; known_hosts keeps the old key."""
+        h = self.host(host)
+        self._kill_host(h.name)
+        self._write_host_key(h)
+        self._spawn(h)
+        self._wait_ready(h)
+
+    # ------------------------------------------------------------------ files for clients
+
+    def write_known_hosts(self, path: Path | None = None) -> Path:
+        """Write known_hosts for every host's current key (``rekey_host`` leaves it stale)."""
+        path = path or self.known_hosts_path
+        lines = []
+        for h in self.hosts:
+            public = (h.root / "ssh_host_ed25519_key.pub").read_text().split()
+            where = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
+            lines.append(f"{where} {public[0]} {public[1]}\n")
+        path.write_text("".join(lines))
+        return path
+
+    def write_inventory(
+        self,
+        path: Path | None = None,
+        host_vars: dict[str, dict[str, Any]] | None = None,
+        group_vars: dict[str, dict[str, Any]] | None = None,
+    ) -> Path:
+        """Write an Ansible YAML inventory of the lab; ``group_vars`` may also have ``"all"``."""
+        path = path or self.inventory_path
+        host_vars = host_vars or {}
+        group_vars = group_vars or {}
+        unknown = (set(host_vars) - set(self._by_name)) | (
+            set(group_vars) - set(self.clusters) - {"all"}
+        )
+        if unknown:
+            raise KeyError(f"vars for unknown hosts or groups: {sorted(unknown)}")
+        children: dict[str, Any] = {}
+        for cluster, names in self.clusters.items():
+            hosts: dict[str, Any] = {}
+            for name in names:
+                h = self._by_name[name]
+                entry: dict[str, Any] = {
+                    "ansible_host": h.address,
+                    "ansible_port": h.port,
+                    "ansible_user": self.user,
+                }
+                entry.update(host_vars.get(name, {}))
+                hosts[name] = entry
+            group: dict[str, Any] = {"hosts": hosts}
+            if cluster in group_vars:
+                group["vars"] = dict(group_vars[cluster])
+            children[cluster] = group
+        everything: dict[str, Any] = {"children": children}
+        if "all" in group_vars:
+            everything["vars"] = dict(group_vars["all"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Flow style for the innermost mappings gives the one-line-per-host shape people expect.
+        path.write_text(
+            yaml.safe_dump({"all": everything}, sort_keys=False, default_flow_style=None)
+        )
+        return path
+
+    def seed_vault(
+        self,
+        vault_addr: str,
+        token: str,
+        *,
+        mount: str = "secret",
+        prefix: str = "patch-deploy",
+        per_host: bool = False,
+    ) -> None:
+        """Store the client key in KV v2 at ``<mount>/<prefix>/default`` (and per host)."""
+        if not self.client_private_key:
+            raise RuntimeError("start the lab first: the client key is generated by start()")
+        client = hvac.Client(url=vault_addr, token=token)
+        secret = {"private_key": self.client_private_key, "username": self.user}
+        paths = [f"{prefix}/default"]
+        if per_host:
+            paths += [f"{prefix}/{h.name}" for h in self.hosts]
+        for secret_path in paths:
+            client.secrets.kv.v2.create_or_update_secret(
+                path=secret_path, secret=secret, mount_point=mount
+            )
+
+    def ssh_options(self, host: str) -> dict[str, Any]:
+        """Keyword arguments for ``asyncssh.connect`` that reach ``host`` as the lab user."""
+        h = self.host(host)
+        return {
+            "host": h.address,
+            "port": h.port,
+            "username": self.user,
+            "client_keys": [asyncssh.import_private_key(self.client_private_key)],
+            "known_hosts": str(self.known_hosts_path),
+        }
+
+    async def run(
+        self,
+        host: str,
+        command: str,
+        *,
+        # asyncssh's own timeout, not asyncio.timeout: its TimeoutError carries the partial output.
+        timeout: float | None = None,
+    ) -> asyncssh.SSHCompletedProcess:
+        """Run one command on ``host`` over a fresh SSH connection (no check of the exit code)."""
+        async with asyncssh.connect(**self.ssh_options(host)) as conn:
+            return await conn.run(command, check=False, timeout=timeout)
+
+    # ------------------------------------------------------------------ observations
+
+    def command_log_timed(self, host: str) -> list[tuple[float, str]]:
+        """Every command the host's sshd was asked to run, in order, with its unix time."""
+        path = self.host(host).lab_dir / "commands.log"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in text.splitlines():
+            stamp, sep, encoded = line.partition("\t")
+            # A line being appended right now may be incomplete; it shows up next time.
+            if not sep:
+                continue
+            try:
+                command = base64.b64decode(encoded, validate=True).decode(errors="replace")
+                entries.append((float(stamp), command))
+            except ValueError:
+                continue
+        return entries
+
+    def command_log(self, host: str) -> list[str]:
+        return [command for _, command in self.command_log_timed(host)]
+
+    def in_maintenance(self, host: str) -> bool:
+        return (self.host(host).state_dir / "maintenance").exists()
+
+    def service_state(self, host: str, service: str) -> str:
+        """``active``, ``inactive`` or ``failed``, as the host's ``systemctl is-active`` says."""
+        h = self.host(host)
+        try:
+            state = (h.lab_dir / "services" / service).read_text().strip()
+        except FileNotFoundError:
+            return "inactive"
+        if state == "active" and f"unhealthy:{service}" in self.faults(host):
+            return "failed"
+        return state
+
+    def update_count(self, host: str) -> int:
+        try:
+            return int((self.host(host).lab_dir / "update-count").read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def reboot_count(self, host: str) -> int:
+        """How many times ``reboot``/``shutdown``/... ran on the host (none of them reboots)."""
+        try:
+            return len((self.host(host).lab_dir / "reboots").read_text().splitlines())
+        except FileNotFoundError:
+            return 0
+
+    def hung_processes(self, host: str) -> list[int]:
+        """Pids of the host's simulated hangs (update-hang, hang-command) that are still alive."""
+        hangs = self.host(host).lab_dir / "hangs"
+        alive = []
+        for record in sorted(hangs.glob("*")) if hangs.is_dir() else []:
+            try:
+                pid_text, start_time = record.read_text().split()
+                pid = int(pid_text)
+            except (OSError, ValueError):
+                continue
+            if _process_start_time(pid) == start_time:
+                alive.append(pid)
+        return alive
+
+    def faults(self, host: str) -> list[str]:
+        try:
+            text = (self.host(host).lab_dir / "faults").read_text()
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line]
+
+    # ------------------------------------------------------------------ switches
+
+    def set_fault(self, host: str, fault: str) -> None:
+        """Switch a fault on for ``host``. The faults:
+
+        - ``update-fail``: the simulated upgrade exits 100, "E: simulated upgrade failure on <host>"
+        - ``update-hang``: the simulated upgrade writes its pid to ``update.pid`` and never ends
+        - ``start-fail:<svc>``: ``systemctl start <svc>`` exits 1 and leaves the service failed
+        - ``unhealthy:<svc>``: ``systemctl start <svc>`` succeeds, ``is-active`` says failed (3)
+        - ``fail-command:<text>``: any command containing <text> exits 1 without running
+        - ``hang-command:<text>``: any command containing <text> never ends (``hung_processes``)
+        """
+        if "\n" in fault or not fault:
+            raise ValueError("a fault is one non-empty line")
+        kind = fault.split(":", 1)[0]
+        if fault not in ("update-fail", "update-hang") and kind not in (
+            "start-fail",
+            "unhealthy",
+            "fail-command",
+            "hang-command",
+        ):
+            raise ValueError(f"unknown fault {fault!r}")
+        if kind != fault and not fault.split(":", 1)[1]:
+            raise ValueError(f"fault {fault!r} needs a value after ':'")
+        faults = self.faults(host)
+        if fault not in faults:
+            self._write_faults(host, [*faults, fault])
+
+    def clear_fault(self, host: str, fault: str) -> None:
+        self._write_faults(host, [f for f in self.faults(host) if f != fault])
+
+    def clear_faults(self, host: str) -> None:
+        self._write_faults(host, [])
+
+    def clear_logs(self) -> None:
+        for h in self.hosts:
+            _truncate(h.lab_dir / "commands.log")
+
+    def reset_host(self, host: str) -> None:
+        """Back to the initial state: services active, no maintenance, no faults, no history.
+
+        Simulated hangs on the host are killed; the sshd keeps running (or stays stopped).
+        """
+        h = self.host(host)
+        for pid in self.hung_processes(h.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # Only the contents: the directories themselves are bind-mounted into the host, and a
+        # recreated directory would be a different inode that the host no longer sees.
+        _empty_dir(h.state_dir)
+        _empty_dir(h.lab_dir)
+        self._init_host_state(h)
+
+    def reset(self) -> None:
+        """Every host back to its initial state, running again, and known_hosts current.
+
+        For a lab shared between tests: undoes ``stop_host`` and ``rekey_host`` as well.
+        """
+        for h in self.hosts:
+            if self._started:
+                self.start_host(h.name)
+            self.reset_host(h.name)
+        if self._started:
+            self.write_known_hosts()
+
+    def _write_faults(self, host: str, faults: Iterable[str]) -> None:
+        path = self.host(host).lab_dir / "faults"
+        tmp = path.with_name("faults.tmp")
+        tmp.write_text("".join(f"{f}\n" for f in faults))
+        # Atomic, so a command running right now sees the old list or the new one.
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------ building hosts
+
+    def _prepare(self) -> None:
+        if not Path(SSHD).exists():
+            raise FileNotFoundError(f"{SSHD} is missing (Debian package openssh-server)")
+        for tool in ("unshare", "mount"):
+            if shutil.which(tool) is None:
+                raise FileNotFoundError(f"{tool} is missing (Debian packages util-linux, mount)")
+        # sshd refuses to start without its privilege separation directory; the mount points
+        # must exist on the real filesystem for the bind mounts.
+        for directory in (Path("/run/sshd"), HOST_STATE_DIR, HOST_LAB_DIR):
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._install_simulators()
+
+        client_key = asyncssh.generate_private_key("ssh-ed25519", comment="patchpilot-lab")
+        self.client_private_key = client_key.export_private_key("openssh").decode()
+        _write_private(self.client_key_path, self.client_private_key)
+        self.authorized_keys_path.write_bytes(client_key.export_public_key("openssh"))
+
+        for h in self.hosts:
+            for directory in (h.root, h.state_dir, h.lab_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+            self._write_host_key(h)
+            h.sshd_config_path.write_text(self._sshd_config(h))
+            self.reset_host(h.name)
+        self.write_known_hosts()
+        self.write_inventory()
+
+    def _install_simulators(self) -> None:
+        self.sim_bin.mkdir(parents=True, exist_ok=True)
+        source = importlib.resources.files("bot.lab") / "sim"
+        for name in _SIM_SCRIPTS:
+            target = self.sim_bin / name
+            target.write_bytes((source / name).read_bytes())
+            target.chmod(0o755)
+        for alias, name in _SIM_ALIASES.items():
+            shutil.copy2(self.sim_bin / name, self.sim_bin / alias)
+
+    def _write_host_key(self, h: LabHost) -> None:
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"lab-{h.name}")
+        _write_private(h.host_key_path, key.export_private_key("openssh").decode())
+        h.host_key_path.with_name("ssh_host_ed25519_key.pub").write_bytes(
+            key.export_public_key("openssh")
+        )
+
+    def _sshd_config(self, h: LabHost) -> str:
+        return "\n".join(
+            [
+                f"ListenAddress {h.address}:{h.port}",
+                f"HostKey {h.host_key_path}",
+                f"AuthorizedKeysFile {self.authorized_keys_path}",
+                f"AllowUsers {self.user}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "PidFile none",
+                "MaxStartups 200",
+                "MaxSessions 200",
+                "LogLevel ERROR",
+                "PrintMotd no",
+                "PrintLastLog no",
+                "UseDNS no",
+                "AcceptEnv LANG LC_*",
+                f"ForceCommand {SIM_BIN_MOUNT}/lab-shell",
+                "",
+            ]
+        )
+
+    def _namespace_script(self) -> str:
+        mounts = [
+            f'mount --bind "$1/patchpilot" {HOST_STATE_DIR}',
+            f'mount --bind "$1/lab" {HOST_LAB_DIR}',
+        ]
+        # Mount over the real file a path resolves to, once: on merged-/usr systems /sbin/reboot
+        # and /usr/bin/systemctl can be the same file.
+        shadowed: set[str] = set()
+        for name in _SHADOWED:
+            for directory in _SHADOW_DIRS:
+                candidate = Path(directory) / name
+                if not candidate.exists():
+                    continue
+                real = os.path.realpath(candidate)
+                if real in shadowed:
+                    continue
+                shadowed.add(real)
+                mounts.append(f'mount --bind "$2/{name}" {shlex.quote(real)}')
+        # sim-bin goes last: the per-file mounts above read the scripts from the lab root.
+        mounts.append(f'mount --bind "$2" {SIM_BIN_MOUNT}')
+        return " && ".join([*mounts, f'exec {SSHD} -D -e -f "$3"'])
+
+    def _spawn(self, h: LabHost) -> None:
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            self._namespace_script(),
+            f"lab-host-{h.name}",
+            str(h.root),
+            str(self.sim_bin),
+            str(h.sshd_config_path),
+        ]
+        log = h.log_path.open("ab")
+        # Own session, so stopping the lab reaches the listener even if it forked.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+        self._running[h.name] = _Running(proc=proc, log=log)
+
+    def _wait_ready(self, h: LabHost) -> None:
+        running = self._running[h.name]
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while not _ssh_banner(h.address, h.port):
+            if running.proc.poll() is not None:
+                code = running.proc.returncode
+                self._kill_host(h.name)
+                raise RuntimeError(
+                    f"lab host {h.name} ({h.address}:{h.port}): sshd exited with code {code}; "
+                    f"log {h.log_path}:\n{log_tail(h.log_path)}"
+                )
+            if time.monotonic() > deadline:
+                self._kill_host(h.name)
+                raise TimeoutError(
+                    f"lab host {h.name} ({h.address}:{h.port}) not accepting SSH after "
+                    f"{_READY_TIMEOUT:.0f}s; log {h.log_path}:\n{log_tail(h.log_path)}"
+                )
+            time.sleep(0.02)
+        # sshd answering means unshare and the mounts are done and sshd runs under the
+        # launcher's pid, so its namespace is now the host's.
+        ns = _mount_ns(running.proc.pid)
+        if ns is not None and ns != _mount_ns(os.getpid()):
+            running.mount_ns = ns
+
+    def _kill_host(self, name: str) -> None:
+        running = self._running.pop(name, None)
+        if running is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(running.proc.pid, signal.SIGKILL)
+        if running.mount_ns is not None:
+            _kill_namespace(running.mount_ns)
+        kill_process_group(running.proc, timeout=5)
+        running.log.close()
+
+    def _init_host_state(self, h: LabHost) -> None:
+        (h.lab_dir / ".lab-host").write_text(f"{h.name}\n")
+        services = h.lab_dir / "services"
+        services.mkdir(exist_ok=True)
+        for svc in self.services:
+            (services / svc).write_text("active\n")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _write_private(path: Path, text: str) -> None:
+    # sshd and ssh refuse private keys others can read.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)
+
+
+def _truncate(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError), path.open("r+b") as fh:
+        fh.truncate(0)
+
+
+def _empty_dir(directory: Path) -> None:
+    for entry in directory.iterdir() if directory.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _ssh_banner(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1) as sock:
+            return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _mount_ns(pid: int) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _process_start_time(pid: int) -> str | None:
+    """Start time of a live process (None if gone, or a zombie nobody has reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in field 2 may contain spaces, so count from ')': field 3 is the state,
+    # field 22 the start time.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _kill_namespace(ns: tuple[int, int], timeout: float = 5.0) -> None:
+    """SIGKILL every process in mount namespace ``ns`` until none is left."""
+    if ns == _mount_ns(os.getpid()):
+        # Never: that would be every process of the machine, this one included.
+        raise RuntimeError("refusing to kill the test process's own mount namespace")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid == os.getpid() or _mount_ns(pid) != ns:
+                continue
+            found = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.01)

@@ -1,0 +1,138 @@
+"""Real parts for integration tests: sshd lab, OpenBao, Temporal dev server, SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiosmtpd.controller import Controller
+from temporalio.client import Client
+
+from bot.lab import Lab, OpenBaoProcess, free_port
+from bot.settings import Settings
+from bot.worker import WorkerParts, build_worker
+
+FLEET = {"cluster-a": ["a1", "a2", "a3"], "cluster-b": ["b1", "b2", "b3"]}
+SERVICES = ["nginx", "postgresql"]
+SECRET_PREFIX = "patch-deploy"
+
+
+@dataclass
+class Mailbox:
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 OK"
+
+    def events(self, event: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["X-PatchPilot-Event"] == event]
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
+    smtp_server[0].clear()
+    return smtp_server[0]
+
+
+@pytest.fixture(scope="session")
+def fleet_session(
+    tmp_path_factory: pytest.TempPathFactory, openbao: OpenBaoProcess
+) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("fleet")
+    with Lab(
+        root, FLEET, services=tuple(SERVICES), port=free_port(), address_prefix="127.0.4."
+    ) as lab:
+        lab.seed_vault(openbao.address, openbao.root_token, prefix=SECRET_PREFIX)
+        yield lab
+
+
+@pytest.fixture
+def fleet(fleet_session: Lab) -> Lab:
+    fleet_session.reset()
+    fleet_session.write_inventory()
+    return fleet_session
+
+
+@pytest.fixture
+def worker_settings(
+    fleet: Lab, openbao: OpenBaoProcess, smtp_server: tuple[Mailbox, int], temporal_dev_server
+) -> Settings:
+    return Settings(
+        temporal_address=temporal_dev_server.address,
+        task_queue=f"it-{uuid.uuid4().hex[:8]}",
+        inventory=fleet.inventory_path,
+        known_hosts=fleet.known_hosts_path,
+        vault_addr=openbao.address,
+        vault_token=openbao.root_token,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server[1],
+        smtp_from="patchpilot@example.com",
+    )
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: Settings) -> AsyncIterator[WorkerParts]:
+    parts = WorkerParts(settings)
+    worker = build_worker(client, settings, parts)
+    async with worker:
+        yield parts
+
+
+@pytest_asyncio.fixture
+async def worker(temporal_client: Client, worker_settings: Settings) -> AsyncIterator[WorkerParts]:
+    async with running_worker(temporal_client, worker_settings) as parts:
+        yield parts
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment an operator would give `patchpilot` for these settings."""
+    assert settings.vault_token is not None and settings.vault_addr is not None
+    return {
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "PATCHPILOT_TASK_QUEUE": settings.task_queue,
+        "PATCHPILOT_INVENTORY": str(settings.inventory),
+        "PATCHPILOT_KNOWN_HOSTS": str(settings.known_hosts),
+        "VAULT_ADDR": settings.vault_addr,
+        "VAULT_TOKEN": settings.vault_token.get_secret_value(),
+        "PATCHPILOT_SMTP_HOST": str(settings.smtp_host),
+        "PATCHPILOT_SMTP_PORT": str(settings.smtp_port),
+        "PATCHPILOT_SMTP_FROM": settings.smtp_from,
+    }
+
+
+async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]

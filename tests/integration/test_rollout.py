@@ -1,0 +1,288 @@
+"""SystemPatchWorkflow end to end: real Temporal dev server, OpenBao, sshd lab hosts and SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
+
+from activities.ssh import unwrap_command
+from bot.lab import Lab
+from bot.settings import Settings
+from bot.worker import WorkerParts
+from tests.integration.conftest import SERVICES, Mailbox, wait_for, worker_env
+from workflows.models import (
+    WORKFLOW_NAME,
+    ApprovalDecision,
+    HostState,
+    Phase,
+    RolloutInput,
+    RolloutProgress,
+    RolloutSummary,
+)
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+UPDATE = "apt-get update && apt-get -y upgrade"
+PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
+
+
+def rollout(clusters: list[str], **extra: object) -> RolloutInput:
+    return RolloutInput.model_validate(
+        {
+            "targetClusters": clusters,
+            "pilotHostCount": 1,
+            "approverEmails": [ALICE],
+            "requesterEmail": BOB,
+            "updateCommand": UPDATE,
+            "serviceList": SERVICES,
+            **extra,
+        }
+    )
+
+
+def commands(lab: Lab, host: str) -> list[str]:
+    return [unwrap_command(line) for line in lab.command_log(host)]
+
+
+def expected_host_commands() -> list[str]:
+    return [
+        "true",
+        "test -e /var/lib/patchpilot/maintenance",
+        "systemctl is-active nginx",
+        "systemctl is-active postgresql",
+        # maintenance on carries the rollout id; compared by prefix below
+        "mkdir -p /var/lib/patchpilot && echo ",
+        "systemctl stop nginx",
+        "systemctl stop postgresql",
+        "true",
+        UPDATE,
+        "systemctl start postgresql",
+        "systemctl start nginx",
+        "systemctl is-active nginx",
+        "systemctl is-active postgresql",
+        "rm -f /var/lib/patchpilot/maintenance",
+    ]
+
+
+def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **worker_env(settings), "COLUMNS": "200"}
+    return subprocess.run(
+        [PATCHPILOT, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+async def acli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(cli, settings, *args)
+
+
+async def test_operator_flow_patches_every_host_pilots_first(
+    fleet: Lab, worker_settings: Settings, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    """`patchpilot worker` + `start` + `approve` + `status` + `result`, as the README tells it."""
+    env = {**os.environ, **worker_env(worker_settings)}
+    worker_log = (tmp_path / "worker.log").open("w")
+    worker_process = subprocess.Popen(
+        [PATCHPILOT, "worker"],
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        rollout_id = f"it-happy-{uuid.uuid4().hex[:6]}"
+        started = await acli(
+            worker_settings,
+            "start",
+            "--clusters",
+            "cluster-a",
+            "cluster-b",
+            "--pilot",
+            "1",
+            "--approver",
+            ALICE,
+            "--requester",
+            BOB,
+            "--services",
+            "nginx,postgresql",
+            "--update",
+            UPDATE,
+            "--max-concurrency",
+            "2",
+            "--id",
+            rollout_id,
+        )
+        assert started.returncode == 0, started.stderr
+        assert f"Started rollout {rollout_id}" in started.stdout
+        await wait_for(lambda: mailbox.events("approval-request"), timeout=30)
+        request = mailbox.events("approval-request")[0]
+        assert request["X-Envelope-To"] == ALICE
+        assert f"patchpilot approve {rollout_id}" in request.get_content()
+        assert all(commands(fleet, h.name) == [] for h in fleet.hosts), "touched before approval"
+
+        self_approval = await acli(worker_settings, "approve", rollout_id, "--as", BOB)
+        assert self_approval.returncode == 2
+        assert "requested this rollout and cannot approve it" in self_approval.stderr
+        stranger = await acli(worker_settings, "approve", rollout_id, "--as", "eve@example.com")
+        assert stranger.returncode == 2 and "is not an approver" in stranger.stderr
+
+        approved = await acli(worker_settings, "approve", rollout_id, "--as", ALICE)
+        assert approved.returncode == 0, approved.stderr
+        assert f"approved by {ALICE}" in approved.stdout
+
+        finished = await acli(worker_settings, "result", rollout_id)
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+        assert "succeeded" in finished.stdout and "patched 6, failed 0" in finished.stdout
+        status = await acli(worker_settings, "status", rollout_id)
+        assert status.returncode == 0 and "succeeded" in status.stdout
+    finally:
+        os.killpg(worker_process.pid, signal.SIGTERM)
+        worker_process.wait(timeout=20)
+        worker_log.close()
+
+    expected = expected_host_commands()
+    for host in fleet.hosts:
+        seen = commands(fleet, host.name)
+        assert len(seen) == len(expected), (host.name, seen)
+        for got, want in zip(seen, expected, strict=True):
+            assert got.startswith(want), (host.name, got, want)
+        assert not fleet.in_maintenance(host.name)
+        assert all(fleet.service_state(host.name, s) == "active" for s in SERVICES)
+        assert fleet.update_count(host.name) == 1
+
+    for cluster, hosts in fleet.clusters.items():
+        pilot, *others = hosts
+        pilot_last = fleet.command_log_timed(pilot)[-1][0]
+        others_first = min(fleet.command_log_timed(h)[0][0] for h in others)
+        assert pilot_last < others_first, f"{cluster}: a non-pilot started before the pilot ended"
+    a_last = max(fleet.command_log_timed(h)[-1][0] for h in fleet.clusters["cluster-a"])
+    b_first = min(fleet.command_log_timed(h)[0][0] for h in fleet.clusters["cluster-b"])
+    assert a_last < b_first, "cluster-b started before cluster-a finished"
+
+    assert len(mailbox.events("host-start")) == 6 and len(mailbox.events("host-success")) == 6
+    assert all(m["X-Envelope-To"] == BOB for m in mailbox.events("host-success"))
+    summary = mailbox.events("summary")
+    assert len(summary) == 1 and "patched 6, failed 0, skipped 0" in summary[0].get_content()
+
+
+async def start(client: Client, settings: Settings, rollout_input: RolloutInput):
+    return await client.start_workflow(
+        WORKFLOW_NAME,
+        rollout_input,
+        id=f"it-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.task_queue,
+        result_type=RolloutSummary,
+    )
+
+
+async def approve(handle, who: str = ALICE) -> None:
+    await handle.execute_update("approve", ApprovalDecision(approver=who), result_type=str)
+
+
+async def test_failing_pilot_stops_everything_and_the_alert_names_host_and_step(
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
+    mailbox: Mailbox,
+) -> None:
+    fleet.set_fault("a1", "update-fail")
+    handle = await start(temporal_client, worker_settings, rollout(["cluster-a", "cluster-b"]))
+    await approve(handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "pilot host a1 failed at step update" in str(failed.value.cause)
+    assert "simulated upgrade failure" in str(failed.value.cause)
+    assert fleet.update_count("a1") == 0
+    for host in ["a2", "a3", "b1", "b2", "b3"]:
+        assert commands(fleet, host) == [], f"{host} was touched after the pilot failed"
+    assert UPDATE in commands(fleet, "a1")
+    assert fleet.in_maintenance("a1"), "a failed host stays in maintenance for the operator"
+    alerts = mailbox.events("failure")
+    assert len(alerts) == 1
+    assert "a1 at step update" in alerts[0]["Subject"]
+    body = alerts[0].get_content()
+    assert "host a1 (cluster cluster-a) failed at step update" in body
+    assert "Maintenance mode: in maintenance" in body
+    assert set(alerts[0]["X-Envelope-To"].split(", ")) == {BOB, ALICE}
+    progress = await handle.query("progress", result_type=RolloutProgress)
+    states = {h.name: h.state for h in progress.hosts()}
+    assert states == {
+        "a1": HostState.FAILED,
+        **{h: HostState.SKIPPED for h in ["a2", "a3", "b1", "b2", "b3"]},
+    }
+
+
+async def test_reject_and_approval_timeout_touch_no_host(
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
+    mailbox: Mailbox,
+) -> None:
+    rejected = await start(temporal_client, worker_settings, rollout(["cluster-a"]))
+    await rejected.execute_update(
+        "reject", ApprovalDecision(approver=ALICE, comment="not today"), result_type=str
+    )
+    timed_out = await start(
+        temporal_client, worker_settings, rollout(["cluster-b"], approvalTimeout=2)
+    )
+    assert (await rejected.result()).phase == Phase.REJECTED
+    assert (await timed_out.result()).phase == Phase.APPROVAL_TIMED_OUT
+    assert all(commands(fleet, h.name) == [] for h in fleet.hosts)
+    with pytest.raises(RPCError, match="already completed"):
+        await approve(rejected)
+
+
+async def test_second_rollout_on_a_busy_host_is_refused(
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
+) -> None:
+    slow = rollout(["cluster-a"], pilotHostCount=0, updateCommand=f"sleep 4 && {UPDATE}")
+    first = await start(temporal_client, worker_settings, slow)
+    await approve(first)
+    await wait_for(lambda: any(UPDATE in c for c in commands(fleet, "a1")), timeout=30)
+    second = await start(temporal_client, worker_settings, rollout(["cluster-a"]))
+    await approve(second)
+    with pytest.raises(WorkflowFailureError) as refused:
+        await second.result()
+    assert "host a1 is already being patched by another rollout" in str(refused.value.cause)
+    summary = await first.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
+    assert fleet.update_count("a1") == 1
+
+
+async def test_no_secret_in_any_workflow_history(
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
+    openbao,
+) -> None:
+    handle = await start(temporal_client, worker_settings, rollout(["cluster-b"]))
+    await approve(handle)
+    assert (await handle.result()).phase == Phase.SUCCEEDED
+    key_lines = [
+        line for line in fleet.client_private_key.splitlines() if line and "PRIVATE KEY" not in line
+    ]
+    secrets = [openbao.root_token, *key_lines]
+    scanned = 0
+    async for execution in temporal_client.list_workflows():
+        history = await temporal_client.get_workflow_handle(
+            execution.id, run_id=execution.run_id
+        ).fetch_history()
+        text = history.to_json()
+        scanned += 1
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into the history of {execution.id}"
+    assert scanned >= 4  # this rollout and its three host workflows at least

@@ -1,0 +1,97 @@
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from workflows.models import ApprovalDecision, RolloutInput, describe_validation_error
+
+GOOD = {
+    "targetClusters": ["cluster-a", "cluster-b"],
+    "pilotHostCount": 2,
+    "approverEmails": ["alice@example.com"],
+    "requesterEmail": "bob@example.com",
+    "vaultAddress": "https://vault.example.com:8200",
+    "secretPathPrefix": "patch-deploy",
+    "updateCommand": "apt-get update && apt-get -y upgrade",
+    "serviceList": ["postgresql", "nginx"],
+}
+
+
+def problems(raw: dict) -> str:
+    with pytest.raises(ValidationError) as caught:
+        RolloutInput.model_validate(raw)
+    return describe_validation_error(caught.value)
+
+
+def test_spec_input_is_accepted_with_spec_defaults() -> None:
+    rollout = RolloutInput.model_validate(GOOD)
+    assert rollout.target_clusters == ["cluster-a", "cluster-b"]
+    assert rollout.max_concurrency == 1
+    assert rollout.max_failures == 0
+    assert rollout.approval_timeout == timedelta(hours=24)
+    assert rollout.pre_downtime_scripts == []
+
+
+def test_wire_format_is_the_spec_camel_case_and_round_trips() -> None:
+    rollout = RolloutInput.model_validate(GOOD)
+    wire = to_json(rollout).decode()
+    assert '"targetClusters"' in wire and '"pilotHostCount"' in wire
+    assert "target_clusters" not in wire
+    assert RolloutInput.model_validate_json(wire) == rollout
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(90, timedelta(seconds=90)), ("PT2H", timedelta(hours=2))]
+)
+def test_approval_timeout_takes_seconds_or_iso8601(value: object, expected: timedelta) -> None:
+    assert (
+        RolloutInput.model_validate({**GOOD, "approvalTimeout": value}).approval_timeout == expected
+    )
+
+
+def test_vault_token_is_refused_because_it_would_land_in_history() -> None:
+    message = problems({**GOOD, "vaultToken": "hvs.secret-token-value"})
+    assert message.startswith("vaultToken:")
+    assert "plain text in Temporal history" in message
+    assert "hvs.secret-token-value" not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"targetClusters": []}, "targetClusters", "at least 1"),
+        ({"targetClusters": ["a;rm -rf /"]}, "targetClusters[0]", "shell metacharacters"),
+        ({"targetClusters": ["a", "a"]}, "targetClusters", "listed twice"),
+        ({"pilotHostCount": -1}, "pilotHostCount", "greater than or equal to 0"),
+        ({"approverEmails": ["not-an-email"]}, "approverEmails[0]", "not a valid e-mail"),
+        ({"requesterEmail": "bob@"}, "requesterEmail", "not a valid e-mail"),
+        ({"serviceList": ["nginx", "$(reboot)"]}, "serviceList[1]", "not allowed"),
+        ({"serviceList": ["nginx\nreboot"]}, "serviceList[0]", "not allowed"),
+        ({"updateCommand": "   "}, "updateCommand", "must not be empty"),
+        ({"updateCommand": "x" * 9000}, "updateCommand", "limit is 8192"),
+        ({"maxConcurrency": 0}, "maxConcurrency", "greater than or equal to 1"),
+        ({"approvalTimeout": -5}, "approvalTimeout", "positive duration"),
+        ({"vaultAddress": "vault.example.com"}, "vaultAddress", "http(s) URL"),
+        ({"secretPathPrefix": "../etc"}, "secretPathPrefix", "pattern"),
+        ({"surprise": 1}, "surprise", "Extra inputs"),
+    ],
+)
+def test_bad_input_names_the_field_and_the_reason(change: dict, field: str, reason: str) -> None:
+    message = problems({**GOOD, **change})
+    assert any(line.startswith(f"{field}:") and reason in line for line in message.splitlines()), (
+        message
+    )
+
+
+def test_requester_alone_cannot_be_the_approver() -> None:
+    message = problems({**GOOD, "approverEmails": ["bob@example.com"]})
+    assert "cannot approve their own rollout" in message
+
+
+def test_emails_are_compared_case_insensitively() -> None:
+    rollout = RolloutInput.model_validate({**GOOD, "approverEmails": ["Alice@Example.COM"]})
+    assert rollout.approver_emails == ["alice@example.com"]
+    assert ApprovalDecision.model_validate({"approver": "ALICE@example.com"}).approver == (
+        "alice@example.com"
+    )

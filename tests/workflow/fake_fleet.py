@@ -1,0 +1,106 @@
+"""Stand-in activities for workflow-logic tests: they record what the workflow asked for.
+
+Only the workflows' decisions are under test here; the real activities run against real sshd hosts,
+OpenBao and SMTP in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows import names
+from workflows.models import (
+    ClusterHosts,
+    ClusterHostsRequest,
+    HostStepInput,
+    HostTarget,
+    RolloutNotice,
+    StepResult,
+    VaultPreflightInput,
+)
+
+
+@dataclass
+class FakeFleet:
+    clusters: dict[str, list[str]]
+    fail: dict[tuple[str, str], str] = field(default_factory=dict)  # (host, activity) -> message
+    block: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (host, activity) in order
+    notices: list[tuple[str, RolloutNotice]] = field(default_factory=list)
+    started: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def host_calls(self, activity_name: str) -> list[str]:
+        return [host for host, name in self.calls if name == activity_name]
+
+    def activities(self) -> list[object]:
+        def host_step(name: str):
+            @activity.defn(name=name)
+            async def run(step: HostStepInput) -> StepResult:
+                key = (step.host.name, name)
+                self.calls.append(key)
+                self.started.setdefault(key, asyncio.Event()).set()
+                if key in self.block:
+                    await self.block[key].wait()
+                if key in self.fail:
+                    raise ApplicationError(self.fail[key], non_retryable=True)
+                return StepResult(detail="fake")
+
+            return run
+
+        def notify(name: str):
+            @activity.defn(name=name)
+            async def run(notice: RolloutNotice) -> bool:
+                self.notices.append((name, notice))
+                return True
+
+            return run
+
+        @activity.defn(name=names.GET_CLUSTER_HOSTS)
+        async def get_cluster_hosts(request: ClusterHostsRequest) -> ClusterHosts:
+            if request.target_cluster not in self.clusters:
+                raise ApplicationError(
+                    f"cluster {request.target_cluster!r} is not in the inventory",
+                    non_retryable=True,
+                )
+            return ClusterHosts(
+                cluster=request.target_cluster,
+                hosts=[
+                    HostTarget(name=host, cluster=request.target_cluster, address="192.0.2.1")
+                    for host in self.clusters[request.target_cluster]
+                ],
+            )
+
+        @activity.defn(name=names.VAULT_CLIENT)
+        async def vault_preflight(request: VaultPreflightInput) -> StepResult:
+            return StepResult(detail="fake vault ok")
+
+        host_names = [
+            names.CHECK_HOST_PRECONDITIONS,
+            names.RUN_PRE_DOWNTIME_SCRIPTS,
+            names.SET_MAINTENANCE_MODE,
+            names.STOP_SERVICES,
+            names.WAIT_FOR_WORKLOAD_DRAIN,
+            names.RUN_PRE_UPDATE_SCRIPTS,
+            names.PERFORM_UPDATE,
+            names.START_SERVICES,
+            names.RUN_POST_UPDATE_SCRIPTS,
+            names.CHECK_SERVICE_HEALTH,
+            names.CLEAR_MAINTENANCE_MODE,
+        ]
+        notify_names = [
+            names.SEND_APPROVAL_REQUEST,
+            names.SEND_START_NOTIFICATION,
+            names.SEND_SUCCESS_NOTIFICATION,
+            names.SEND_FAILURE_ALERT,
+            names.SEND_ROLLOUT_SUMMARY,
+        ]
+        return [
+            get_cluster_hosts,
+            vault_preflight,
+            *(host_step(name) for name in host_names),
+            *(notify(name) for name in notify_names),
+        ]

@@ -1,0 +1,283 @@
+"""SystemPatchWorkflow's decisions on a real Temporal dev server, stand-in activities."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import CancelledError
+from temporalio.worker import Worker
+
+from tests.workflow.fake_fleet import FakeFleet
+from workflows import names
+from workflows.host_patch import HostPatchWorkflow
+from workflows.models import (
+    WORKFLOW_NAME,
+    ApprovalDecision,
+    HostState,
+    Phase,
+    RolloutInput,
+    RolloutProgress,
+    RolloutSummary,
+)
+from workflows.system_patch import SystemPatchWorkflow
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+
+
+def fleet_names(prefix: str) -> dict[str, list[str]]:
+    return {
+        f"{prefix}-ca": [f"{prefix}-a1", f"{prefix}-a2", f"{prefix}-a3"],
+        f"{prefix}-cb": [f"{prefix}-b1", f"{prefix}-b2", f"{prefix}-b3"],
+    }
+
+
+def rollout(clusters: list[str], **extra: object) -> RolloutInput:
+    return RolloutInput.model_validate(
+        {
+            "targetClusters": clusters,
+            "pilotHostCount": 1,
+            "approverEmails": [ALICE, BOB],
+            "requesterEmail": BOB,
+            "updateCommand": "apt-get update && apt-get -y upgrade",
+            "serviceList": ["nginx"],
+            **extra,
+        }
+    )
+
+
+@asynccontextmanager
+async def running(client: Client, fleet: FakeFleet) -> AsyncIterator[str]:
+    queue = f"wf-test-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[SystemPatchWorkflow, HostPatchWorkflow],
+        activities=fleet.activities(),
+    ):
+        yield queue
+
+
+async def start(client: Client, queue: str, rollout_input: RolloutInput) -> WorkflowHandle:
+    return await client.start_workflow(
+        WORKFLOW_NAME,
+        rollout_input,
+        id=f"rollout-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+        result_type=RolloutSummary,
+    )
+
+
+async def decide(handle: WorkflowHandle, kind: str, who: str) -> str:
+    return await handle.execute_update(kind, ApprovalDecision(approver=who), result_type=str)
+
+
+async def test_approved_rollout_patches_pilots_first_then_the_rest(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = fleet_names(prefix)
+    fleet = FakeFleet(clusters)
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), maxConcurrency=2))
+        assert await decide(handle, "approve", ALICE) == f"approved by {ALICE}"
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED
+    assert (summary.patched, summary.failed, summary.skipped) == (6, 0, 0)
+    updates = fleet.host_calls(names.PERFORM_UPDATE)
+    a, b = list(clusters.values())
+    # Cluster order holds; each cluster's pilot is patched before the others of its cluster start.
+    assert updates[0] == a[0] and set(updates[1:3]) == set(a[1:])
+    assert updates[3] == b[0] and set(updates[4:6]) == set(b[1:])
+    a1_steps = [name for host, name in fleet.calls if host == a[0]]
+    assert a1_steps == [
+        names.CHECK_HOST_PRECONDITIONS,
+        names.SET_MAINTENANCE_MODE,
+        names.STOP_SERVICES,
+        names.WAIT_FOR_WORKLOAD_DRAIN,
+        names.PERFORM_UPDATE,
+        names.START_SERVICES,
+        names.CHECK_SERVICE_HEALTH,
+        names.CLEAR_MAINTENANCE_MODE,
+    ]
+    sent = [name for name, _ in fleet.notices]
+    assert sent[0] == names.SEND_APPROVAL_REQUEST and sent[-1] == names.SEND_ROLLOUT_SUMMARY
+    assert sent.count(names.SEND_SUCCESS_NOTIFICATION) == 6
+
+
+async def test_approval_rules_are_enforced_by_the_update_validator(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = fleet_names(prefix)
+    fleet = FakeFleet(clusters)
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters)[:1], pilotHostCount=0))
+        with pytest.raises(WorkflowUpdateFailedError) as stranger:
+            await decide(handle, "approve", "mallory@example.com")
+        assert "mallory@example.com is not an approver" in str(stranger.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as own:
+            await decide(handle, "approve", BOB)
+        assert "requested this rollout and cannot approve it" in str(own.value.cause)
+        progress = await handle.query("progress", result_type=RolloutProgress)
+        assert progress.phase == Phase.AWAITING_APPROVAL
+        assert fleet.host_calls(names.CHECK_HOST_PRECONDITIONS) == []
+        await decide(handle, "approve", ALICE)
+        with pytest.raises(WorkflowUpdateFailedError) as late:
+            await decide(handle, "reject", ALICE)
+        assert "already approved by alice@example.com" in str(late.value.cause)
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED
+
+
+async def test_reject_touches_no_host(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = fleet_names(prefix)
+    fleet = FakeFleet(clusters)
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters)))
+        await decide(handle, "reject", ALICE)
+        summary = await handle.result()
+    assert summary.phase == Phase.REJECTED
+    assert fleet.calls == []
+    assert summary.skipped == 6 and "rejected by alice@example.com" in summary.message
+
+
+async def test_failed_pilot_stops_the_rollout_and_alerts_with_host_and_step(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = fleet_names(prefix)
+    pilot = clusters[f"{prefix}-ca"][0]
+    fleet = FakeFleet(
+        clusters, fail={(pilot, names.PERFORM_UPDATE): "update exited 100: E: broken"}
+    )
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), maxFailures=5))
+        await decide(handle, "approve", ALICE)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        progress = await handle.query("progress", result_type=RolloutProgress)
+    assert f"pilot host {pilot} failed at step update" in str(failed.value.cause)
+    assert fleet.host_calls(names.PERFORM_UPDATE) == [pilot]
+    assert fleet.host_calls(names.CLEAR_MAINTENANCE_MODE) == []
+    states = {host.name: host.state for host in progress.hosts()}
+    assert states[pilot] == HostState.FAILED
+    assert [s for h, s in states.items() if h != pilot] == [HostState.SKIPPED] * 5
+    failed_host = next(host for host in progress.hosts() if host.name == pilot)
+    assert failed_host.in_maintenance is True and failed_host.step == "update"
+    alerts = [notice for name, notice in fleet.notices if name == names.SEND_FAILURE_ALERT]
+    assert len(alerts) == 1 and alerts[0].hostname == pilot and alerts[0].step == "update"
+    assert "E: broken" in (alerts[0].failure_details or "")
+
+
+async def test_error_budget_allows_max_failures_then_stops(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = {f"{prefix}-c": [f"{prefix}-h{i}" for i in range(1, 6)]}
+    hosts = clusters[f"{prefix}-c"]
+    fleet = FakeFleet(
+        clusters,
+        fail={
+            (hosts[1], names.CHECK_SERVICE_HEALTH): "unhealthy",
+            (hosts[2], names.PERFORM_UPDATE): "x",
+        },
+    )
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), maxFailures=1))
+        await decide(handle, "approve", ALICE)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        progress = await handle.query("progress", result_type=RolloutProgress)
+    states = [host.state for host in progress.hosts()]
+    assert states == [
+        HostState.DONE,
+        HostState.FAILED,
+        HostState.FAILED,
+        HostState.SKIPPED,
+        HostState.SKIPPED,
+    ]
+
+
+async def test_second_rollout_on_a_busy_host_is_refused_and_the_first_is_unaffected(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = {f"{prefix}-c": [f"{prefix}-h1"]}
+    host = f"{prefix}-h1"
+    release = asyncio.Event()
+    fleet = FakeFleet(clusters, block={(host, names.PERFORM_UPDATE): release})
+    async with running(temporal_client, fleet) as queue:
+        first = await start(temporal_client, queue, rollout(list(clusters)))
+        await decide(first, "approve", ALICE)
+        started = fleet.started.setdefault((host, names.PERFORM_UPDATE), asyncio.Event())
+        await asyncio.wait_for(started.wait(), 30)
+        second = await start(temporal_client, queue, rollout(list(clusters)))
+        await decide(second, "approve", ALICE)
+        with pytest.raises(WorkflowFailureError) as refused:
+            await second.result()
+        release.set()
+        summary = await first.result()
+    assert f"host {host} is already being patched by another rollout" in str(refused.value.cause)
+    assert summary.phase == Phase.SUCCEEDED
+    assert fleet.host_calls(names.PERFORM_UPDATE) == [host]
+
+
+async def test_cancel_lets_the_host_in_progress_finish_and_starts_no_other(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = {f"{prefix}-c": [f"{prefix}-h1", f"{prefix}-h2", f"{prefix}-h3"]}
+    first = f"{prefix}-h1"
+    release = asyncio.Event()
+    fleet = FakeFleet(clusters, block={(first, names.PERFORM_UPDATE): release})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters)))
+        await decide(handle, "approve", ALICE)
+        started = fleet.started.setdefault((first, names.PERFORM_UPDATE), asyncio.Event())
+        await asyncio.wait_for(started.wait(), 30)
+        await handle.cancel()
+        await asyncio.sleep(0.5)
+        release.set()
+        with pytest.raises(WorkflowFailureError) as cancelled:
+            await handle.result()
+        progress = await handle.query("progress", result_type=RolloutProgress)
+    assert isinstance(cancelled.value.cause, CancelledError)
+    assert progress.phase == Phase.CANCELLED
+    assert [h.state for h in progress.hosts()] == [
+        HostState.DONE,
+        HostState.SKIPPED,
+        HostState.SKIPPED,
+    ]
+    assert fleet.host_calls(names.CLEAR_MAINTENANCE_MODE) == [first]
+    summaries = [n for name, n in fleet.notices if name == names.SEND_ROLLOUT_SUMMARY]
+    assert summaries and summaries[-1].summary and summaries[-1].summary.phase == Phase.CANCELLED
+
+
+async def test_unknown_cluster_fails_before_approval_is_requested(temporal_client: Client) -> None:
+    fleet = FakeFleet({})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(["nowhere"]))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "cannot resolve cluster nowhere" in str(failed.value.cause)
+    assert names.SEND_APPROVAL_REQUEST not in [name for name, _ in fleet.notices]
+
+
+async def test_pilot_count_above_cluster_size_is_said_in_progress(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = {f"{prefix}-c": [f"{prefix}-h1", f"{prefix}-h2"]}
+    fleet = FakeFleet(clusters)
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), pilotHostCount=5))
+        await asyncio.sleep(0.5)
+        progress = await handle.query("progress", result_type=RolloutProgress)
+        await decide(handle, "reject", ALICE)
+        await handle.result()
+    assert progress.clusters[0].note and "whole cluster is pilot" in progress.clusters[0].note
+    assert all(host.pilot for host in progress.hosts())

@@ -1,0 +1,389 @@
+"""The contract between the bot, the workflows and the activities.
+
+Everything here travels through Temporal, so it must never carry a secret: no private key, no Vault
+token, no Slack token. Field names on the wire are the spec's camelCase names.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+WORKFLOW_NAME = "SystemPatchWorkflow"
+HOST_WORKFLOW_NAME = "HostPatchWorkflow"
+DEFAULT_TASK_QUEUE = "system-patching"
+MAINTENANCE_FLAG = "/var/lib/patchpilot/maintenance"
+
+# Names end up in shell commands, workflow ids and file paths: keep them boring on purpose.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+SERVICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
+SECRET_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+EMAIL_PATTERN = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MAX_COMMAND_LENGTH = 8192
+
+
+def _check_name(value: str, what: str, pattern: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(
+            f"{what} {value[:80]!r} is not allowed: use letters, digits, '.', '_' or '-' "
+            f"(starting with a letter or digit, at most {63 if pattern == NAME_PATTERN else 128} "
+            "characters); shell metacharacters and spaces are refused"
+        )
+    return value
+
+
+def _cluster_name(value: str) -> str:
+    return _check_name(value, "cluster name", NAME_PATTERN)
+
+
+def _host_name(value: str) -> str:
+    return _check_name(value, "host name", NAME_PATTERN)
+
+
+def _service_name(value: str) -> str:
+    return _check_name(value, "service name", SERVICE_PATTERN)
+
+
+def _email(value: str) -> str:
+    value = value.strip()
+    if len(value) > 254 or not EMAIL_PATTERN.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a valid e-mail address")
+    return value.lower()
+
+
+def _shell_command(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if len(value) > MAX_COMMAND_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; the limit is {MAX_COMMAND_LENGTH}")
+    return value
+
+
+ClusterName = Annotated[str, AfterValidator(_cluster_name)]
+HostName = Annotated[str, AfterValidator(_host_name)]
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+Email = Annotated[str, AfterValidator(_email)]
+ShellCommand = Annotated[str, AfterValidator(_shell_command)]
+
+
+class ContractModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are an error, not a surprise."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration (seconds or ISO 8601, e.g. 'PT30M')")
+    return value
+
+
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
+
+
+class RolloutInput(ContractModel):
+    """Input of SystemPatchWorkflow: the spec's fields plus optional extensions."""
+
+    target_clusters: list[ClusterName] = Field(min_length=1)
+    pilot_host_count: int = Field(ge=0)
+    approver_emails: list[Email] = Field(min_length=1)
+    requester_email: Email
+    vault_address: str | None = None
+    vault_token: str | None = Field(default=None, repr=False)
+    secret_path_prefix: Annotated[str, StringConstraints(pattern=SECRET_PREFIX_PATTERN)] = (
+        "patch-deploy"
+    )
+    update_command: ShellCommand
+    service_list: list[ServiceName] = Field(default_factory=list)
+    pre_downtime_scripts: list[ShellCommand] = Field(default_factory=list)
+    pre_update_scripts: list[ShellCommand] = Field(default_factory=list)
+    post_update_scripts: list[ShellCommand] = Field(default_factory=list)
+    max_concurrency: int = Field(default=1, ge=1, le=1000)
+    max_failures: int = Field(default=0, ge=0)
+    approval_timeout: PositiveDuration = timedelta(hours=24)
+    drain_timeout: PositiveDuration = timedelta(minutes=10)
+    health_timeout: PositiveDuration = timedelta(minutes=5)
+    update_timeout: PositiveDuration = timedelta(hours=1)
+    script_timeout: PositiveDuration = timedelta(minutes=15)
+
+    @field_validator("vault_address")
+    @classmethod
+    def _vault_address_is_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?", value):
+            raise ValueError(
+                f"{value[:80]!r} is not an http(s) URL like https://vault.example.com:8200"
+            )
+        return value.rstrip("/")
+
+    @field_validator("secret_path_prefix")
+    @classmethod
+    def _no_relative_segments(cls, value: str) -> str:
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError(f"{value!r} must not contain '.' or '..' segments (pattern)")
+        return value
+
+    @field_validator("vault_token")
+    @classmethod
+    def _no_token_in_history(cls, value: str | None) -> None:
+        if value:
+            # A token here would be persisted in plain text in Temporal's history.
+            raise ValueError(
+                "is refused: a Vault token in the workflow input would be stored in plain text in "
+                "Temporal history. Give the worker its own Vault credentials (VAULT_TOKEN, or "
+                "VAULT_ROLE_ID + VAULT_SECRET_ID) and leave vaultToken out"
+            )
+        return None
+
+    @field_validator("target_clusters", "approver_emails", "service_list")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for item in value:
+            if item in seen:
+                raise ValueError(f"{item!r} is listed twice")
+            seen.add(item)
+        return value
+
+    @model_validator(mode="after")
+    def _requester_is_not_the_only_approver(self) -> RolloutInput:
+        if set(self.approver_emails) == {self.requester_email}:
+            raise ValueError(
+                "approverEmails: the requester cannot approve their own rollout, so at least one "
+                "approver other than the requester is needed"
+            )
+        return self
+
+
+class ApprovalDecision(ContractModel):
+    """Argument of the `approve` and `reject` updates."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    approver: Email
+    comment: str = Field(default="", max_length=2000)
+
+
+class HostCommands(ContractModel):
+    """Shell commands run on a host; overridable per host or group with `patchpilot_<field>` vars.
+
+    `{service}` becomes the shell-quoted service name, `{rollout_id}` the quoted rollout id.
+    """
+
+    health_check: str = "true"
+    maintenance_check: str = f"test -e {MAINTENANCE_FLAG}"
+    maintenance_on: str = (
+        f"mkdir -p {MAINTENANCE_FLAG.rsplit('/', 1)[0]} && echo {{rollout_id}} > {MAINTENANCE_FLAG}"
+    )
+    maintenance_off: str = f"rm -f {MAINTENANCE_FLAG}"
+    drain_check: str = "true"
+    service_stop: str = "systemctl stop {service}"
+    service_start: str = "systemctl start {service}"
+    service_health: str = "systemctl is-active {service}"
+
+
+class HostTarget(ContractModel):
+    """One host as the inventory describes it (no credentials: those come from Vault)."""
+
+    name: HostName
+    cluster: ClusterName
+    address: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    commands: HostCommands = Field(default_factory=HostCommands)
+
+
+class ClusterHostsRequest(ContractModel):
+    target_cluster: ClusterName
+
+
+class ClusterHosts(ContractModel):
+    cluster: ClusterName
+    hosts: list[HostTarget]
+
+
+class VaultPreflightInput(ContractModel):
+    vault_address: str | None = None
+    secret_path_prefix: str
+    probe_host: HostName | None = None
+
+
+class HostStepInput(ContractModel):
+    """Input of every per-host SSH activity."""
+
+    rollout_id: str
+    host: HostTarget
+    vault_address: str | None = None
+    secret_path_prefix: str
+    services: list[ServiceName] = Field(default_factory=list)
+    scripts: list[str] = Field(default_factory=list)
+    command: str | None = None
+    timeout_seconds: float = 300.0
+
+
+class StepResult(ContractModel):
+    ok: bool = True
+    detail: str = ""
+
+
+class RolloutNotice(ContractModel):
+    """What the notification activities need; never a secret."""
+
+    rollout_id: str
+    requester_email: Email
+    approver_emails: list[Email] = Field(default_factory=list)
+    target_clusters: list[str] = Field(default_factory=list)
+    hostname: str | None = None
+    cluster: str | None = None
+    step: str | None = None
+    failure_details: str | None = None
+    hosts_by_cluster: dict[str, list[str]] = Field(default_factory=dict)
+    summary: RolloutSummary | None = None
+    pilot_host_count: int = 0
+    update_command: str = ""
+    services: list[str] = Field(default_factory=list)
+
+
+class HostState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Phase(StrEnum):
+    RESOLVING = "resolving-hosts"
+    AWAITING_APPROVAL = "awaiting-approval"
+    PREFLIGHT = "vault-preflight"
+    PATCHING = "patching"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    APPROVAL_TIMED_OUT = "approval-timed-out"
+    CANCELLED = "cancelled"
+
+
+class HostProgress(ContractModel):
+    name: str
+    cluster: str
+    pilot: bool = False
+    state: HostState = HostState.PENDING
+    step: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failure_reason: str | None = None
+    in_maintenance: bool | None = False
+
+
+class ClusterProgress(ContractModel):
+    name: str
+    hosts: list[HostProgress] = Field(default_factory=list)
+    note: str | None = None
+
+    def count(self, state: HostState) -> int:
+        return sum(1 for host in self.hosts if host.state == state)
+
+
+class RolloutProgress(ContractModel):
+    rollout_id: str
+    phase: Phase
+    requester_email: str
+    approver_emails: list[str]
+    decided_by: str | None = None
+    decision_comment: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str | None = None
+    clusters: list[ClusterProgress] = Field(default_factory=list)
+
+    def hosts(self) -> list[HostProgress]:
+        return [host for cluster in self.clusters for host in cluster.hosts]
+
+
+class RolloutSummary(ContractModel):
+    rollout_id: str
+    phase: Phase
+    patched: int
+    failed: int
+    skipped: int
+    duration_seconds: float
+    message: str
+    hosts: list[HostProgress] = Field(default_factory=list)
+
+
+class HostPatchInput(ContractModel):
+    """Input of the per-host child workflow."""
+
+    rollout_id: str
+    parent_workflow_id: str
+    host: HostTarget
+    requester_email: Email
+    approver_emails: list[Email]
+    vault_address: str | None = None
+    secret_path_prefix: str
+    update_command: str
+    service_list: list[str] = Field(default_factory=list)
+    pre_downtime_scripts: list[str] = Field(default_factory=list)
+    pre_update_scripts: list[str] = Field(default_factory=list)
+    post_update_scripts: list[str] = Field(default_factory=list)
+    drain_timeout_seconds: float
+    health_timeout_seconds: float
+    update_timeout_seconds: float
+    script_timeout_seconds: float
+
+
+class HostStepReport(ContractModel):
+    """Signal from a host workflow to its rollout: the step it is on now."""
+
+    hostname: str
+    step: str
+    in_maintenance: bool | None = None
+
+
+class HostPatchResult(ContractModel):
+    hostname: str
+    ok: bool
+    step: str | None = None
+    failure_reason: str | None = None
+    in_maintenance: bool | None = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def describe_validation_error(error: Any) -> str:
+    """One line per problem, naming the camelCase field, for CLI and chat users."""
+    lines = []
+    for problem in error.errors():
+        location = ""
+        for part in problem["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else f".{to_camel(str(part))}"
+        location = location.lstrip(".")
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{location or 'input'}: {message}")
+    return "\n".join(lines)
+
+
+RolloutNotice.model_rebuild()

@@ -1,0 +1,58 @@
+"""Activity names (the spec's, kept exactly) and the per-host step names shown in progress."""
+
+from __future__ import annotations
+
+SEND_APPROVAL_REQUEST = "SendApprovalRequestActivity"
+GET_CLUSTER_HOSTS = "GetClusterHostsActivity"
+CHECK_HOST_PRECONDITIONS = "CheckHostPreconditionsActivity"
+SEND_START_NOTIFICATION = "SendStartNotificationActivity"
+RUN_PRE_DOWNTIME_SCRIPTS = "RunPreDowntimeScriptsActivity"
+SET_MAINTENANCE_MODE = "SetMaintenanceModeActivity"
+STOP_SERVICES = "StopServicesActivity"
+WAIT_FOR_WORKLOAD_DRAIN = "WaitForWorkloadDrainActivity"
+RUN_PRE_UPDATE_SCRIPTS = "RunPreUpdateScriptsActivity"
+PERFORM_UPDATE = "PerformUpdateActivity"
+START_SERVICES = "StartServicesActivity"
+RUN_POST_UPDATE_SCRIPTS = "RunPostUpdateScriptsActivity"
+CHECK_SERVICE_HEALTH = "CheckServiceHealthActivity"
+SEND_SUCCESS_NOTIFICATION = "SendSuccessNotificationActivity"
+SEND_FAILURE_ALERT = "SendFailureAlertActivity"
+# Beyond the spec's 15:
+VAULT_CLIENT = "VaultClientActivity"
+CLEAR_MAINTENANCE_MODE = "ClearMaintenanceModeActivity"
+SEND_ROLLOUT_SUMMARY = "SendRolloutSummaryActivity"
+
+SPEC_ACTIVITIES = (
+    SEND_APPROVAL_REQUEST,
+    GET_CLUSTER_HOSTS,
+    CHECK_HOST_PRECONDITIONS,
+    SEND_START_NOTIFICATION,
+    RUN_PRE_DOWNTIME_SCRIPTS,
+    SET_MAINTENANCE_MODE,
+    STOP_SERVICES,
+    WAIT_FOR_WORKLOAD_DRAIN,
+    RUN_PRE_UPDATE_SCRIPTS,
+    PERFORM_UPDATE,
+    START_SERVICES,
+    RUN_POST_UPDATE_SCRIPTS,
+    CHECK_SERVICE_HEALTH,
+    SEND_SUCCESS_NOTIFICATION,
+    SEND_FAILURE_ALERT,
+)
+ALL_ACTIVITIES = (*SPEC_ACTIVITIES, VAULT_CLIENT, CLEAR_MAINTENANCE_MODE, SEND_ROLLOUT_SUMMARY)
+
+# Step names as they appear in `progress`, alerts and the command log order.
+STEP_PRECONDITIONS = "preconditions"
+STEP_START_NOTICE = "start-notification"
+STEP_PRE_DOWNTIME = "pre-downtime-scripts"
+STEP_MAINTENANCE_ON = "maintenance-on"
+STEP_STOP_SERVICES = "stop-services"
+STEP_DRAIN = "drain"
+STEP_PRE_UPDATE = "pre-update-scripts"
+STEP_UPDATE = "update"
+STEP_START_SERVICES = "start-services"
+STEP_POST_UPDATE = "post-update-scripts"
+STEP_HEALTH = "health-check"
+STEP_MAINTENANCE_OFF = "maintenance-off"
+STEP_SUCCESS_NOTICE = "success-notification"
+STEP_DONE = "done"

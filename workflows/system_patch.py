@@ -1,0 +1,435 @@
+"""SystemPatchWorkflow: approval, Vault preflight, then per cluster pilots first, then waves.
+
+Reads like the spec (DESIGN.md "The rollout"); the per-host steps live in HostPatchWorkflow and the
+pure rules (pilots, waves, error budget) in `workflows.planning`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.workflow import ChildWorkflowHandle
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import names
+    from workflows.host_patch import NOTIFY_RETRY, TRANSIENT_RETRY, failure_reason, host_workflow_id
+    from workflows.models import (
+        HOST_WORKFLOW_NAME,
+        WORKFLOW_NAME,
+        ApprovalDecision,
+        ClusterHosts,
+        ClusterHostsRequest,
+        ClusterProgress,
+        HostPatchInput,
+        HostPatchResult,
+        HostProgress,
+        HostState,
+        HostStepReport,
+        HostTarget,
+        Phase,
+        RolloutInput,
+        RolloutNotice,
+        RolloutProgress,
+        RolloutSummary,
+        VaultPreflightInput,
+    )
+    from workflows.planning import plan_cluster, should_stop
+
+
+class RolloutStopped(Exception):
+    """Raised inside the workflow to end the rollout early with a reason."""
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class SystemPatchWorkflow:
+    @workflow.init
+    def __init__(self, rollout: RolloutInput) -> None:
+        # State exists before the first update or query arrives, even in the first workflow task.
+        self._rollout = rollout
+        self._progress = RolloutProgress(
+            rollout_id=workflow.info().workflow_id,
+            phase=Phase.RESOLVING,
+            requester_email=rollout.requester_email,
+            approver_emails=rollout.approver_emails,
+            started_at=workflow.now(),
+        )
+        self._approved: bool | None = None
+        self._targets: dict[str, list[HostTarget]] = {}
+        self._failures = 0
+        self._cancel_requested = False
+
+    # ---- the rollout, as the spec tells it -----------------------------------------------------
+
+    @workflow.run
+    async def run(self, rollout: RolloutInput) -> RolloutSummary:
+        _, progress = self._require()
+        try:
+            await self._resolve_clusters()
+            if not await self._obtain_approval():
+                return await self._finish()
+            await self._vault_preflight()
+            progress.phase = Phase.PATCHING
+            for cluster in progress.clusters:
+                await self._patch_cluster(cluster)
+            progress.phase = Phase.SUCCEEDED
+            progress.message = "every host was patched"
+        except RolloutStopped as stopped:
+            progress.phase = Phase.FAILED
+            progress.message = str(stopped)
+        except asyncio.CancelledError:
+            progress.phase = Phase.CANCELLED
+            progress.message = "the rollout was cancelled; no further host was started"
+            self._skip_pending()
+            await self._finish()
+            raise
+        summary = await self._finish()
+        if summary.phase == Phase.FAILED:
+            raise ApplicationError(
+                summary.message, summary, type="RolloutFailed", non_retryable=True
+            )
+        return summary
+
+    async def _resolve_clusters(self) -> None:
+        """Resolve every cluster before asking for approval: what is approved is what is patched."""
+        rollout, progress = self._require()
+        for cluster_name in rollout.target_clusters:
+            try:
+                resolved = await workflow.execute_activity(
+                    names.GET_CLUSTER_HOSTS,
+                    ClusterHostsRequest(target_cluster=cluster_name),
+                    result_type=ClusterHosts,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=TRANSIENT_RETRY,
+                )
+            except ActivityError as error:
+                raise RolloutStopped(
+                    f"cannot resolve cluster {cluster_name}: {failure_reason(error)}"
+                ) from error
+            self._targets[cluster_name] = resolved.hosts
+            plan = plan_cluster([host.name for host in resolved.hosts], rollout.pilot_host_count)
+            pilots = set(plan.pilots)
+            note = None
+            if plan.whole_cluster_is_pilot:
+                note = (
+                    f"pilot count {rollout.pilot_host_count} covers all {len(resolved.hosts)} "
+                    "hosts: the whole cluster is pilot"
+                )
+            progress.clusters.append(
+                ClusterProgress(
+                    name=cluster_name,
+                    note=note,
+                    hosts=[
+                        HostProgress(
+                            name=host.name, cluster=cluster_name, pilot=host.name in pilots
+                        )
+                        for host in resolved.hosts
+                    ],
+                )
+            )
+
+    async def _obtain_approval(self) -> bool:
+        rollout, progress = self._require()
+        progress.phase = Phase.AWAITING_APPROVAL
+        await self._notify(names.SEND_APPROVAL_REQUEST, self._notice())
+        try:
+            await workflow.wait_condition(
+                lambda: self._approved is not None, timeout=rollout.approval_timeout
+            )
+        except TimeoutError:
+            self._approved = False
+            progress.phase = Phase.APPROVAL_TIMED_OUT
+            progress.message = (
+                f"no approver decided within {rollout.approval_timeout}; nothing was touched"
+            )
+            self._skip_pending()
+            return False
+        if not self._approved:
+            progress.phase = Phase.REJECTED
+            progress.message = f"rejected by {progress.decided_by}; nothing was touched"
+            self._skip_pending()
+            return False
+        return True
+
+    async def _vault_preflight(self) -> None:
+        rollout, progress = self._require()
+        progress.phase = Phase.PREFLIGHT
+        first_host = next((hosts[0].name for hosts in self._targets.values() if hosts), None)
+        try:
+            await workflow.execute_activity(
+                names.VAULT_CLIENT,
+                VaultPreflightInput(
+                    vault_address=rollout.vault_address,
+                    secret_path_prefix=rollout.secret_path_prefix,
+                    probe_host=first_host,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=TRANSIENT_RETRY,
+            )
+        except ActivityError as error:
+            reason = f"Vault preflight failed: {failure_reason(error)}"
+            await self._notify(names.SEND_FAILURE_ALERT, self._notice(failure_details=reason))
+            self._skip_pending()
+            raise RolloutStopped(f"{reason}; no host was touched") from error
+
+    async def _patch_cluster(self, cluster: ClusterProgress) -> None:
+        rollout, _ = self._require()
+        plan = plan_cluster(self._targets[cluster.name], rollout.pilot_host_count)
+        for is_pilot, wave in plan.waves(rollout.max_concurrency):
+            results = await self._run_wave(wave)
+            pilot_failed = False
+            for result in results:
+                if not result.ok:
+                    self._failures += 1
+                    pilot_failed = pilot_failed or is_pilot
+                    await self._alert(cluster.name, result)
+            if should_stop(self._failures, rollout.max_failures, pilot_failed=pilot_failed):
+                self._skip_pending()
+                failed = [r for r in results if not r.ok]
+                first = failed[0]
+                raise RolloutStopped(
+                    f"{'pilot ' if pilot_failed else ''}host {first.hostname} failed at step "
+                    f"{first.step}: {first.failure_reason}; the rollout stopped and no further "
+                    "host was touched"
+                )
+
+    async def _run_wave(self, wave: list[HostTarget]) -> list[HostPatchResult]:
+        started: list[ChildWorkflowHandle[object, HostPatchResult] | HostPatchResult] = []
+        for host in wave:
+            started.append(await self._start_host(host))
+        waiting = asyncio.gather(*(self._host_result(item) for item in started))
+        while True:
+            try:
+                # Shielded: a cancelled rollout lets the hosts in flight finish rather than
+                # abandoning them half-patched; it only stops new hosts from starting.
+                results = await asyncio.shield(waiting)
+                break
+            except asyncio.CancelledError:
+                workflow.logger.info("rollout cancelled; waiting for hosts in progress")
+                self._cancel_requested = True
+        for result in results:
+            self._record_result(result)
+        if self._cancel_requested:
+            self._skip_pending()
+            raise asyncio.CancelledError()
+        return results
+
+    async def _start_host(
+        self, host: HostTarget
+    ) -> ChildWorkflowHandle[object, HostPatchResult] | HostPatchResult:
+        rollout, _ = self._require()
+        progress_entry = self._host(host.name)
+        progress_entry.state = HostState.RUNNING
+        progress_entry.started_at = workflow.now()
+        progress_entry.step = names.STEP_PRECONDITIONS
+        try:
+            return await workflow.start_child_workflow(
+                HOST_WORKFLOW_NAME,
+                HostPatchInput(
+                    rollout_id=workflow.info().workflow_id,
+                    parent_workflow_id=workflow.info().workflow_id,
+                    host=host,
+                    requester_email=rollout.requester_email,
+                    approver_emails=rollout.approver_emails,
+                    vault_address=rollout.vault_address,
+                    secret_path_prefix=rollout.secret_path_prefix,
+                    update_command=rollout.update_command,
+                    service_list=rollout.service_list,
+                    pre_downtime_scripts=rollout.pre_downtime_scripts,
+                    pre_update_scripts=rollout.pre_update_scripts,
+                    post_update_scripts=rollout.post_update_scripts,
+                    drain_timeout_seconds=rollout.drain_timeout.total_seconds(),
+                    health_timeout_seconds=rollout.health_timeout.total_seconds(),
+                    update_timeout_seconds=rollout.update_timeout.total_seconds(),
+                    script_timeout_seconds=rollout.script_timeout.total_seconds(),
+                ),
+                id=host_workflow_id(host.name),
+                result_type=HostPatchResult,
+            )
+        except WorkflowAlreadyStartedError:
+            return self._busy(host)
+
+    def _busy(self, host: HostTarget) -> HostPatchResult:
+        return HostPatchResult(
+            hostname=host.name,
+            ok=False,
+            step=names.STEP_PRECONDITIONS,
+            failure_reason=(
+                f"host {host.name} is already being patched by another rollout (workflow "
+                f"{host_workflow_id(host.name)} is running); this rollout did not touch it"
+            ),
+            in_maintenance=None,
+        )
+
+    @staticmethod
+    async def _host_result(
+        item: ChildWorkflowHandle[object, HostPatchResult] | HostPatchResult,
+    ) -> HostPatchResult:
+        if isinstance(item, HostPatchResult):
+            return item
+        try:
+            return await item
+        except ChildWorkflowError as error:
+            return HostPatchResult(
+                hostname=item.id.removeprefix("patch-host-"),
+                ok=False,
+                step=None,
+                failure_reason=f"host workflow ended abnormally: {failure_reason(error)}",
+                in_maintenance=None,
+            )
+
+    def _record_result(self, result: HostPatchResult) -> None:
+        entry = self._host(result.hostname)
+        entry.state = HostState.DONE if result.ok else HostState.FAILED
+        entry.step = result.step or entry.step
+        entry.failure_reason = result.failure_reason
+        entry.in_maintenance = result.in_maintenance
+        entry.finished_at = result.finished_at or workflow.now()
+        if result.started_at:
+            entry.started_at = result.started_at
+
+    async def _alert(self, cluster: str, result: HostPatchResult) -> None:
+        maintenance = {True: "in maintenance", False: "not in maintenance", None: "unknown"}
+        details = (
+            f"host {result.hostname} (cluster {cluster}) failed at step {result.step}: "
+            f"{result.failure_reason}. Maintenance mode: {maintenance[result.in_maintenance]}."
+        )
+        await self._notify(
+            names.SEND_FAILURE_ALERT,
+            self._notice(
+                hostname=result.hostname,
+                cluster=cluster,
+                step=result.step,
+                failure_details=details,
+            ),
+        )
+
+    async def _finish(self) -> RolloutSummary:
+        _, progress = self._require()
+        progress.finished_at = workflow.now()
+        hosts = progress.hosts()
+        started = progress.started_at or progress.finished_at
+        summary = RolloutSummary(
+            rollout_id=progress.rollout_id,
+            phase=progress.phase,
+            patched=sum(1 for host in hosts if host.state == HostState.DONE),
+            failed=sum(1 for host in hosts if host.state == HostState.FAILED),
+            skipped=sum(1 for host in hosts if host.state == HostState.SKIPPED),
+            duration_seconds=(progress.finished_at - started).total_seconds(),
+            message=progress.message or progress.phase.value,
+            hosts=hosts,
+        )
+        await self._notify(names.SEND_ROLLOUT_SUMMARY, self._notice(summary=summary))
+        return summary
+
+    # ---- approval ----------------------------------------------------------------------------
+
+    @workflow.update(name="approve")
+    async def approve(self, decision: ApprovalDecision) -> str:
+        self._decide(decision, approved=True)
+        return f"approved by {decision.approver}"
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        self._validate_decision(decision, approving=True)
+
+    @workflow.update(name="reject")
+    async def reject(self, decision: ApprovalDecision) -> str:
+        self._decide(decision, approved=False)
+        return f"rejected by {decision.approver}"
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalDecision) -> None:
+        self._validate_decision(decision, approving=False)
+
+    def _validate_decision(self, decision: ApprovalDecision, *, approving: bool) -> None:
+        rollout, progress = self._require()
+        who = decision.approver.lower()
+        if self._approved is not None:
+            verdict = "approved" if self._approved else "rejected"
+            by = f" by {progress.decided_by}" if progress.decided_by else ""
+            raise ValueError(f"this rollout was already {verdict}{by}; the decision is final")
+        if approving and who == rollout.requester_email:
+            raise ValueError(
+                f"{who} requested this rollout and cannot approve it; another approver must"
+            )
+        if who not in rollout.approver_emails:
+            raise ValueError(
+                f"{who} is not an approver of this rollout (approvers: "
+                f"{', '.join(rollout.approver_emails)})"
+            )
+
+    def _decide(self, decision: ApprovalDecision, *, approved: bool) -> None:
+        _, progress = self._require()
+        self._approved = approved
+        progress.decided_by = decision.approver.lower()
+        progress.decision_comment = decision.comment or None
+
+    # ---- progress ----------------------------------------------------------------------------
+
+    @workflow.query(name="progress")
+    def progress(self) -> RolloutProgress:
+        _, progress = self._require()
+        return progress
+
+    @workflow.signal(name="host_step")
+    def host_step(self, report: HostStepReport) -> None:
+        entry = self._host(report.hostname)
+        if entry.state == HostState.RUNNING:
+            entry.step = report.step
+            entry.in_maintenance = report.in_maintenance
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _require(self) -> tuple[RolloutInput, RolloutProgress]:
+        return self._rollout, self._progress
+
+    def _host(self, hostname: str) -> HostProgress:
+        _, progress = self._require()
+        for host in progress.hosts():
+            if host.name == hostname:
+                return host
+        raise KeyError(hostname)
+
+    def _skip_pending(self) -> None:
+        _, progress = self._require()
+        for host in progress.hosts():
+            if host.state == HostState.PENDING:
+                host.state = HostState.SKIPPED
+
+    def _notice(self, **extra: object) -> RolloutNotice:
+        rollout, progress = self._require()
+        return RolloutNotice.model_validate(
+            {
+                "rollout_id": progress.rollout_id,
+                "requester_email": rollout.requester_email,
+                "approver_emails": rollout.approver_emails,
+                "target_clusters": rollout.target_clusters,
+                "hosts_by_cluster": {
+                    name: [host.name for host in hosts] for name, hosts in self._targets.items()
+                },
+                "pilot_host_count": rollout.pilot_host_count,
+                "update_command": rollout.update_command,
+                "services": rollout.service_list,
+                **extra,
+            }
+        )
+
+    async def _notify(self, activity_name: str, notice: RolloutNotice) -> None:
+        try:
+            await workflow.execute_activity(
+                activity_name,
+                notice,
+                result_type=bool,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("notification %s failed: %s", activity_name, error)
