@@ -224,6 +224,8 @@ class HostPatchWorkflow:
             approver_emails=job.approver_emails,
             hostname=job.host.name,
             cluster=job.host.cluster,
+            slack_channel=job.slack_channel,
+            slack_thread_ts=job.slack_thread_ts,
         )
         try:
             await workflow.execute_activity(

@@ -126,6 +126,9 @@ class RolloutInput(ContractModel):
     health_timeout: PositiveDuration = timedelta(minutes=5)
     update_timeout: PositiveDuration = timedelta(hours=1)
     script_timeout: PositiveDuration = timedelta(minutes=15)
+    # Where chat notifications for this rollout go (set by the Slack bot; not secrets).
+    slack_channel: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,32}$")] | None = None
+    slack_thread_ts: Annotated[str, StringConstraints(pattern=r"^\d{1,12}\.\d{1,8}$")] | None = None
 
     @field_validator("vault_address")
     @classmethod
@@ -264,6 +267,8 @@ class RolloutNotice(ContractModel):
     pilot_host_count: int = 0
     update_command: str = ""
     services: list[str] = Field(default_factory=list)
+    slack_channel: str | None = None
+    slack_thread_ts: str | None = None
 
 
 class HostState(StrEnum):
@@ -349,6 +354,8 @@ class HostPatchInput(ContractModel):
     pre_downtime_scripts: list[str] = Field(default_factory=list)
     pre_update_scripts: list[str] = Field(default_factory=list)
     post_update_scripts: list[str] = Field(default_factory=list)
+    slack_channel: str | None = None
+    slack_thread_ts: str | None = None
     drain_timeout_seconds: float
     health_timeout_seconds: float
     update_timeout_seconds: float

@@ -249,6 +249,8 @@ class SystemPatchWorkflow:
                     health_timeout_seconds=rollout.health_timeout.total_seconds(),
                     update_timeout_seconds=rollout.update_timeout.total_seconds(),
                     script_timeout_seconds=rollout.script_timeout.total_seconds(),
+                    slack_channel=rollout.slack_channel,
+                    slack_thread_ts=rollout.slack_thread_ts,
                 ),
                 id=host_workflow_id(host.name),
                 result_type=HostPatchResult,
@@ -418,6 +420,8 @@ class SystemPatchWorkflow:
                 "pilot_host_count": rollout.pilot_host_count,
                 "update_command": rollout.update_command,
                 "services": rollout.service_list,
+                "slack_channel": rollout.slack_channel,
+                "slack_thread_ts": rollout.slack_thread_ts,
                 **extra,
             }
         )

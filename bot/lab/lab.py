@@ -554,6 +554,11 @@ class Lab:
                     continue
                 shadowed.add(real)
                 mounts.append(f'mount --bind "$2/{name}" {shlex.quote(real)}')
+        # A lab host is a fresh machine: the developer's shell start-up files (pyenv init and the
+        # like cost ~190 ms per SSH command here) must not run in every session.
+        for startup in ("/root/.bashrc", "/root/.profile", "/root/.bash_profile"):
+            if Path(startup).is_file():
+                mounts.append(f"mount --bind /dev/null {startup}")
         # sim-bin goes last: the per-file mounts above read the scripts from the lab root.
         mounts.append(f'mount --bind "$2" {SIM_BIN_MOUNT}')
         return " && ".join([*mounts, f'exec {SSHD} -D -e -f "$3"'])
