@@ -137,10 +137,11 @@ class HostSession:
         if pid:
             target = pid[0]
             # Kill the command's whole process group (its children too), found from its pid.
+            # `kill -SIG -PGID` without `--`: dash (Debian's sh) rejects `--` in its builtin.
             kill = (
                 f"g=$(ps -o pgid= -p {target} 2>/dev/null | tr -d ' '); g=${{g:-{target}}}; "
-                f"kill -TERM -- -$g {target} 2>/dev/null; sleep 1; "
-                f"kill -KILL -- -$g {target} 2>/dev/null; true"
+                f"kill -TERM -$g 2>/dev/null; kill -TERM {target} 2>/dev/null; sleep 1; "
+                f"kill -KILL -$g 2>/dev/null; kill -KILL {target} 2>/dev/null; true"
             )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.run(kill, check=False), timeout=15)

@@ -392,6 +392,119 @@ def result(rollout_id: str) -> None:
         raise typer.Exit(1)
 
 
+# ---- demo and config check (implemented in bot/demo.py and bot/config_check.py) ----------------
+
+
+@app.command()
+def demo(
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Approve as the demo approver, no question.")
+    ] = False,
+    fail_host: Annotated[
+        str | None,
+        typer.Option(help="Make the update fail on this host (e.g. a2) to see the failure path."),
+    ] = None,
+    hosts_per_cluster: Annotated[int, typer.Option(help="Lab hosts in each of the 2 clusters.")] = 3,
+    pilot: Annotated[int, typer.Option(help="Pilot hosts per cluster.")] = 1,
+    max_concurrency: Annotated[int, typer.Option(help="Hosts patched at once after pilots.")] = 2,
+    ui_port: Annotated[
+        int | None, typer.Option(help="Temporal Web UI port (default 8233, else a free one).")
+    ] = None,
+    headless: Annotated[bool, typer.Option(help="No Temporal Web UI.")] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Demo state and logs (default ~/.patchpilot/demo).")
+    ] = None,
+    address_prefix: Annotated[
+        str, typer.Option(help="Loopback prefix of the lab hosts.")
+    ] = "127.0.1.",
+    keep_open: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-open/--no-keep-open",
+            help="Keep the servers up after the summary until Enter (default: on a terminal).",
+        ),
+    ] = None,
+) -> None:
+    """Run a complete rollout on embedded Temporal, OpenBao and a lab of sshd hosts."""
+    from bot.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        auto_approve=auto_approve,
+        fail_host=fail_host,
+        hosts_per_cluster=hosts_per_cluster,
+        pilots=pilot,
+        max_concurrency=max_concurrency,
+        ui_port=ui_port,
+        headless=headless,
+        data_dir=data_dir,
+        address_prefix=address_prefix,
+        keep_open=keep_open,
+    )
+    raise typer.Exit(run_demo(options, console))
+
+
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, "
+        "slack (repeatable or comma-separated)."),
+    ] = None,
+    secret_prefix: Annotated[
+        str, typer.Option(help="Vault KV path prefix of the SSH keys to probe.")
+    ] = "patch-deploy",
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for each check.")] = 5.0,
+) -> None:
+    """Validate every setting and print a table with the fix for each problem; exit 1 on any."""
+    from bot.config_check import print_report, run_checks
+
+    results = _run(run_checks(Settings(), only=_split(only), secret_prefix=secret_prefix,
+                              timeout=timeout))
+    raise typer.Exit(print_report(results, console))
+
+
+@app.command()
+def bot(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    host: Annotated[str, typer.Option(help="HTTP mode: address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Run the Slack bot (Socket Mode if SLACK_APP_TOKEN, else HTTP mode) and an embedded worker."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+    if settings.slack_bot_token is None:
+        raise UserError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        raise UserError(
+            "set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode, "
+            "POST /slack/events on PATCHPILOT_HTTP_PORT)"
+        )
+
+    async def main() -> None:
+        from bot.slack.app import run_bot
+
+        await _client(settings)  # a clear error when Temporal is unreachable
+        mode = (
+            "Socket Mode"
+            if settings.slack_app_token
+            else f"HTTP mode on {host}:{settings.http_port}/slack/events"
+        )
+        console.print(
+            f"Slack bot ({mode}) with a worker on task queue [bold]{settings.task_queue}[/]"
+        )
+        await run_bot(settings, host=host)
+
+    try:
+        _run(main())
+    except KeyboardInterrupt:
+        console.print("bot stopped")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Exits with os._exit so temporalio's threads cannot abort a finished command."""
     code = 0

@@ -61,6 +61,14 @@ def main(argv: list[str] | None = None) -> None:
             )
             servers.append(temporal)
             print(f"TEMPORAL_ADDRESS={temporal.address}")
+        print("\n# for `patchpilot worker` / `patchpilot start` in another shell:")
+        print(f"export PATCHPILOT_INVENTORY={lab.inventory_path}")
+        print(f"export PATCHPILOT_KNOWN_HOSTS={lab.known_hosts_path}")
+        for server in servers:
+            if server is not None and hasattr(server, "root_token"):
+                print(f"export VAULT_ADDR={server.address} VAULT_TOKEN={server.root_token}")
+            elif server is not None:
+                print(f"export TEMPORAL_ADDRESS={server.address}")
         print("lab is up; Ctrl-C to stop")
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -286,3 +287,118 @@ async def test_no_secret_in_any_workflow_history(
         for secret in secrets:
             assert secret not in text, f"a secret leaked into the history of {execution.id}"
     assert scanned >= 4  # this rollout and its three host workflows at least
+
+
+async def test_hung_update_times_out_is_killed_on_the_host_and_alerted(
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
+    mailbox: Mailbox,
+) -> None:
+    fleet.set_fault("b1", "update-hang")
+    handle = await start(temporal_client, worker_settings, rollout(["cluster-b"], updateTimeout=3))
+    await approve(handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "did not finish within 3s and was killed on the host" in str(failed.value.cause)
+    assert fleet.hung_processes("b1") == [], "the hung update is still running on the host"
+    assert fleet.update_count("b1") == 0
+    assert commands(fleet, "b2") == [] and commands(fleet, "b3") == []
+    alert = mailbox.events("failure")
+    assert len(alert) == 1 and "b1 at step update" in alert[0]["Subject"]
+
+
+async def test_cli_start_from_a_json_file_with_the_spec_field_names(
+    fleet: Lab, worker: WorkerParts, worker_settings: Settings, tmp_path: Path
+) -> None:
+    spec_input = tmp_path / "rollout.json"
+    spec_input.write_text(
+        json.dumps(
+            {
+                "targetClusters": ["cluster-a"],
+                "pilotHostCount": 1,
+                "approverEmails": [ALICE],
+                "requesterEmail": BOB,
+                "secretPathPrefix": "patch-deploy",
+                "updateCommand": UPDATE,
+                "serviceList": ["nginx"],
+                "maxConcurrency": 2,
+            }
+        )
+    )
+    rollout_id = f"it-json-{uuid.uuid4().hex[:6]}"
+    started = await acli(worker_settings, "start", "--input", str(spec_input), "--id", rollout_id)
+    assert started.returncode == 0, started.stderr
+    assert (await acli(worker_settings, "approve", rollout_id, "--as", ALICE)).returncode == 0
+    finished = await acli(worker_settings, "result", rollout_id)
+    assert finished.returncode == 0, finished.stdout
+    assert [fleet.update_count(h) for h in ["a1", "a2", "a3"]] == [1, 1, 1]
+    status = await acli(worker_settings, "status", rollout_id, "--json")
+    progress = json.loads(status.stdout)["progress"]
+    assert progress["phase"] == "succeeded"
+    assert [h["state"] for h in progress["clusters"][0]["hosts"]] == ["done"] * 3
+
+
+async def test_cli_refuses_bad_input_before_anything_starts(
+    fleet: Lab, worker_settings: Settings, temporal_client: Client
+) -> None:
+    before = [execution.id async for execution in temporal_client.list_workflows()]
+    bad = await acli(
+        worker_settings,
+        "start",
+        "--clusters",
+        "cluster-z",
+        "--pilot",
+        "1",
+        "--approver",
+        ALICE,
+        "--requester",
+        BOB,
+        "--update",
+        UPDATE,
+    )
+    assert bad.returncode == 2
+    assert "targetClusters: cluster-z not in the inventory" in bad.stderr
+    assert "known: cluster-a, cluster-b" in bad.stderr
+    hostile = await acli(
+        worker_settings,
+        "start",
+        "--clusters",
+        "cluster-a",
+        "--pilot",
+        "1",
+        "--approver",
+        ALICE,
+        "--requester",
+        BOB,
+        "--update",
+        UPDATE,
+        "--services",
+        "nginx;reboot",
+    )
+    assert hostile.returncode == 2 and "serviceList[0]" in hostile.stderr
+    fixed = await acli(
+        worker_settings,
+        "start",
+        "--clusters",
+        "cluster-a",
+        "--pilot",
+        "1",
+        "--approver",
+        ALICE,
+        "--requester",
+        BOB,
+        "--update",
+        UPDATE,
+        "--id",
+        f"it-fixed-{uuid.uuid4().hex[:6]}",
+    )
+    assert fixed.returncode == 0, fixed.stderr  # the same command, corrected, goes through
+    after = [execution.id async for execution in temporal_client.list_workflows()]
+    assert len(after) == len(before) + 1
+    missing = await acli(worker_settings, "approve", "no-such-rollout", "--as", ALICE)
+    assert missing.returncode == 2 and "no rollout with id no-such-rollout" in missing.stderr
+    rollout_id = fixed.stdout.split("Started rollout ", 1)[1].split()[0]
+    cancelled = await acli(worker_settings, "cancel", rollout_id)
+    assert cancelled.returncode == 0 and "cancellation requested" in cancelled.stdout
