@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -207,7 +208,10 @@ class SshRunner:
                 non_retryable=True,
             ) from None
         except (OSError, asyncssh.Error, TimeoutError) as error:
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            if isinstance(error, OSError) and error.errno:
+                reason = os.strerror(error.errno)  # "Connection refused", not "Connect call failed"
+            else:
+                reason = str(error) or type(error).__name__
             raise ApplicationError(
                 f"cannot connect to {_where(host)}: {reason}", type="HostUnreachable"
             ) from None

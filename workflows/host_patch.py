@@ -32,11 +32,21 @@ TRANSIENT_RETRY = RetryPolicy(
     maximum_attempts=3,
 )
 # A retried upgrade is usually harmless (package managers are idempotent); never more than twice.
+# A retry follows a lost worker (heartbeat timeout), not a lost connection: when the SSH connection
+# drops mid-update nobody knows what ran, so the host is reported as unknown and the rollout stops.
 UPDATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=2,
+    non_retryable_error_types=["SshConnectionLost"],
+)
+# A sealed or restarting Vault usually returns within half a minute.
+VAULT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=6,
 )
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -44,7 +54,8 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
-HEARTBEAT = timedelta(seconds=30)
+# Activities heartbeat every 5 s; a dead worker is noticed within this.
+HEARTBEAT = timedelta(seconds=10)
 QUICK_STEP = timedelta(minutes=3)
 MARGIN = timedelta(seconds=60)
 

@@ -20,7 +20,13 @@ from temporalio.workflow import ChildWorkflowHandle
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
-    from workflows.host_patch import NOTIFY_RETRY, TRANSIENT_RETRY, failure_reason, host_workflow_id
+    from workflows.host_patch import (
+        NOTIFY_RETRY,
+        TRANSIENT_RETRY,
+        VAULT_RETRY,
+        failure_reason,
+        host_workflow_id,
+    )
     from workflows.models import (
         HOST_WORKFLOW_NAME,
         WORKFLOW_NAME,
@@ -171,7 +177,7 @@ class SystemPatchWorkflow:
                     probe_host=first_host,
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=TRANSIENT_RETRY,
+                retry_policy=VAULT_RETRY,
             )
         except ActivityError as error:
             reason = f"Vault preflight failed: {failure_reason(error)}"
