@@ -1,5 +1,5 @@
 """Faults on real parts: a dead worker, a restarted Temporal, unreachable, re-keyed and cut hosts,
-revoked and unavailable Vault, cancellation. Each test asserts what an operator would check after."""
+revoked and unavailable Vault, cancellation. Each asserts what an operator would check after."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import hvac
@@ -43,7 +42,7 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         process.wait(timeout=20)
 
 
-async def progress_of(handle) -> RolloutProgress:  # noqa: ANN001
+async def progress_of(handle) -> RolloutProgress:
     return await handle.query("progress", result_type=RolloutProgress)
 
 
