@@ -136,3 +136,28 @@ async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> N
 
 def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
+
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+async def record_history(client: Client, workflow_id: str, name: str) -> None:
+    """With PATCHPILOT_RECORD_HISTORIES=1, keep this run's history (and its hosts') for replay.
+
+    tests/workflow/test_replay.py replays every kept history against the current workflow code, so a
+    non-deterministic change fails CI. Re-record only when a change is meant to be incompatible.
+    """
+    import os
+
+    if os.environ.get("PATCHPILOT_RECORD_HISTORIES") != "1":
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    for event in history.events:
+        if event.HasField("child_workflow_execution_started_event_attributes"):
+            child_id = event.child_workflow_execution_started_event_attributes.workflow_execution
+            child = await client.get_workflow_handle(
+                child_id.workflow_id, run_id=child_id.run_id
+            ).fetch_history()
+            (HISTORIES / f"{name}.host-{child_id.workflow_id}.json").write_text(child.to_json())

@@ -19,7 +19,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from bot.lab import Lab, OpenBaoProcess, free_port, start_openbao, start_temporal_dev_server
 from bot.settings import Settings
 from bot.worker import WorkerParts
-from tests.integration.conftest import SECRET_PREFIX, Mailbox, running_worker, wait_for, worker_env
+from tests.integration.conftest import (
+    SECRET_PREFIX,
+    Mailbox,
+    record_history,
+    running_worker,
+    wait_for,
+    worker_env,
+)
 from tests.integration.test_rollout import UPDATE, approve, commands, rollout, start
 from workflows.models import HostState, Phase, RolloutProgress, RolloutSummary
 
@@ -249,6 +256,7 @@ async def test_cli_cancel_during_a_wave_finishes_the_host_in_flight(
     (fleet.host("a1").lab_dir / "go").touch()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
+    await record_history(temporal_client, handle.id, "cancelled")
     progress = await progress_of(handle)
     assert progress.phase == Phase.CANCELLED
     assert [h.state for h in progress.hosts()] == [

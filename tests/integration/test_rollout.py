@@ -19,7 +19,7 @@ from activities.ssh import unwrap_command
 from bot.lab import Lab
 from bot.settings import Settings
 from bot.worker import WorkerParts
-from tests.integration.conftest import SERVICES, Mailbox, wait_for, worker_env
+from tests.integration.conftest import SERVICES, Mailbox, record_history, wait_for, worker_env
 from workflows.models import (
     WORKFLOW_NAME,
     ApprovalDecision,
@@ -200,6 +200,7 @@ async def test_failing_pilot_stops_everything_and_the_alert_names_host_and_step(
     await approve(handle)
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
+    await record_history(temporal_client, handle.id, "failed-pilot")
     assert "pilot host a1 failed at step update" in str(failed.value.cause)
     assert "simulated upgrade failure" in str(failed.value.cause)
     assert fleet.update_count("a1") == 0
@@ -273,6 +274,7 @@ async def test_no_secret_in_any_workflow_history(
     handle = await start(temporal_client, worker_settings, rollout(["cluster-b"]))
     await approve(handle)
     assert (await handle.result()).phase == Phase.SUCCEEDED
+    await record_history(temporal_client, handle.id, "succeeded")
     key_lines = [
         line for line in fleet.client_private_key.splitlines() if line and "PRIVATE KEY" not in line
     ]
