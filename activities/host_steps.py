@@ -50,7 +50,7 @@ class HostStepActivities:
     @asynccontextmanager
     async def _session(self, step: HostStepInput) -> AsyncIterator[HostSession]:
         credentials = await self._vault.credentials(
-            step.vault_address, step.secret_path_prefix, step.host.name
+            step.vault_address, step.secret_path_prefix, step.host.name, token=step.vault_token
         )
         async with self._ssh.session(step.host, credentials) as session:
             yield session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -67,7 +68,7 @@ class VaultCredentialSource:
         self._cache_ttl = cache_ttl_seconds
         self._timeout = request_timeout_seconds
         self._clients: dict[str, hvac.Client] = {}
-        self._cache: dict[tuple[str, str, str], tuple[float, SshCredentials]] = {}
+        self._cache: dict[tuple[str, str, str, str], tuple[float, SshCredentials]] = {}
         self.reads = 0  # KV reads actually sent to Vault (benchmarks count them)
 
     @property
@@ -84,7 +85,10 @@ class VaultCredentialSource:
             )
         return address
 
-    def _client(self, address: str) -> hvac.Client:
+    def _client(self, address: str, token: str | None = None) -> hvac.Client:
+        if token:
+            # A rollout's own token (only accepted when payloads are encrypted): no sharing.
+            return hvac.Client(url=address, token=token, timeout=self._timeout)
         client = self._clients.get(address)
         if client is None:
             if not self._token and not (self._role_id and self._secret_id):
@@ -100,11 +104,11 @@ class VaultCredentialSource:
             self._clients[address] = client
         return client
 
-    def _read(self, address: str, path: str) -> dict[str, str] | None:
+    def _read(self, address: str, path: str, token: str | None) -> dict[str, str] | None:
         """One KV v2 read; None when the path does not exist."""
         shown = f"{self._kv_mount}/{path}"
         try:
-            client = self._client(address)
+            client = self._client(address, token)
             self.reads += 1
             response = client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point=self._kv_mount, raise_on_deleted_version=True
@@ -131,11 +135,13 @@ class VaultCredentialSource:
         data = response.get("data", {}).get("data", {})
         return {str(key): str(value) for key, value in data.items()}
 
-    def _lookup(self, address: str, prefix: str, hostname: str | None) -> SshCredentials:
+    def _lookup(
+        self, address: str, prefix: str, hostname: str | None, token: str | None = None
+    ) -> SshCredentials:
         candidates = [f"{prefix}/{hostname}"] if hostname else []
         candidates.append(f"{prefix}/default")
         for path in candidates:
-            data = self._read(address, path)
+            data = self._read(address, path, token)
             if data is None:
                 continue
             private_key = data.get("private_key")
@@ -156,15 +162,22 @@ class VaultCredentialSource:
         )
 
     async def credentials(
-        self, requested_address: str | None, prefix: str, hostname: str | None
+        self,
+        requested_address: str | None,
+        prefix: str,
+        hostname: str | None,
+        *,
+        token: str | None = None,
     ) -> SshCredentials:
         address = self.address(requested_address)
-        key = (address, prefix, hostname or "")
+        # The cache key carries a digest of a rollout's own token, never the token itself.
+        token_digest = hashlib.sha256(token.encode()).hexdigest() if token else ""
+        key = (address, prefix, hostname or "", token_digest)
         cached = self._cache.get(key)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
-        credentials = await asyncio.to_thread(self._lookup, address, prefix, hostname)
+        credentials = await asyncio.to_thread(self._lookup, address, prefix, hostname, token)
         self._cache[key] = (now + self._cache_ttl, credentials)
         return credentials
 
@@ -177,10 +190,10 @@ class VaultCredentialSource:
         address = self.address(request.vault_address)
 
         def check() -> SshCredentials:
-            client = self._client(address)
+            client = self._client(address, request.vault_token)
             try:
                 client.sys.read_health_status(method="GET")
-                if self._token:
+                if self._token or request.vault_token:
                     client.auth.token.lookup_self()
             except hvac.exceptions.Forbidden:
                 self._clients.pop(address, None)
@@ -192,7 +205,9 @@ class VaultCredentialSource:
             ) as error:
                 self._clients.pop(address, None)
                 raise _unavailable(address, error) from None
-            return self._lookup(address, request.secret_path_prefix, request.probe_host)
+            return self._lookup(
+                address, request.secret_path_prefix, request.probe_host, request.vault_token
+            )
 
         credentials = await asyncio.to_thread(check)
         return StepResult(

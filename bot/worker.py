@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.host_steps import HostStepActivities
@@ -15,6 +14,7 @@ from activities.inventory import InventoryActivities
 from activities.notify import EmailNotifier, NotificationActivities, Notifier
 from activities.ssh import SshRunner
 from activities.vault import VaultCredentialSource
+from bot.codec import data_converter
 from bot.settings import Settings
 from workflows.host_patch import HostPatchWorkflow
 from workflows.system_patch import SystemPatchWorkflow
@@ -27,7 +27,7 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings.payload_codec()),
     )
 
 

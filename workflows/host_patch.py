@@ -205,6 +205,7 @@ class HostPatchWorkflow:
             rollout_id=job.rollout_id,
             host=job.host,
             vault_address=job.vault_address,
+            vault_token=job.vault_token,
             secret_path_prefix=job.secret_path_prefix,
             services=job.service_list,
             scripts=scripts or [],

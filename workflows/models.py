@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -150,15 +151,24 @@ class RolloutInput(ContractModel):
 
     @field_validator("vault_token")
     @classmethod
-    def _no_token_in_history(cls, value: str | None) -> None:
-        if value:
-            # A token here would be persisted in plain text in Temporal's history.
+    def _no_token_in_plain_history(cls, value: str | None, info: ValidationInfo) -> str | None:
+        context = info.context or {}
+        if value and context.get("edge") and not context.get("payload_encryption"):
+            # Without payload encryption the token would sit in Temporal's history in plain text.
             raise ValueError(
                 "is refused: a Vault token in the workflow input would be stored in plain text in "
                 "Temporal history. Give the worker its own Vault credentials (VAULT_TOKEN, or "
-                "VAULT_ROLE_ID + VAULT_SECRET_ID) and leave vaultToken out"
+                "VAULT_ROLE_ID + VAULT_SECRET_ID) and leave vaultToken out, or configure payload "
+                "encryption (PATCHPILOT_CODEC_KEYS)"
             )
-        return None
+        return value or None
+
+    @classmethod
+    def at_edge(cls, raw: dict[str, Any], *, payload_encryption: bool = False) -> RolloutInput:
+        """Validate input from a user (CLI, chat): also refuses a token that would leak."""
+        return cls.model_validate(
+            raw, context={"edge": True, "payload_encryption": payload_encryption}
+        )
 
     @field_validator("target_clusters", "approver_emails", "service_list")
     @classmethod
@@ -229,6 +239,7 @@ class ClusterHosts(ContractModel):
 
 class VaultPreflightInput(ContractModel):
     vault_address: str | None = None
+    vault_token: str | None = Field(default=None, repr=False)
     secret_path_prefix: str
     probe_host: HostName | None = None
 
@@ -239,6 +250,7 @@ class HostStepInput(ContractModel):
     rollout_id: str
     host: HostTarget
     vault_address: str | None = None
+    vault_token: str | None = Field(default=None, repr=False)
     secret_path_prefix: str
     services: list[ServiceName] = Field(default_factory=list)
     scripts: list[str] = Field(default_factory=list)
@@ -348,6 +360,7 @@ class HostPatchInput(ContractModel):
     requester_email: Email
     approver_emails: list[Email]
     vault_address: str | None = None
+    vault_token: str | None = Field(default=None, repr=False)
     secret_path_prefix: str
     update_command: str
     service_list: list[str] = Field(default_factory=list)

@@ -173,6 +173,7 @@ class SystemPatchWorkflow:
                 names.VAULT_CLIENT,
                 VaultPreflightInput(
                     vault_address=rollout.vault_address,
+                    vault_token=rollout.vault_token,
                     secret_path_prefix=rollout.secret_path_prefix,
                     probe_host=first_host,
                 ),
@@ -245,6 +246,7 @@ class SystemPatchWorkflow:
                     requester_email=rollout.requester_email,
                     approver_emails=rollout.approver_emails,
                     vault_address=rollout.vault_address,
+                    vault_token=rollout.vault_token,
                     secret_path_prefix=rollout.secret_path_prefix,
                     update_command=rollout.update_command,
                     service_list=rollout.service_list,

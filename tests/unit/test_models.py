@@ -51,7 +51,9 @@ def test_approval_timeout_takes_seconds_or_iso8601(value: object, expected: time
 
 
 def test_vault_token_is_refused_because_it_would_land_in_history() -> None:
-    message = problems({**GOOD, "vaultToken": "hvs.secret-token-value"})
+    with pytest.raises(ValidationError) as caught:
+        RolloutInput.at_edge({**GOOD, "vaultToken": "hvs.secret-token-value"})
+    message = describe_validation_error(caught.value)
     assert message.startswith("vaultToken:")
     assert "plain text in Temporal history" in message
     assert "hvs.secret-token-value" not in message
@@ -95,3 +97,10 @@ def test_emails_are_compared_case_insensitively() -> None:
     assert ApprovalDecision.model_validate({"approver": "ALICE@example.com"}).approver == (
         "alice@example.com"
     )
+
+
+def test_vault_token_is_accepted_at_the_edge_only_with_payload_encryption() -> None:
+    raw = {**GOOD, "vaultToken": "hvs.secret-token-value"}
+    rollout = RolloutInput.at_edge(raw, payload_encryption=True)
+    assert rollout.vault_token == "hvs.secret-token-value"
+    assert "hvs.secret-token-value" not in repr(rollout)
