@@ -79,7 +79,9 @@ async def _client(settings: Settings) -> Client:
 def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
     """Validate at the edge: the model's rules, then the clusters against the inventory."""
     try:
-        rollout = RolloutInput.model_validate(raw)
+        rollout = RolloutInput.at_edge(
+            raw, payload_encryption=settings.payload_codec() is not None
+        )
     except ValidationError as error:
         raise UserError("invalid rollout:\n" + describe_validation_error(error)) from None
     if settings.inventory is not None:
@@ -404,7 +406,9 @@ def demo(
         str | None,
         typer.Option(help="Make the update fail on this host (e.g. a2) to see the failure path."),
     ] = None,
-    hosts_per_cluster: Annotated[int, typer.Option(help="Lab hosts in each of the 2 clusters.")] = 3,
+    hosts_per_cluster: Annotated[
+        int, typer.Option(help="Lab hosts in each of the 2 clusters.")
+    ] = 3,
     pilot: Annotated[int, typer.Option(help="Pilot hosts per cluster.")] = 1,
     max_concurrency: Annotated[int, typer.Option(help="Hosts patched at once after pilots.")] = 2,
     ui_port: Annotated[
@@ -451,20 +455,28 @@ app.add_typer(config_app, name="config")
 def config_check(
     only: Annotated[
         list[str] | None,
-        typer.Option(help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, "
-        "slack (repeatable or comma-separated)."),
+        typer.Option(
+            help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, slack "
+            "(repeatable or comma-separated)."
+        ),
     ] = None,
     secret_prefix: Annotated[
         str, typer.Option(help="Vault KV path prefix of the SSH keys to probe.")
-    ] = "patch-deploy",
+    ] = "patch-deploy",  # noqa: S107 - a path, not a password
     timeout: Annotated[float, typer.Option(help="Seconds allowed for each check.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Validate every setting and print a table with the fix for each problem; exit 1 on any."""
-    from bot.config_check import print_report, run_checks
+    from bot.config_check import print_json, print_report, run_checks
 
-    results = _run(run_checks(Settings(), only=_split(only), secret_prefix=secret_prefix,
-                              timeout=timeout))
-    raise typer.Exit(print_report(results, console))
+    try:
+        checks = run_checks(
+            Settings(), only=_split(only), secret_prefix=secret_prefix, timeout=timeout
+        )
+        results = _run(checks)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    raise typer.Exit(print_json(results) if as_json else print_report(results, console))
 
 
 @app.command()
@@ -503,6 +515,43 @@ def bot(
         _run(main())
     except KeyboardInterrupt:
         console.print("bot stopped")
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Web UI origin allowed to call (repeatable).")
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool, typer.Option(help="Serve without a bearer token (local use only).")
+    ] = False,
+) -> None:
+    """Serve /encode and /decode so the Temporal Web UI can show encrypted payloads."""
+    from aiohttp import web
+
+    from bot.codec import CodecConfigError
+    from bot.codec_server import build_app
+
+    settings = Settings()
+    try:
+        codec = settings.payload_codec()
+    except CodecConfigError as error:
+        raise UserError(str(error)) from None
+    if codec is None:
+        raise UserError("no payload encryption configured: set PATCHPILOT_CODEC_KEYS")
+    token = os.environ.get("PATCHPILOT_CODEC_SERVER_TOKEN") or None
+    if token is None and not allow_unauthenticated:
+        raise UserError(
+            "set PATCHPILOT_CODEC_SERVER_TOKEN (callers send 'Authorization: Bearer <token>'), "
+            "or pass --allow-unauthenticated for local use"
+        )
+    origins = cors_origin or ["http://localhost:8233"]
+    console.print(f"codec server on http://{host}:{port} (CORS: {', '.join(origins)})")
+    web.run_app(
+        build_app(codec, token=token, cors_origins=origins), host=host, port=port, print=None
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from bot.codec import EncryptionCodec
 
 from workflows.models import DEFAULT_TASK_QUEUE
 
@@ -43,6 +47,35 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(False, validation_alias=_env("PATCHPILOT_SMTP_STARTTLS"))
     smtp_username: str | None = Field(None, validation_alias=_env("PATCHPILOT_SMTP_USERNAME"))
     smtp_password: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_SMTP_PASSWORD"))
+
+    # Where embedded servers keep their state (the demo's Temporal database, lab, logs).
+    data_dir: Path = Field(
+        Path("~/.patchpilot").expanduser(), validation_alias=_env("PATCHPILOT_DATA_DIR")
+    )
+
+    # Slack (the bot): Socket Mode with SLACK_APP_TOKEN, else HTTP mode with SLACK_SIGNING_SECRET.
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_SIGNING_SECRET")
+    )
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
+    http_port: int = Field(3000, ge=1, le=65535, validation_alias=_env("PATCHPILOT_HTTP_PORT"))
+    slack_defaults: Path | None = Field(None, validation_alias=_env("PATCHPILOT_SLACK_DEFAULTS"))
+
+    # Payload encryption (see bot/codec.py): "id:base64key,..." or a file of such lines.
+    codec_keys: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_CODEC_KEYS"))
+    codec_key_file: Path | None = Field(None, validation_alias=_env("PATCHPILOT_CODEC_KEY_FILE"))
+
+    def payload_codec(self) -> EncryptionCodec | None:
+        from bot.codec import codec_from_environment
+
+        environ: dict[str, str] = {}
+        if self.codec_keys:
+            environ["PATCHPILOT_CODEC_KEYS"] = self.codec_keys.get_secret_value()
+        if self.codec_key_file:
+            environ["PATCHPILOT_CODEC_KEY_FILE"] = str(self.codec_key_file)
+        return codec_from_environment(environ)
 
     def ui_link(self, workflow_id: str) -> str | None:
         if not self.temporal_ui_url:
