@@ -39,10 +39,12 @@ async def encrypted_client(settings: Settings) -> Client:
 
 
 async def test_rollout_token_is_encrypted_in_history_and_decodable_with_the_key(
-    fleet: Lab, openbao: OpenBaoProcess, codec_settings: Settings, temporal_dev_server
+    fleet: Lab, openbao: OpenBaoProcess, codec_settings: Settings, temporal_dev_server,
+    known_secrets: list[str],
 ) -> None:
     admin = hvac.Client(url=openbao.address, token=openbao.root_token)
     token = admin.auth.token.create(policies=["root"], ttl="10m")["auth"]["client_token"]
+    known_secrets.append(token)
     raw = rollout(["cluster-b"]).model_dump(by_alias=True, mode="json") | {"vaultToken": token}
     with pytest.raises(ValueError, match="plain text in Temporal history"):
         RolloutInput.at_edge(raw, payload_encryption=False)

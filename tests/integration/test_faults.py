@@ -183,11 +183,12 @@ async def test_connection_lost_during_update_is_never_success(
 
 async def test_revoked_vault_token_is_a_clear_non_retried_failure(
     fleet: Lab, openbao: OpenBaoProcess, temporal_client: Client, worker_settings: Settings,
-    mailbox: Mailbox,
+    mailbox: Mailbox, known_secrets: list[str],
 ) -> None:
     admin = hvac.Client(url=openbao.address, token=openbao.root_token)
     token = admin.auth.token.create(policies=["root"], ttl="10m")["auth"]["client_token"]
     admin.auth.token.revoke(token)
+    known_secrets.append(token)
     settings = worker_settings.model_copy(update={"vault_token": SecretStr(token)})
     async with running_worker(temporal_client, settings) as parts:
         handle = await start(temporal_client, settings, rollout(["cluster-a"]))
