@@ -17,7 +17,14 @@ from temporalio.exceptions import ApplicationError
 from activities.ssh import CommandResult, HostSession, SshRunner
 from activities.vault import VaultCredentialSource
 from workflows import names
-from workflows.models import HostStepInput, StepResult
+from workflows.models import (
+    BootWait,
+    HostInspection,
+    HostStepInput,
+    RebootRequest,
+    RebootResult,
+    StepResult,
+)
 
 POLL_SECONDS = 2.0
 
@@ -71,40 +78,120 @@ class HostStepActivities:
                 await self._must(session, script, f"{what} #{index}", step.timeout_seconds)
         return StepResult(detail=f"{len(step.scripts)} {what} ran")
 
+    async def _precondition_problem(self, session: HostSession, step: HostStepInput) -> str | None:
+        """Why this host must not be patched now, or None when it may."""
+        commands = step.host.commands
+        health = await session.run(commands.health_check, step.timeout_seconds)
+        if not health.ok:
+            return (
+                f"host {step.host.name} is not healthy before patching: health check exited "
+                f"{health.exit_status}: {health.tail()}"
+            )
+        flag = await session.run(
+            render(commands.maintenance_check, rollout_id=step.rollout_id), step.timeout_seconds
+        )
+        if flag.ok:
+            return (
+                f"host {step.host.name} is already in maintenance mode; another change may be in "
+                "progress, so it was not touched"
+            )
+        for service in step.services:
+            state = await session.run(
+                render(commands.service_health, service=service), step.timeout_seconds
+            )
+            if not state.ok:
+                return (
+                    f"service {service} on {step.host.name} is not healthy before patching "
+                    f"({state.stdout.strip() or state.tail()}); patching would hide the cause"
+                )
+        return None
+
     # ---- spec step 3 --------------------------------------------------------------------------
 
     @activity.defn(name=names.CHECK_HOST_PRECONDITIONS)
     async def check_host_preconditions(self, step: HostStepInput) -> StepResult:
         """Reachable (with a verified host key), healthy, not already in maintenance."""
+        async with self._session(step) as session:
+            problem = await self._precondition_problem(session, step)
+        if problem:
+            raise StepError(problem, kind="PreconditionFailed")
+        return StepResult(detail="reachable, healthy, not in maintenance")
+
+    # ---- dry run ------------------------------------------------------------------------------
+
+    @activity.defn(name=names.INSPECT_HOST)
+    async def inspect_host(self, step: HostStepInput) -> HostInspection:
+        """Preconditions, pending updates and reboot need, read-only: nothing is changed."""
         commands = step.host.commands
         async with self._session(step) as session:
-            health = await session.run(commands.health_check, step.timeout_seconds)
-            if not health.ok:
-                raise StepError(
-                    f"host {step.host.name} is not healthy before patching: health check "
-                    f"exited {health.exit_status}: {health.tail()}",
-                    kind="PreconditionFailed",
-                )
-            flag = await session.run(
-                render(commands.maintenance_check, rollout_id=step.rollout_id), step.timeout_seconds
-            )
-            if flag.ok:
-                raise StepError(
-                    f"host {step.host.name} is already in maintenance mode; another change may be "
-                    "in progress, so it was not touched",
-                    kind="PreconditionFailed",
-                )
-            for service in step.services:
-                state = await session.run(
-                    render(commands.service_health, service=service), step.timeout_seconds
-                )
-                if not state.ok:
-                    raise StepError(
-                        f"service {service} on {step.host.name} is not healthy before patching "
-                        f"({state.stdout.strip() or state.tail()}); patching would hide the cause",
-                        kind="PreconditionFailed",
+            problem = await self._precondition_problem(session, step)
+            listed = await session.run(commands.list_updates, step.timeout_seconds)
+            required = await session.run(commands.reboot_required_check, step.timeout_seconds)
+        pending = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+        kernel = any(line.startswith(("linux-image", "kernel")) for line in pending)
+        return HostInspection(
+            hostname=step.host.name,
+            cluster=step.host.cluster,
+            preconditions_ok=problem is None,
+            reason=problem or ("" if listed.ok else f"listing updates failed: {listed.tail()}"),
+            pending_updates=pending,
+            reboot_required=required.ok or kernel,
+        )
+
+    # ---- reboots ------------------------------------------------------------------------------
+
+    @activity.defn(name=names.REBOOT_HOST)
+    async def reboot_host(self, request: RebootRequest) -> RebootResult:
+        """Reboot when the policy says so; the boot id read first tells when it is back."""
+        step = request.step
+        commands = step.host.commands
+        async with self._session(step) as session:
+            boot = await self._must(session, commands.boot_id, "reading the boot id", 30)
+            boot_id = boot.stdout.strip()
+            pending = (await session.run(commands.reboot_required_check, 30)).ok
+            if request.policy == "never" or (request.policy == "if-required" and not pending):
+                reason = (
+                    "a reboot is pending but the policy is never"
+                    if pending
+                    else (
+                        "no reboot required" if request.policy == "if-required" else "policy never"
                     )
-        return StepResult(detail="reachable, healthy, not in maintenance")
+                )
+                return RebootResult(rebooted=False, boot_id_before=boot_id, reason=reason)
+            try:
+                await self._must(session, commands.reboot, "reboot command", 60)
+            except ApplicationError as error:
+                if error.type != "SshConnectionLost":  # the reboot took the connection with it
+                    raise
+        reason = "reboot required" if pending else "policy always"
+        return RebootResult(rebooted=True, boot_id_before=boot_id, reason=reason)
+
+    @activity.defn(name=names.WAIT_FOR_HOST_BOOT)
+    async def wait_for_host_boot(self, wait: BootWait) -> StepResult:
+        """Back means: SSH answers (host key verified) AND the boot id differs from before."""
+        step = wait.step
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + step.timeout_seconds
+        last = "no answer yet"
+        while loop.time() < deadline:
+            try:
+                async with self._session(step) as session:
+                    result = await session.run(step.host.commands.boot_id, 30)
+                new_id = result.stdout.strip()
+                if result.ok and new_id and new_id != wait.boot_id_before:
+                    return StepResult(detail=f"back with boot id {new_id}")
+                last = "still up with the old boot id"
+            except ApplicationError as error:
+                if error.type not in ("HostUnreachable", "SshConnectionLost"):
+                    raise
+                last = error.message
+            _heartbeat()
+            await asyncio.sleep(POLL_SECONDS)
+        raise StepError(
+            f"{step.host.name} did not come back within {step.timeout_seconds:g}s after the "
+            f"reboot ({last})",
+            kind="HostDidNotReturn",
+        )
 
     # ---- spec steps 5-13 ----------------------------------------------------------------------
 
@@ -218,4 +305,7 @@ class HostStepActivities:
             self.run_post_update_scripts,
             self.check_service_health,
             self.clear_maintenance_mode,
+            self.reboot_host,
+            self.wait_for_host_boot,
+            self.inspect_host,
         ]

@@ -157,10 +157,25 @@ def summary_text(summary: RolloutSummary) -> str:
         f"duration {summary.duration_seconds:.0f}s",
         "",
     ]
+    if summary.dry_run is not None:
+        lines.append("Dry run — nothing was changed:")
+        for found in summary.dry_run:
+            verdict = "ok" if found.preconditions_ok else f"REFUSED: {found.reason}"
+            reboot = {True: "reboot needed", False: "no reboot", None: "reboot unknown"}[
+                found.reboot_required
+            ]
+            lines.append(
+                f"  {found.cluster}/{found.hostname}: {verdict}; "
+                f"{len(found.pending_updates)} pending updates; {reboot}"
+            )
+            lines.extend(f"      {update}" for update in found.pending_updates[:20])
+        return "\n".join(lines) + "\n"
     for host in summary.hosts:
         extra = ""
         if host.failure_reason:
             extra = f" at {host.step}: {host.failure_reason}"
+        if host.rebooted:
+            extra += " (rebooted)"
         if host.in_maintenance:
             extra += " [IN MAINTENANCE]"
         elif host.in_maintenance is None and host.state in ("failed", "running"):
@@ -185,7 +200,6 @@ def rollout_summary(notice: RolloutNotice) -> Message:
 class NotificationActivities:
     def __init__(self, notifiers: list[Notifier]) -> None:
         self._notifiers = notifiers
-        self.sent: list[Message] = []
 
     async def _deliver(self, message: Message) -> bool:
         delivered = False

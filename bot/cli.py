@@ -156,6 +156,16 @@ def start(
     pre_downtime_script: Annotated[list[str] | None, typer.Option()] = None,
     pre_update_script: Annotated[list[str] | None, typer.Option()] = None,
     post_update_script: Annotated[list[str] | None, typer.Option()] = None,
+    reboot_policy: Annotated[
+        str | None, typer.Option(help="if-required (default), always or never.")
+    ] = None,
+    reboot_timeout: Annotated[
+        str | None, typer.Option(help="Seconds or ISO 8601 to wait for a rebooted host.")
+    ] = None,
+    update_timeout: Annotated[str | None, typer.Option(help="Seconds or ISO 8601.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Inspect only: pending updates, reboot need.")
+    ] = False,
     input_file: Annotated[
         Path | None, typer.Option("--input", help="Rollout JSON with the spec's field names.")
     ] = None,
@@ -187,11 +197,16 @@ def start(
         "preDowntimeScripts": pre_downtime_script,
         "preUpdateScripts": pre_update_script,
         "postUpdateScripts": post_update_script,
+        "rebootPolicy": reboot_policy,
+        "rebootTimeout": reboot_timeout,
+        "updateTimeout": update_timeout,
+        "dryRun": True if dry_run else None,
     }
     raw.update({key: value for key, value in given.items() if value is not None})
-    timeout = raw.get("approvalTimeout")
-    if isinstance(timeout, str) and timeout.isdigit():
-        raw["approvalTimeout"] = int(timeout)
+    for duration in ("approvalTimeout", "rebootTimeout", "updateTimeout"):
+        value = raw.get(duration)
+        if isinstance(value, str) and value.isdigit():
+            raw[duration] = int(value)
     rollout = build_rollout(raw, settings)
     workflow_id = rollout_id or new_rollout_id(rollout.target_clusters)
 
@@ -203,8 +218,12 @@ def start(
 
     _run(main())
     console.print(f"Started rollout [bold]{workflow_id}[/]")
-    console.print(f"It waits for approval by: {', '.join(rollout.approver_emails)}")
-    console.print(f"  patchpilot approve {workflow_id} --as <approver e-mail>")
+    if rollout.dry_run:
+        console.print("Dry run: no approval needed, nothing will be changed.")
+        console.print(f"  patchpilot result {workflow_id}")
+    else:
+        console.print(f"It waits for approval by: {', '.join(rollout.approver_emails)}")
+        console.print(f"  patchpilot approve {workflow_id} --as <approver e-mail>")
     console.print(f"  patchpilot status {workflow_id}")
     link = settings.ui_link(workflow_id)
     if link:
@@ -389,8 +408,8 @@ def result(rollout_id: str) -> None:
             raise UserError(f"rollout {rollout_id} failed: {failure_reason(error)}") from None
 
     summary = _run(main())
-    console.print(summary_text(summary))
-    if summary.phase.value != "succeeded":
+    console.print(summary_text(summary), highlight=False, markup=False)
+    if summary.phase.value not in ("succeeded", "dry-run-done"):
         raise typer.Exit(1)
 
 
@@ -428,6 +447,10 @@ def demo(
             help="Keep the servers up after the summary until Enter (default: on a terminal).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve the worker's Prometheus metrics on this port.")
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="demo.log as text or json.")] = "text",
 ) -> None:
     """Run a complete rollout on embedded Temporal, OpenBao and a lab of sshd hosts."""
     from bot.demo import DemoOptions, run_demo
@@ -443,6 +466,8 @@ def demo(
         data_dir=data_dir,
         address_prefix=address_prefix,
         keep_open=keep_open,
+        metrics_port=metrics_port,
+        log_format=log_format,
     )
     raise typer.Exit(run_demo(options, console))
 

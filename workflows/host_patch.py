@@ -17,10 +17,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import names
     from workflows.models import (
         HOST_WORKFLOW_NAME,
+        BootWait,
         HostPatchInput,
         HostPatchResult,
         HostStepInput,
         HostStepReport,
+        RebootRequest,
+        RebootResult,
         RolloutNotice,
         StepResult,
     )
@@ -92,6 +95,8 @@ class HostPatchWorkflow:
     def __init__(self) -> None:
         self._step = names.STEP_PRECONDITIONS
         self._in_maintenance: bool | None = False
+        self._rebooted = False
+        self._reboot_note = ""
 
     @workflow.query(name="step")
     def step(self) -> str:
@@ -110,6 +115,7 @@ class HostPatchWorkflow:
                 step=failed.step,
                 failure_reason=failed.reason,
                 in_maintenance=self._in_maintenance,
+                rebooted=self._rebooted,
                 started_at=started,
                 finished_at=workflow.now(),
             )
@@ -118,6 +124,8 @@ class HostPatchWorkflow:
             ok=True,
             step=names.STEP_DONE,
             in_maintenance=self._in_maintenance,
+            rebooted=self._rebooted,
+            reboot_note=self._reboot_note,
             started_at=started,
             finished_at=workflow.now(),
         )
@@ -158,6 +166,9 @@ class HostPatchWorkflow:
             timeout=timedelta(seconds=job.update_timeout_seconds),
             retry=UPDATE_RETRY,
         )
+        # Rollouts started before reboots existed replay without this step.
+        if workflow.patched("reboot-after-update"):
+            await self._reboot()
         await self._ssh_step(names.STEP_START_SERVICES, names.START_SERVICES)
         if job.post_update_scripts:
             await self._ssh_step(
@@ -189,6 +200,61 @@ class HostPatchWorkflow:
         except Exception as error:  # progress reporting must never fail a host
             workflow.logger.warning("could not report step %s to the rollout: %s", step, error)
 
+    async def _reboot(self) -> None:
+        """Reboot per policy, then wait until the host answers with a new boot id."""
+        job = self._job
+        await self._report(names.STEP_REBOOT)
+        try:
+            result = await workflow.execute_activity(
+                names.REBOOT_HOST,
+                RebootRequest(step=self._step_input(QUICK_STEP), policy=job.reboot_policy),
+                result_type=RebootResult,
+                start_to_close_timeout=QUICK_STEP,
+                retry_policy=TRANSIENT_RETRY,
+            )
+        except ActivityError as error:
+            raise StepFailed(names.STEP_REBOOT, failure_reason(error)) from error
+        self._reboot_note = result.reason
+        if not result.rebooted:
+            return
+        self._rebooted = True
+        timeout = timedelta(seconds=job.reboot_timeout_seconds)
+        await self._report(names.STEP_WAIT_FOR_BOOT)
+        try:
+            await workflow.execute_activity(
+                names.WAIT_FOR_HOST_BOOT,
+                BootWait(step=self._step_input(timeout), boot_id_before=result.boot_id_before),
+                result_type=StepResult,
+                start_to_close_timeout=timeout + MARGIN,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=TRANSIENT_RETRY,
+            )
+        except ActivityError as error:
+            raise StepFailed(
+                names.STEP_WAIT_FOR_BOOT,
+                f"did not come back after the reboot: {failure_reason(error)}",
+            ) from error
+
+    def _step_input(
+        self,
+        timeout: timedelta,
+        *,
+        scripts: list[str] | None = None,
+        command: str | None = None,
+    ) -> HostStepInput:
+        job = self._job
+        return HostStepInput(
+            rollout_id=job.rollout_id,
+            host=job.host,
+            vault_address=job.vault_address,
+            vault_token=job.vault_token,
+            secret_path_prefix=job.secret_path_prefix,
+            services=job.service_list,
+            scripts=scripts or [],
+            command=command,
+            timeout_seconds=timeout.total_seconds(),
+        )
+
     async def _ssh_step(
         self,
         step: str,
@@ -200,18 +266,7 @@ class HostPatchWorkflow:
         retry: RetryPolicy = TRANSIENT_RETRY,
     ) -> StepResult:
         await self._report(step)
-        job = self._job
-        step_input = HostStepInput(
-            rollout_id=job.rollout_id,
-            host=job.host,
-            vault_address=job.vault_address,
-            vault_token=job.vault_token,
-            secret_path_prefix=job.secret_path_prefix,
-            services=job.service_list,
-            scripts=scripts or [],
-            command=command,
-            timeout_seconds=(timeout or QUICK_STEP).total_seconds(),
-        )
+        step_input = self._step_input(timeout or QUICK_STEP, scripts=scripts, command=command)
         long_running = timeout is not None
         try:
             return await workflow.execute_activity(

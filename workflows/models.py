@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -103,6 +103,9 @@ def _positive(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
 
 
+RebootPolicy = Literal["if-required", "always", "never"]
+
+
 class RolloutInput(ContractModel):
     """Input of SystemPatchWorkflow: the spec's fields plus optional extensions."""
 
@@ -127,6 +130,9 @@ class RolloutInput(ContractModel):
     health_timeout: PositiveDuration = timedelta(minutes=5)
     update_timeout: PositiveDuration = timedelta(hours=1)
     script_timeout: PositiveDuration = timedelta(minutes=15)
+    reboot_policy: RebootPolicy = "if-required"
+    reboot_timeout: PositiveDuration = timedelta(minutes=10)
+    dry_run: bool = False
     # Where chat notifications for this rollout go (set by the Slack bot; not secrets).
     slack_channel: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,32}$")] | None = None
     slack_thread_ts: Annotated[str, StringConstraints(pattern=r"^\d{1,12}\.\d{1,8}$")] | None = None
@@ -215,6 +221,13 @@ class HostCommands(ContractModel):
     service_stop: str = "systemctl stop {service}"
     service_start: str = "systemctl start {service}"
     service_health: str = "systemctl is-active {service}"
+    # Exit 0 = a reboot is pending (RHEL family: "! needs-restarting -r").
+    reboot_required_check: str = "test -e /var/run/reboot-required"
+    # Detached, so the SSH command answers before the connection drops.
+    reboot: str = "setsid sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 </dev/null &"
+    boot_id: str = "cat /proc/sys/kernel/random/boot_id"
+    # One line per pending update (RHEL family: "dnf -q check-update; [ $? -ne 1 ]").
+    list_updates: str = "apt list --upgradable 2>/dev/null | grep -v '^Listing'"
 
 
 class HostTarget(ContractModel):
@@ -263,6 +276,33 @@ class StepResult(ContractModel):
     detail: str = ""
 
 
+class RebootRequest(ContractModel):
+    step: HostStepInput
+    policy: RebootPolicy
+
+
+class RebootResult(ContractModel):
+    rebooted: bool
+    boot_id_before: str = ""
+    reason: str = ""
+
+
+class BootWait(ContractModel):
+    step: HostStepInput
+    boot_id_before: str
+
+
+class HostInspection(ContractModel):
+    """A dry run's findings for one host; nothing on the host was changed."""
+
+    hostname: str
+    cluster: str
+    preconditions_ok: bool
+    reason: str = ""
+    pending_updates: list[str] = Field(default_factory=list)
+    reboot_required: bool | None = None
+
+
 class RolloutNotice(ContractModel):
     """What the notification activities need; never a secret."""
 
@@ -301,6 +341,8 @@ class Phase(StrEnum):
     REJECTED = "rejected"
     APPROVAL_TIMED_OUT = "approval-timed-out"
     CANCELLED = "cancelled"
+    DRY_RUN = "dry-run"
+    DRY_RUN_DONE = "dry-run-done"
 
 
 class HostProgress(ContractModel):
@@ -313,6 +355,8 @@ class HostProgress(ContractModel):
     finished_at: datetime | None = None
     failure_reason: str | None = None
     in_maintenance: bool | None = False
+    rebooted: bool = False
+    note: str | None = None
 
 
 class ClusterProgress(ContractModel):
@@ -349,6 +393,7 @@ class RolloutSummary(ContractModel):
     duration_seconds: float
     message: str
     hosts: list[HostProgress] = Field(default_factory=list)
+    dry_run: list[HostInspection] | None = None
 
 
 class HostPatchInput(ContractModel):
@@ -373,6 +418,8 @@ class HostPatchInput(ContractModel):
     health_timeout_seconds: float
     update_timeout_seconds: float
     script_timeout_seconds: float
+    reboot_policy: RebootPolicy = "if-required"
+    reboot_timeout_seconds: float = 600.0
 
 
 class HostStepReport(ContractModel):
@@ -389,6 +436,8 @@ class HostPatchResult(ContractModel):
     step: str | None = None
     failure_reason: str | None = None
     in_maintenance: bool | None = False
+    rebooted: bool = False
+    reboot_note: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

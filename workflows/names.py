@@ -21,6 +21,9 @@ SEND_FAILURE_ALERT = "SendFailureAlertActivity"
 VAULT_CLIENT = "VaultClientActivity"
 CLEAR_MAINTENANCE_MODE = "ClearMaintenanceModeActivity"
 SEND_ROLLOUT_SUMMARY = "SendRolloutSummaryActivity"
+REBOOT_HOST = "RebootHostActivity"
+WAIT_FOR_HOST_BOOT = "WaitForHostBootActivity"
+INSPECT_HOST = "InspectHostActivity"
 
 SPEC_ACTIVITIES = (
     SEND_APPROVAL_REQUEST,
@@ -39,7 +42,15 @@ SPEC_ACTIVITIES = (
     SEND_SUCCESS_NOTIFICATION,
     SEND_FAILURE_ALERT,
 )
-ALL_ACTIVITIES = (*SPEC_ACTIVITIES, VAULT_CLIENT, CLEAR_MAINTENANCE_MODE, SEND_ROLLOUT_SUMMARY)
+ALL_ACTIVITIES = (
+    *SPEC_ACTIVITIES,
+    VAULT_CLIENT,
+    CLEAR_MAINTENANCE_MODE,
+    SEND_ROLLOUT_SUMMARY,
+    REBOOT_HOST,
+    WAIT_FOR_HOST_BOOT,
+    INSPECT_HOST,
+)
 
 # Step names as they appear in `progress`, alerts and the command log order.
 STEP_PRECONDITIONS = "preconditions"
@@ -50,6 +61,8 @@ STEP_STOP_SERVICES = "stop-services"
 STEP_DRAIN = "drain"
 STEP_PRE_UPDATE = "pre-update-scripts"
 STEP_UPDATE = "update"
+STEP_REBOOT = "reboot"
+STEP_WAIT_FOR_BOOT = "wait-for-boot"
 STEP_START_SERVICES = "start-services"
 STEP_POST_UPDATE = "post-update-scripts"
 STEP_HEALTH = "health-check"

@@ -34,10 +34,12 @@ with workflow.unsafe.imports_passed_through():
         ClusterHosts,
         ClusterHostsRequest,
         ClusterProgress,
+        HostInspection,
         HostPatchInput,
         HostPatchResult,
         HostProgress,
         HostState,
+        HostStepInput,
         HostStepReport,
         HostTarget,
         Phase,
@@ -47,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
         RolloutSummary,
         VaultPreflightInput,
     )
-    from workflows.planning import plan_cluster, should_stop
+    from workflows.planning import plan_cluster, should_stop, waves
 
 
 class RolloutStopped(Exception):
@@ -71,14 +73,19 @@ class SystemPatchWorkflow:
         self._targets: dict[str, list[HostTarget]] = {}
         self._failures = 0
         self._cancel_requested = False
+        self._inspections: list[HostInspection] = []
 
     # ---- the rollout, as the spec tells it -----------------------------------------------------
 
     @workflow.run
     async def run(self, rollout: RolloutInput) -> RolloutSummary:
-        _, progress = self._require()
+        rollout, progress = self._require()
         try:
             await self._resolve_clusters()
+            if rollout.dry_run:
+                # A dry run changes nothing, so it needs no approval.
+                await self._dry_run()
+                return await self._finish()
             if not await self._obtain_approval():
                 return await self._finish()
             await self._vault_preflight()
@@ -163,6 +170,65 @@ class SystemPatchWorkflow:
             self._skip_pending()
             return False
         return True
+
+    async def _dry_run(self) -> None:
+        """Every host: preconditions, pending updates, reboot need. Read-only commands only."""
+        rollout, progress = self._require()
+        progress.phase = Phase.DRY_RUN
+        for cluster in progress.clusters:
+            targets = self._targets[cluster.name]
+            for wave in waves(targets, rollout.max_concurrency):
+                for host in wave:
+                    entry = self._host(host.name)
+                    entry.state, entry.step, entry.started_at = (
+                        HostState.RUNNING,
+                        "inspect",
+                        workflow.now(),
+                    )
+                found = await asyncio.gather(*(self._inspect(host) for host in wave))
+                for inspection in found:
+                    entry = self._host(inspection.hostname)
+                    entry.state = (
+                        HostState.DONE if inspection.preconditions_ok else HostState.FAILED
+                    )
+                    entry.failure_reason = inspection.reason or None
+                    entry.finished_at = workflow.now()
+                    self._inspections.append(inspection)
+        refused = sum(1 for i in self._inspections if not i.preconditions_ok)
+        reboots = sum(1 for i in self._inspections if i.reboot_required)
+        updates = sum(len(i.pending_updates) for i in self._inspections)
+        progress.phase = Phase.DRY_RUN_DONE
+        progress.message = (
+            f"dry run: {len(self._inspections)} hosts inspected, {updates} pending updates, "
+            f"{reboots} would need a reboot, {refused} would be refused by preconditions; "
+            "nothing was changed"
+        )
+
+    async def _inspect(self, host: HostTarget) -> HostInspection:
+        rollout, progress = self._require()
+        try:
+            return await workflow.execute_activity(
+                names.INSPECT_HOST,
+                HostStepInput(
+                    rollout_id=progress.rollout_id,
+                    host=host,
+                    vault_address=rollout.vault_address,
+                    vault_token=rollout.vault_token,
+                    secret_path_prefix=rollout.secret_path_prefix,
+                    services=rollout.service_list,
+                    timeout_seconds=120,
+                ),
+                result_type=HostInspection,
+                start_to_close_timeout=timedelta(minutes=3),
+                retry_policy=TRANSIENT_RETRY,
+            )
+        except ActivityError as error:
+            return HostInspection(
+                hostname=host.name,
+                cluster=host.cluster,
+                preconditions_ok=False,
+                reason=failure_reason(error),
+            )
 
     async def _vault_preflight(self) -> None:
         rollout, progress = self._require()
@@ -259,6 +325,8 @@ class SystemPatchWorkflow:
                     script_timeout_seconds=rollout.script_timeout.total_seconds(),
                     slack_channel=rollout.slack_channel,
                     slack_thread_ts=rollout.slack_thread_ts,
+                    reboot_policy=rollout.reboot_policy,
+                    reboot_timeout_seconds=rollout.reboot_timeout.total_seconds(),
                 ),
                 id=host_workflow_id(host.name),
                 result_type=HostPatchResult,
@@ -301,6 +369,8 @@ class SystemPatchWorkflow:
         entry.step = result.step or entry.step
         entry.failure_reason = result.failure_reason
         entry.in_maintenance = result.in_maintenance
+        entry.rebooted = result.rebooted
+        entry.note = result.reboot_note or None
         entry.finished_at = result.finished_at or workflow.now()
         if result.started_at:
             entry.started_at = result.started_at
@@ -335,6 +405,7 @@ class SystemPatchWorkflow:
             duration_seconds=(progress.finished_at - started).total_seconds(),
             message=progress.message or progress.phase.value,
             hosts=hosts,
+            dry_run=self._inspections if self._rollout.dry_run else None,
         )
         await self._notify(names.SEND_ROLLOUT_SUMMARY, self._notice(summary=summary))
         return summary

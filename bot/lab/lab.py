@@ -21,7 +21,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,11 @@ _SHADOW_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
 _READY_TIMEOUT = 15.0
+# What `apt list --upgradable` shows on a fresh lab host; an upgrade installs them all.
+DEFAULT_PENDING = (
+    "openssl/stable-security 3.0.15-1~deb12u1 amd64 [upgradable from: 3.0.14-1~deb12u2]",
+    "nginx/stable 1.22.1-9+deb12u2 amd64 [upgradable from: 1.22.1-9]",
+)
 
 
 @dataclass
@@ -77,6 +84,16 @@ class LabHost:
     def lab_dir(self) -> Path:
         """The host's simulator state (``/var/lib/patchpilot-lab`` inside the host)."""
         return self.root / "lab"
+
+    @property
+    def run_dir(self) -> Path:
+        """The host's ``/run`` (so ``/var/run/reboot-required`` is per host)."""
+        return self.root / "run"
+
+    @property
+    def boot_id_path(self) -> Path:
+        """Mounted over ``/proc/sys/kernel/random/boot_id`` inside the host."""
+        return self.root / "boot_id"
 
     @property
     def host_key_path(self) -> Path:
@@ -154,6 +171,10 @@ class Lab:
         self.client_private_key = ""
         self._running: dict[str, _Running] = {}
         self._started = False
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        # Seconds a simulated reboot keeps the host down.
+        self.reboot_delay = 1.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,6 +183,7 @@ class Lab:
         if self._started:
             return
         self._started = True
+        self._stopping.clear()
         atexit.register(self.stop)
         try:
             self._prepare()
@@ -172,9 +194,12 @@ class Lab:
         except BaseException:
             self.stop()
             raise
+        self._watcher = threading.Thread(target=self._watch_reboots, daemon=True)
+        self._watcher.start()
 
     def stop(self) -> None:
         """Kill every process of every host (sshd, sessions, simulated hangs); idempotent."""
+        self._stopping.set()
         for name in list(self._running):
             self._kill_host(name)
         if self._started:
@@ -363,6 +388,31 @@ class Lab:
         except FileNotFoundError:
             return 0
 
+    def set_pending_updates(self, host: str, lines: Iterable[str]) -> None:
+        """What ``apt list --upgradable`` lists; a ``linux-image`` line makes the upgrade leave
+        ``/var/run/reboot-required`` behind, as Debian's kernel packages do."""
+        text = "".join(f"{line}\n" for line in lines)
+        (self.host(host).lab_dir / "pending").write_text(text)
+
+    def pending_updates(self, host: str) -> list[str]:
+        try:
+            return (self.host(host).lab_dir / "pending").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def set_reboot_required(self, host: str, required: bool = True) -> None:
+        flag = self.host(host).run_dir / "reboot-required"
+        if required:
+            flag.write_text("*** System restart required ***\n")
+        else:
+            flag.unlink(missing_ok=True)
+
+    def reboot_required(self, host: str) -> bool:
+        return (self.host(host).run_dir / "reboot-required").exists()
+
+    def boot_id(self, host: str) -> str:
+        return self.host(host).boot_id_path.read_text().strip()
+
     def reboot_count(self, host: str) -> int:
         """How many times ``reboot``/``shutdown``/... ran on the host (none of them reboots)."""
         try:
@@ -402,11 +452,12 @@ class Lab:
         - ``unhealthy:<svc>``: ``systemctl start <svc>`` succeeds, ``is-active`` says failed (3)
         - ``fail-command:<text>``: any command containing <text> exits 1 without running
         - ``hang-command:<text>``: any command containing <text> never ends (``hung_processes``)
+        - ``reboot-never-returns``: after a ``reboot`` the host stays down
         """
         if "\n" in fault or not fault:
             raise ValueError("a fault is one non-empty line")
         kind = fault.split(":", 1)[0]
-        if fault not in ("update-fail", "update-hang") and kind not in (
+        if fault not in ("update-fail", "update-hang", "reboot-never-returns") and kind not in (
             "start-fail",
             "unhealthy",
             "fail-command",
@@ -442,6 +493,7 @@ class Lab:
         # recreated directory would be a different inode that the host no longer sees.
         _empty_dir(h.state_dir)
         _empty_dir(h.lab_dir)
+        _empty_dir(h.run_dir)
         self._init_host_state(h)
 
     def reset(self) -> None:
@@ -462,6 +514,31 @@ class Lab:
         tmp.write_text("".join(f"{f}\n" for f in faults))
         # Atomic, so a command running right now sees the old list or the new one.
         tmp.replace(path)
+
+    # ------------------------------------------------------------------ simulated reboots
+
+    def _watch_reboots(self) -> None:
+        """A host's ``reboot`` leaves a request; the lab then takes the host down like a reboot:
+        connections drop, sshd is gone for ``reboot_delay`` seconds, and it comes back with a new
+        boot id and without ``/var/run/reboot-required``. With fault ``reboot-never-returns`` it
+        stays down."""
+        while not self._stopping.wait(0.1):
+            for h in self.hosts:
+                request = h.lab_dir / "reboot-requested"
+                if request.exists():
+                    request.unlink(missing_ok=True)
+                    threading.Thread(target=self._reboot, args=(h,), daemon=True).start()
+
+    def _reboot(self, h: LabHost) -> None:
+        time.sleep(0.3)  # let the command that asked for the reboot answer first
+        self._kill_host(h.name)
+        (h.run_dir / "reboot-required").unlink(missing_ok=True)
+        _write_in_place(h.boot_id_path, f"{uuid.uuid4()}\n")
+        if "reboot-never-returns" in self.faults(h.name):
+            return
+        if self._stopping.wait(self.reboot_delay):
+            return
+        self.start_host(h.name)
 
     # ------------------------------------------------------------------ building hosts
 
@@ -485,8 +562,9 @@ class Lab:
         self.authorized_keys_path.write_bytes(client_key.export_public_key("openssh"))
 
         for h in self.hosts:
-            for directory in (h.root, h.state_dir, h.lab_dir):
+            for directory in (h.root, h.state_dir, h.lab_dir, h.run_dir):
                 directory.mkdir(parents=True, exist_ok=True)
+            h.boot_id_path.touch()
             self._write_host_key(h)
             h.sshd_config_path.write_text(self._sshd_config(h))
             self.reset_host(h.name)
@@ -540,6 +618,10 @@ class Lab:
         mounts = [
             f'mount --bind "$1/patchpilot" {HOST_STATE_DIR}',
             f'mount --bind "$1/lab" {HOST_LAB_DIR}',
+            # Per-host /run (reboot-required flag; sshd's privsep dir is recreated in it) and a
+            # boot id that changes when the lab "reboots" the host.
+            'mount --bind "$1/run" /run',
+            'mount --bind "$1/boot_id" /proc/sys/kernel/random/boot_id',
         ]
         # Mount over the real file a path resolves to, once: on merged-/usr systems /sbin/reboot
         # and /usr/bin/systemctl can be the same file.
@@ -622,6 +704,9 @@ class Lab:
 
     def _init_host_state(self, h: LabHost) -> None:
         (h.lab_dir / ".lab-host").write_text(f"{h.name}\n")
+        (h.run_dir / "sshd").mkdir(mode=0o755, exist_ok=True)
+        _write_in_place(h.boot_id_path, f"{uuid.uuid4()}\n")
+        (h.lab_dir / "pending").write_text("".join(f"{line}\n" for line in DEFAULT_PENDING))
         services = h.lab_dir / "services"
         services.mkdir(exist_ok=True)
         for svc in self.services:
@@ -637,6 +722,14 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     path.chmod(0o600)
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    # Same inode: the file is bind-mounted into the host, a replaced file would not be seen.
+    with path.open("r+" if path.exists() else "w") as fh:
+        fh.seek(0)
+        fh.write(text)
+        fh.truncate()
 
 
 def _truncate(path: Path) -> None:

@@ -95,15 +95,35 @@ async def test_upgrade_counts_and_absolute_paths_stay_simulated(lab: Lab) -> Non
     assert lab.update_count("b1") == 2
     assert lab.update_count("b2") == 0
 
-    rebooted = await lab.run("b1", "/sbin/reboot")
-    assert rebooted.exit_status == 0
-    assert lab.reboot_count("b1") == 1
-
     prompt = await lab.run("b1", "apt-get upgrade")
     assert prompt.exit_status == 1
     other = await lab.run("b1", "apt-get install -y cowsay")
     assert other.exit_status == 100
     assert lab.update_count("b1") == 2
+
+
+async def test_reboot_drops_the_host_and_brings_it_back_with_a_new_boot_id(lab: Lab) -> None:
+    before = lab.boot_id("b1")
+    assert before, f"empty boot id file {lab.host('b1').boot_id_path}"
+    lab.set_reboot_required("b1")
+    seen = await lab.run("b1", "cat /proc/sys/kernel/random/boot_id")
+    assert seen.stdout.strip() == before
+    rebooted = await lab.run("b1", "/sbin/reboot")
+    assert rebooted.exit_status == 0
+    assert lab.reboot_count("b1") == 1
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        await asyncio.sleep(0.2)
+        try:
+            after = await lab.run("b1", "cat /proc/sys/kernel/random/boot_id")
+        except (OSError, asyncssh.Error):
+            continue  # down, as a rebooting host is
+        if after.stdout.strip() != before:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "b1 never came back"
+    assert lab.boot_id("b1") == after.stdout.strip()
+    assert not lab.reboot_required("b1")
+    assert lab.boot_id("a1") != lab.boot_id("b1")
 
 
 async def test_update_fail(lab: Lab) -> None:

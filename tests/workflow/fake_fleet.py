@@ -14,10 +14,14 @@ from temporalio.exceptions import ApplicationError
 
 from workflows import names
 from workflows.models import (
+    BootWait,
     ClusterHosts,
     ClusterHostsRequest,
+    HostInspection,
     HostStepInput,
     HostTarget,
+    RebootRequest,
+    RebootResult,
     RolloutNotice,
     StepResult,
     VaultPreflightInput,
@@ -32,6 +36,7 @@ class FakeFleet:
     calls: list[tuple[str, str]] = field(default_factory=list)  # (host, activity) in order
     notices: list[tuple[str, RolloutNotice]] = field(default_factory=list)
     started: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    needs_reboot: set[str] = field(default_factory=set)
 
     def host_calls(self, activity_name: str) -> list[str]:
         return [host for host, name in self.calls if name == activity_name]
@@ -74,6 +79,30 @@ class FakeFleet:
                 ],
             )
 
+        @activity.defn(name=names.REBOOT_HOST)
+        async def reboot_host(request: RebootRequest) -> RebootResult:
+            self.calls.append((request.step.host.name, names.REBOOT_HOST))
+            reboot = request.policy == "always" or request.step.host.name in self.needs_reboot
+            if request.policy == "never":
+                reboot = False
+            return RebootResult(rebooted=reboot, boot_id_before="boot-1", reason="fake")
+
+        @activity.defn(name=names.WAIT_FOR_HOST_BOOT)
+        async def wait_for_host_boot(wait: BootWait) -> StepResult:
+            self.calls.append((wait.step.host.name, names.WAIT_FOR_HOST_BOOT))
+            return StepResult(detail="back")
+
+        @activity.defn(name=names.INSPECT_HOST)
+        async def inspect_host(step: HostStepInput) -> HostInspection:
+            self.calls.append((step.host.name, names.INSPECT_HOST))
+            return HostInspection(
+                hostname=step.host.name,
+                cluster=step.host.cluster,
+                preconditions_ok=True,
+                pending_updates=["openssl/stable 3.0.15 amd64"],
+                reboot_required=step.host.name in self.needs_reboot,
+            )
+
         @activity.defn(name=names.VAULT_CLIENT)
         async def vault_preflight(request: VaultPreflightInput) -> StepResult:
             return StepResult(detail="fake vault ok")
@@ -101,6 +130,9 @@ class FakeFleet:
         return [
             get_cluster_hosts,
             vault_preflight,
+            reboot_host,
+            wait_for_host_boot,
+            inspect_host,
             *(host_step(name) for name in host_names),
             *(notify(name) for name in notify_names),
         ]

@@ -104,6 +104,7 @@ async def test_approved_rollout_patches_pilots_first_then_the_rest(temporal_clie
         names.STOP_SERVICES,
         names.WAIT_FOR_WORKLOAD_DRAIN,
         names.PERFORM_UPDATE,
+        names.REBOOT_HOST,
         names.START_SERVICES,
         names.CHECK_SERVICE_HEALTH,
         names.CLEAR_MAINTENANCE_MODE,
@@ -281,3 +282,41 @@ async def test_pilot_count_above_cluster_size_is_said_in_progress(temporal_clien
         await handle.result()
     assert progress.clusters[0].note and "whole cluster is pilot" in progress.clusters[0].note
     assert all(host.pilot for host in progress.hosts())
+
+
+async def test_dry_run_needs_no_approval_and_only_inspects(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = fleet_names(prefix)
+    fleet = FakeFleet(clusters, needs_reboot={clusters[f"{prefix}-ca"][1]})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), dryRun=True))
+        summary = await handle.result()
+    assert summary.phase == Phase.DRY_RUN_DONE
+    assert {name for _, name in fleet.calls} == {names.INSPECT_HOST}
+    assert summary.dry_run is not None and len(summary.dry_run) == 6
+    assert [i.hostname for i in summary.dry_run if i.reboot_required] == [
+        clusters[f"{prefix}-ca"][1]
+    ]
+    assert "nothing was changed" in summary.message
+    assert names.SEND_APPROVAL_REQUEST not in [name for name, _ in fleet.notices]
+
+
+async def test_reboot_is_waited_for_before_services_start(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    clusters = {f"{prefix}-c": [f"{prefix}-h1", f"{prefix}-h2"]}
+    first, second = clusters[f"{prefix}-c"]
+    fleet = FakeFleet(clusters, needs_reboot={first})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters)))
+        await decide(handle, "approve", ALICE)
+        summary = await handle.result()
+    steps = [name for host, name in fleet.calls if host == first]
+    assert steps[steps.index(names.PERFORM_UPDATE) :][:4] == [
+        names.PERFORM_UPDATE,
+        names.REBOOT_HOST,
+        names.WAIT_FOR_HOST_BOOT,
+        names.START_SERVICES,
+    ]
+    assert names.WAIT_FOR_HOST_BOOT not in [n for h, n in fleet.calls if h == second]
+    rebooted = {host.name: host.rebooted for host in summary.hosts}
+    assert rebooted == {first: True, second: False}

@@ -43,5 +43,10 @@ lab_upgrade() {
         lab_n=$(cat "$LAB/update-count" 2>/dev/null)
         echo $((${lab_n:-0} + 1)) > "$LAB/update-count"
     ) 9>>"$LAB/update-count.lock"
+    # Debian leaves this flag behind when a new kernel is installed.
+    if grep -q '^linux-image' "$LAB/pending" 2>/dev/null; then
+        echo "*** System restart required ***" > /run/reboot-required
+    fi
+    : > "$LAB/pending"
     echo "Simulated upgrade on $LAB_HOST"
 }
