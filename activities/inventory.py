@@ -11,7 +11,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from workflows import names
-from workflows.models import ClusterHosts, ClusterHostsRequest, HostCommands, HostTarget
+from workflows.models import (
+    ClusterHosts,
+    ClusterHostsRequest,
+    HostCommands,
+    HostTarget,
+    MaintenanceWindow,
+)
 
 VAR_PREFIX = "patchpilot_"
 
@@ -77,6 +83,22 @@ def _host_target(cluster: str, name: str, host_vars: dict[str, Any]) -> HostTarg
 
 def load_inventory(path: Path) -> dict[str, list[HostTarget]]:
     """Parse the inventory into cluster name -> hosts in file order."""
+    return {cluster: hosts for cluster, (hosts, _) in load_clusters(path).items()}
+
+
+def _windows(cluster: str, raw: Any) -> list[MaintenanceWindow]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InventoryError(f"group {cluster!r}: {VAR_PREFIX}windows must be a list")
+    try:
+        return [MaintenanceWindow.model_validate(window) for window in raw]
+    except (ValidationError, ValueError) as error:
+        raise InventoryError(f"group {cluster!r}: {VAR_PREFIX}windows: {error}") from error
+
+
+def load_clusters(path: Path) -> dict[str, tuple[list[HostTarget], list[MaintenanceWindow]]]:
+    """Cluster name -> (hosts in file order, maintenance windows from `patchpilot_windows`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -95,7 +117,10 @@ def load_inventory(path: Path) -> dict[str, list[HostTarget]]:
     raw.pop("all", None)
     raw.pop("ungrouped", None)
     return {
-        cluster: [_host_target(cluster, name, host_vars) for name, host_vars in hosts]
+        cluster: (
+            [_host_target(cluster, name, host_vars) for name, host_vars in hosts],
+            _windows(cluster, hosts[0][1].get(f"{VAR_PREFIX}windows") if hosts else None),
+        )
         for cluster, hosts in raw.items()
     }
 
@@ -104,10 +129,10 @@ class InventoryActivities:
     def __init__(self, inventory_path: Path | None) -> None:
         self._path = inventory_path
 
-    def clusters(self) -> dict[str, list[HostTarget]]:
+    def clusters(self) -> dict[str, tuple[list[HostTarget], list[MaintenanceWindow]]]:
         if self._path is None:
             raise InventoryError("no inventory configured: set PATCHPILOT_INVENTORY")
-        return load_inventory(self._path)
+        return load_clusters(self._path)
 
     @activity.defn(name=names.GET_CLUSTER_HOSTS)
     async def get_cluster_hosts(self, request: ClusterHostsRequest) -> ClusterHosts:
@@ -116,18 +141,19 @@ class InventoryActivities:
             clusters = self.clusters()
         except InventoryError as error:
             raise ApplicationError(str(error), type="InventoryError", non_retryable=True) from None
-        hosts = clusters.get(request.target_cluster)
-        if hosts is None:
+        found = clusters.get(request.target_cluster)
+        if found is None:
             known = ", ".join(sorted(clusters)) or "none"
             raise ApplicationError(
                 f"cluster {request.target_cluster!r} is not in the inventory (known: {known})",
                 type="UnknownCluster",
                 non_retryable=True,
             )
+        hosts, windows = found
         if not hosts:
             raise ApplicationError(
                 f"cluster {request.target_cluster!r} has no hosts in the inventory",
                 type="EmptyCluster",
                 non_retryable=True,
             )
-        return ClusterHosts(cluster=request.target_cluster, hosts=hosts)
+        return ClusterHosts(cluster=request.target_cluster, hosts=hosts, windows=windows)

@@ -98,6 +98,17 @@ def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
     return rollout
 
 
+def _window(text: str) -> dict[str, Any]:
+    parts = [part.strip() for part in text.split("|")]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UserError(f"--window {text!r}: expected 'CRON|DURATION[|TIMEZONE]'")
+    duration: str | int = int(parts[1]) if parts[1].isdigit() else parts[1]
+    window: dict[str, Any] = {"cron": parts[0], "duration": duration}
+    if len(parts) == 3:
+        window["timezone"] = parts[2]
+    return window
+
+
 def new_rollout_id(clusters: list[str]) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     label = "-".join(clusters)[:40]
@@ -166,6 +177,16 @@ def start(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Inspect only: pending updates, reboot need.")
     ] = False,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Maintenance window 'CRON|DURATION[|TIMEZONE]', e.g. '0 2 * * sat|PT4H|UTC' "
+            "(repeatable; default: the clusters' patchpilot_windows)."
+        ),
+    ] = None,
+    window_cutoff: Annotated[
+        str | None, typer.Option(help="Start no host with less than this left (default 15 min).")
+    ] = None,
     input_file: Annotated[
         Path | None, typer.Option("--input", help="Rollout JSON with the spec's field names.")
     ] = None,
@@ -201,9 +222,11 @@ def start(
         "rebootTimeout": reboot_timeout,
         "updateTimeout": update_timeout,
         "dryRun": True if dry_run else None,
+        "maintenanceWindows": [_window(text) for text in window] if window else None,
+        "windowCutoff": window_cutoff,
     }
     raw.update({key: value for key, value in given.items() if value is not None})
-    for duration in ("approvalTimeout", "rebootTimeout", "updateTimeout"):
+    for duration in ("approvalTimeout", "rebootTimeout", "updateTimeout", "windowCutoff"):
         value = raw.get(duration)
         if isinstance(value, str) and value.isdigit():
             raw[duration] = int(value)
@@ -481,8 +504,8 @@ def config_check(
     only: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, slack "
-            "(repeatable or comma-separated)."
+            help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, slack, "
+            "codec (repeatable or comma-separated)."
         ),
     ] = None,
     secret_prefix: Annotated[

@@ -17,6 +17,7 @@ from activities.vault import VaultCredentialSource
 from bot.codec import data_converter
 from bot.settings import Settings
 from workflows.host_patch import HostPatchWorkflow
+from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
 log = logging.getLogger("patchpilot.worker")
@@ -89,5 +90,6 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=parts.activities(),
+        workflow_runner=workflow_runner(),
         **options,
     )

@@ -106,6 +106,21 @@ PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
 RebootPolicy = Literal["if-required", "always", "never"]
 
 
+class MaintenanceWindow(ContractModel):
+    """Opens at each fire time of `cron` (in `timezone`) and stays open for `duration`."""
+
+    cron: str
+    duration: PositiveDuration
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> MaintenanceWindow:
+        from workflows.windows import trigger
+
+        trigger(self.cron, self.timezone)  # raises ValueError with the reason
+        return self
+
+
 class RolloutInput(ContractModel):
     """Input of SystemPatchWorkflow: the spec's fields plus optional extensions."""
 
@@ -133,6 +148,9 @@ class RolloutInput(ContractModel):
     reboot_policy: RebootPolicy = "if-required"
     reboot_timeout: PositiveDuration = timedelta(minutes=10)
     dry_run: bool = False
+    # Empty: each cluster's windows from the inventory (patchpilot_windows), else always open.
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    window_cutoff: PositiveDuration = Field(default=timedelta(minutes=15), validate_default=True)
     # Where chat notifications for this rollout go (set by the Slack bot; not secrets).
     slack_channel: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,32}$")] | None = None
     slack_thread_ts: Annotated[str, StringConstraints(pattern=r"^\d{1,12}\.\d{1,8}$")] | None = None
@@ -185,6 +203,17 @@ class RolloutInput(ContractModel):
                 raise ValueError(f"{item!r} is listed twice")
             seen.add(item)
         return value
+
+    @field_validator("window_cutoff")
+    @classmethod
+    def _cutoff_fits_the_windows(cls, cutoff: timedelta, info: ValidationInfo) -> timedelta:
+        for index, window in enumerate(info.data.get("maintenance_windows", [])):
+            if cutoff >= window.duration:
+                raise ValueError(
+                    f"{cutoff} must be shorter than maintenanceWindows[{index}].duration "
+                    f"({window.duration}), or no host could ever start"
+                )
+        return cutoff
 
     @model_validator(mode="after")
     def _requester_is_not_the_only_approver(self) -> RolloutInput:
@@ -248,6 +277,7 @@ class ClusterHostsRequest(ContractModel):
 class ClusterHosts(ContractModel):
     cluster: ClusterName
     hosts: list[HostTarget]
+    windows: list[MaintenanceWindow] = Field(default_factory=list)
 
 
 class VaultPreflightInput(ContractModel):
@@ -378,6 +408,7 @@ class RolloutProgress(ContractModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     message: str | None = None
+    waiting_for_window: str | None = None
     clusters: list[ClusterProgress] = Field(default_factory=list)
 
     def hosts(self) -> list[HostProgress]:

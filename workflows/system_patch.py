@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         HostStepInput,
         HostStepReport,
         HostTarget,
+        MaintenanceWindow,
         Phase,
         RolloutInput,
         RolloutNotice,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         VaultPreflightInput,
     )
     from workflows.planning import plan_cluster, should_stop, waves
+    from workflows.windows import describe, window_status
 
 
 class RolloutStopped(Exception):
@@ -74,6 +76,7 @@ class SystemPatchWorkflow:
         self._failures = 0
         self._cancel_requested = False
         self._inspections: list[HostInspection] = []
+        self._windows: dict[str, list[MaintenanceWindow]] = {}
 
     # ---- the rollout, as the spec tells it -----------------------------------------------------
 
@@ -127,6 +130,7 @@ class SystemPatchWorkflow:
                     f"cannot resolve cluster {cluster_name}: {failure_reason(error)}"
                 ) from error
             self._targets[cluster_name] = resolved.hosts
+            self._windows[cluster_name] = rollout.maintenance_windows or resolved.windows
             plan = plan_cluster([host.name for host in resolved.hosts], rollout.pilot_host_count)
             pilots = set(plan.pilots)
             note = None
@@ -256,6 +260,7 @@ class SystemPatchWorkflow:
         rollout, _ = self._require()
         plan = plan_cluster(self._targets[cluster.name], rollout.pilot_host_count)
         for is_pilot, wave in plan.waves(rollout.max_concurrency):
+            await self._await_window(cluster.name)
             results = await self._run_wave(wave)
             pilot_failed = False
             for result in results:
@@ -272,6 +277,25 @@ class SystemPatchWorkflow:
                     f"{first.step}: {first.failure_reason}; the rollout stopped and no further "
                     "host was touched"
                 )
+
+    async def _await_window(self, cluster: str) -> None:
+        """Start hosts only inside a maintenance window with `windowCutoff` to spare."""
+        rollout, progress = self._require()
+        windows = self._windows.get(cluster) or []
+        if not windows:
+            return
+        specs = [(window.cron, window.timezone, window.duration) for window in windows]
+        while True:
+            status = window_status(specs, workflow.now(), rollout.window_cutoff)
+            if status.open:
+                progress.waiting_for_window = None
+                return
+            if status.next_opening is None:
+                raise RolloutStopped(f"no maintenance window of {cluster} opens again")
+            opening = describe(status.next_opening, windows[0].timezone)
+            progress.waiting_for_window = f"{cluster}: waiting for window {opening}"
+            workflow.logger.info(progress.waiting_for_window)
+            await workflow.sleep(status.next_opening - workflow.now())
 
     async def _run_wave(self, wave: list[HostTarget]) -> list[HostPatchResult]:
         started: list[ChildWorkflowHandle[object, HostPatchResult] | HostPatchResult] = []

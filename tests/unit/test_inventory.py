@@ -75,3 +75,31 @@ def test_broken_inventories_say_what_is_wrong(tmp_path: Path, text: str, reason:
 def test_missing_inventory_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(InventoryError, match="cannot read inventory"):
         load_inventory(tmp_path / "nope.yml")
+
+
+def test_cluster_windows_come_from_group_vars(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from activities.inventory import load_clusters
+
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        "all:\n  children:\n    c1:\n      hosts: {h1: {}}\n      vars:\n"
+        "        patchpilot_windows:\n"
+        "          - {cron: '0 2 * * sat', duration: PT4H, timezone: Europe/Paris}\n"
+        "    c2:\n      hosts: {h2: {}}\n"
+    )
+    clusters = load_clusters(path)
+    [window] = clusters["c1"][1]
+    assert (window.cron, window.duration, window.timezone) == (
+        "0 2 * * sat",
+        timedelta(hours=4),
+        "Europe/Paris",
+    )
+    assert clusters["c2"][1] == []
+    path.write_text(
+        "all:\n  children:\n    c1:\n      hosts: {h1: {}}\n      vars:\n"
+        "        patchpilot_windows: [{cron: 'every day', duration: PT4H}]\n"
+    )
+    with pytest.raises(InventoryError, match="group 'c1': patchpilot_windows: .*invalid cron"):
+        load_clusters(path)

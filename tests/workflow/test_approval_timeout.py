@@ -15,6 +15,7 @@ from tests.workflow.fake_fleet import FakeFleet
 from workflows import names
 from workflows.host_patch import HostPatchWorkflow
 from workflows.models import WORKFLOW_NAME, Phase, RolloutInput, RolloutSummary
+from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
 
@@ -40,6 +41,7 @@ async def test_no_decision_within_the_timeout_means_not_approved_and_nothing_tou
             task_queue="timeout-test",
             workflows=[SystemPatchWorkflow, HostPatchWorkflow],
             activities=fleet.activities(),
+            workflow_runner=workflow_runner(),
         ),
     ):
         rollout = RolloutInput.model_validate(

@@ -29,6 +29,7 @@ from workflows.models import (
     RolloutProgress,
     RolloutSummary,
 )
+from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
 ALICE = "alice@example.com"
@@ -64,6 +65,7 @@ async def running(client: Client, fleet: FakeFleet) -> AsyncIterator[str]:
         task_queue=queue,
         workflows=[SystemPatchWorkflow, HostPatchWorkflow],
         activities=fleet.activities(),
+        workflow_runner=workflow_runner(),
     ):
         yield queue
 
