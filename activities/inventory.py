@@ -17,6 +17,7 @@ from workflows.models import (
     HostCommands,
     HostTarget,
     MaintenanceWindow,
+    describe_validation_error,
 )
 
 VAR_PREFIX = "patchpilot_"
@@ -91,10 +92,16 @@ def _windows(cluster: str, raw: Any) -> list[MaintenanceWindow]:
         return []
     if not isinstance(raw, list):
         raise InventoryError(f"group {cluster!r}: {VAR_PREFIX}windows must be a list")
-    try:
-        return [MaintenanceWindow.model_validate(window) for window in raw]
-    except (ValidationError, ValueError) as error:
-        raise InventoryError(f"group {cluster!r}: {VAR_PREFIX}windows: {error}") from error
+    windows = []
+    for index, window in enumerate(raw):
+        try:
+            windows.append(MaintenanceWindow.model_validate(window))
+        except ValidationError as error:
+            reason = describe_validation_error(error).replace("input: ", "")
+            raise InventoryError(
+                f"group {cluster!r}: {VAR_PREFIX}windows[{index}]: {reason}"
+            ) from None
+    return windows
 
 
 def load_clusters(path: Path) -> dict[str, tuple[list[HostTarget], list[MaintenanceWindow]]]:
