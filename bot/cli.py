@@ -79,9 +79,7 @@ async def _client(settings: Settings) -> Client:
 def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
     """Validate at the edge: the model's rules, then the clusters against the inventory."""
     try:
-        rollout = RolloutInput.at_edge(
-            raw, payload_encryption=settings.payload_codec() is not None
-        )
+        rollout = RolloutInput.at_edge(raw, payload_encryption=settings.payload_codec() is not None)
     except ValidationError as error:
         raise UserError("invalid rollout:\n" + describe_validation_error(error)) from None
     if settings.inventory is not None:
@@ -602,6 +600,145 @@ def codec_server(
     )
 
 
+schedule_app = typer.Typer(help="Recurring rollouts (Temporal Schedules, overlap: skip).")
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("create")
+def schedule_create(
+    schedule_id: Annotated[str, typer.Argument(help="Schedule id, e.g. weekly-cluster-a.")],
+    input_file: Annotated[
+        Path, typer.Option("--input", help="Rollout JSON (the spec's field names).")
+    ],
+    cron: Annotated[str, typer.Option(help="When to start a rollout, e.g. '0 1 * * sat'.")],
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the cron.")] = "UTC",
+    pre_approved_by: Annotated[
+        str | None,
+        typer.Option(help="Standing approval by this approver (recorded in each run's history)."),
+    ] = None,
+    note: Annotated[str, typer.Option(help="Why this schedule exists.")] = "",
+) -> None:
+    """Create a schedule that starts SystemPatchWorkflow with a stored input."""
+    from bot import schedules
+
+    settings = Settings()
+    try:
+        raw = json.loads(input_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"--input {input_file}: {error}") from None
+    if pre_approved_by:
+        raw["preApprovedBy"] = {"approver": pre_approved_by, "comment": note}
+    rollout = build_rollout(raw, settings)
+    if rollout.pre_approved_by:
+        who = rollout.pre_approved_by.approver
+        if who == rollout.requester_email:
+            raise UserError(f"--pre-approved-by: {who} is the requester and cannot approve")
+        if who not in rollout.approver_emails:
+            raise UserError(f"--pre-approved-by: {who} is not in approverEmails")
+    try:
+        schedules.check_cron(cron, timezone)
+    except ValueError as error:
+        raise UserError(f"--cron/--timezone: {error}") from None
+
+    async def main() -> None:
+        client = await _client(settings)
+        try:
+            await schedules.create(
+                client,
+                schedule_id,
+                rollout,
+                cron=cron,
+                timezone=timezone,
+                task_queue=settings.task_queue,
+                note=note,
+            )
+        except RPCError as error:
+            raise UserError(f"cannot create schedule {schedule_id}: {error.message}") from None
+
+    _run(main())
+    approval = (
+        f"pre-approved by {pre_approved_by}" if pre_approved_by else "each run needs approval"
+    )
+    console.print(f"Schedule [bold]{schedule_id}[/]: '{cron}' ({timezone}), {approval}")
+
+
+@schedule_app.command("list")
+def schedule_list() -> None:
+    """List schedules with their next runs."""
+    from bot import schedules
+
+    settings = Settings()
+
+    async def main() -> list[schedules.ScheduleRow]:
+        return await schedules.list_rows(await _client(settings))
+
+    table = Table(title="PatchPilot schedules")
+    for column in ("id", "cron", "time zone", "state", "next runs", "recent runs", "note"):
+        table.add_column(column)
+    for found in _run(main()):
+        table.add_row(
+            found.schedule_id,
+            found.cron,
+            found.timezone,
+            "paused" if found.paused else "active",
+            "\n".join(f"{moment:%a %Y-%m-%d %H:%M} UTC" for moment in found.next_runs),
+            "\n".join(found.recent_runs),
+            found.note,
+        )
+    console.print(table)
+
+
+def _schedule_action(schedule_id: str, action: str, note: str = "") -> None:
+    settings = Settings()
+
+    async def main() -> None:
+        handle = (await _client(settings)).get_schedule_handle(schedule_id)
+        try:
+            if action == "pause":
+                await handle.pause(note=note or "paused with patchpilot")
+            elif action == "unpause":
+                await handle.unpause(note=note or "unpaused with patchpilot")
+            elif action == "trigger":
+                await handle.trigger()
+            else:
+                await handle.delete()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise UserError(f"no schedule with id {schedule_id}") from None
+            raise UserError(f"{action} {schedule_id}: {error.message}") from None
+
+    _run(main())
+    console.print(
+        f"schedule {schedule_id}: {action}d"
+        if action != "trigger"
+        else f"schedule {schedule_id}: a run was started now"
+    )
+
+
+@schedule_app.command("pause")
+def schedule_pause(schedule_id: str, note: str = "") -> None:
+    """Pause a schedule (no new runs until unpaused)."""
+    _schedule_action(schedule_id, "pause", note)
+
+
+@schedule_app.command("unpause")
+def schedule_unpause(schedule_id: str, note: str = "") -> None:
+    """Resume a paused schedule."""
+    _schedule_action(schedule_id, "unpause", note)
+
+
+@schedule_app.command("trigger")
+def schedule_trigger(schedule_id: str) -> None:
+    """Start one run now (still skipped if a run is in progress)."""
+    _schedule_action(schedule_id, "trigger")
+
+
+@schedule_app.command("delete")
+def schedule_delete(schedule_id: str) -> None:
+    """Delete a schedule; runs already started go on."""
+    _schedule_action(schedule_id, "delete")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Exits with os._exit so temporalio's threads cannot abort a finished command."""
     code = 0
@@ -618,14 +755,14 @@ def main(argv: list[str] | None = None) -> None:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except KeyboardInterrupt:
         code = 130
-    except Exception as error:  # click usage errors and the like
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            code = error.exit_code
-        elif isinstance(error, click.exceptions.Abort):
-            code = 130
+    except typer.Abort:
+        code = 130
+    except Exception as error:  # usage errors (typer bundles its own click)
+        show = getattr(error, "show", None)
+        exit_code = getattr(error, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            code = exit_code
         else:
             raise
     sys.stdout.flush()

@@ -106,6 +106,15 @@ PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
 RebootPolicy = Literal["if-required", "always", "never"]
 
 
+class ApprovalDecision(ContractModel):
+    """Argument of the `approve` and `reject` updates."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    approver: Email
+    comment: str = Field(default="", max_length=2000)
+
+
 class MaintenanceWindow(ContractModel):
     """Opens at each fire time of `cron` (in `timezone`) and stays open for `duration`."""
 
@@ -148,6 +157,8 @@ class RolloutInput(ContractModel):
     reboot_policy: RebootPolicy = "if-required"
     reboot_timeout: PositiveDuration = timedelta(minutes=10)
     dry_run: bool = False
+    # A schedule's standing approval; honoured only for runs a Temporal Schedule started.
+    pre_approved_by: ApprovalDecision | None = None
     # Empty: each cluster's windows from the inventory (patchpilot_windows), else always open.
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     window_cutoff: PositiveDuration = Field(default=timedelta(minutes=15), validate_default=True)
@@ -223,15 +234,6 @@ class RolloutInput(ContractModel):
                 "approver other than the requester is needed"
             )
         return self
-
-
-class ApprovalDecision(ContractModel):
-    """Argument of the `approve` and `reject` updates."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    approver: Email
-    comment: str = Field(default="", max_length=2000)
 
 
 class HostCommands(ContractModel):

@@ -10,6 +10,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -52,6 +53,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.planning import plan_cluster, should_stop, waves
     from workflows.windows import describe, window_status
+
+
+# Set by the server on every run a Temporal Schedule starts.
+SCHEDULED_BY = SearchAttributeKey.for_keyword("TemporalScheduledById")
 
 
 class RolloutStopped(Exception):
@@ -152,8 +157,32 @@ class SystemPatchWorkflow:
                 )
             )
 
+    def _standing_approval(self) -> bool:
+        """A schedule's pre-approval counts only for runs that schedule started."""
+        rollout, progress = self._require()
+        decision = rollout.pre_approved_by
+        if decision is None:
+            return False
+        schedule = workflow.info().typed_search_attributes.get(SCHEDULED_BY)
+        if not schedule:
+            workflow.logger.warning("preApprovedBy ignored: this run was not started by a schedule")
+            return False
+        try:
+            self._validate_decision(decision, approving=True)
+        except ValueError as refused:
+            workflow.logger.warning("standing pre-approval refused: %s", refused)
+            return False
+        self._decide(decision, approved=True)
+        progress.decision_comment = (
+            f"standing pre-approval in schedule {schedule}"
+            + (f": {decision.comment}" if decision.comment else "")
+        )
+        return True
+
     async def _obtain_approval(self) -> bool:
         rollout, progress = self._require()
+        if self._standing_approval():
+            return True
         progress.phase = Phase.AWAITING_APPROVAL
         await self._notify(names.SEND_APPROVAL_REQUEST, self._notice())
         try:

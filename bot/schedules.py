@@ -1,0 +1,92 @@
+"""Recurring rollouts as Temporal Schedules of SystemPatchWorkflow (overlap policy: skip)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
+
+from workflows.models import WORKFLOW_NAME, RolloutInput
+from workflows.windows import trigger
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    schedule_id: str
+    cron: str
+    timezone: str
+    paused: bool
+    note: str
+    next_runs: list[datetime]
+    recent_runs: list[str]
+    overlap: str
+
+
+def check_cron(cron: str, timezone: str) -> None:
+    """Same rules as maintenance windows: ValueError naming what is wrong."""
+    trigger(cron, timezone)
+
+
+async def create(
+    client: Client,
+    schedule_id: str,
+    rollout: RolloutInput,
+    *,
+    cron: str,
+    timezone: str,
+    task_queue: str,
+    note: str = "",
+) -> None:
+    check_cron(cron, timezone)
+    await client.create_schedule(
+        schedule_id,
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                WORKFLOW_NAME, rollout, id=f"{schedule_id}-run", task_queue=task_queue
+            ),
+            spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=timezone),
+            # A run still going (e.g. waiting for its approval) makes the next one skip.
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            state=ScheduleState(note=note or "created by patchpilot"),
+        ),
+        # The server keeps cron specs only as calendars; the memo keeps what the operator wrote.
+        memo={"cron": cron, "timezone": timezone},
+    )
+
+
+async def row(schedule_id: str, description: ScheduleDescription) -> ScheduleRow:
+    spec = description.schedule.spec
+    state = description.schedule.state
+    memo = await description.memo()
+    policy = description.schedule.policy
+    recent = [
+        getattr(action.action, "workflow_id", "?") for action in description.info.recent_actions
+    ]
+    return ScheduleRow(
+        schedule_id=schedule_id,
+        cron=str(memo.get("cron") or ", ".join(spec.cron_expressions) or "(calendar spec)"),
+        timezone=str(memo.get("timezone") or spec.time_zone_name or "UTC"),
+        paused=state.paused,
+        note=state.note or "",
+        next_runs=list(description.info.next_action_times[:3]),
+        recent_runs=recent[-3:],
+        overlap=policy.overlap.name,
+    )
+
+
+async def list_rows(client: Client) -> list[ScheduleRow]:
+    rows = []
+    async for entry in await client.list_schedules():
+        description = await client.get_schedule_handle(entry.id).describe()
+        rows.append(await row(entry.id, description))
+    return rows
