@@ -116,14 +116,25 @@ def new_rollout_id(clusters: list[str]) -> str:
 @app.command()
 def worker(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="PATCHPILOT_METRICS_PORT", help="Serve Prometheus metrics here."),
+    ] = None,
 ) -> None:
-    """Run a worker for SystemPatchWorkflow and its activities until interrupted."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = Settings()
+    """Run a worker for SystemPatchWorkflow and its activities until interrupted.
 
-    async def main() -> None:
+    Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server (database in
+    PATCHPILOT_DATA_DIR) so rollouts survive a restart.
+    """
+    from bot.embedded import temporal_for
+    from bot.observability import configure_logging, start_metrics, worker_options
+
+    configure_logging(log_level, log_format)
+    if metrics_port:
+        console.print(f"metrics at {start_metrics(metrics_port)}")
+
+    async def main(settings: Settings) -> None:
         from bot.worker import build_worker
 
         client = await _client(settings)
@@ -131,10 +142,11 @@ def worker(
             f"worker polling task queue [bold]{settings.task_queue}[/] on "
             f"{settings.temporal_address} ({settings.temporal_namespace})"
         )
-        await build_worker(client, settings).run()
+        await build_worker(client, settings, **worker_options()).run()
 
     try:
-        _run(main())
+        with temporal_for(Settings(), say=console.print) as settings:
+            _run(main(settings))
     except KeyboardInterrupt:
         console.print("worker stopped")
 

@@ -1,0 +1,69 @@
+"""`patchpilot worker` without TEMPORAL_ADDRESS: an embedded Temporal whose database survives."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from bot.lab import Lab
+from bot.settings import Settings
+from tests.integration.conftest import wait_for, worker_env
+from tests.integration.test_faults import PATCHPILOT
+from tests.integration.test_rollout import approve, rollout, start
+from workflows.models import Phase, RolloutProgress, RolloutSummary
+
+
+def embedded_worker(settings: Settings, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **worker_env(settings), "PATCHPILOT_DATA_DIR": str(data_dir)}
+    env.pop("TEMPORAL_ADDRESS")
+    return subprocess.Popen(
+        [PATCHPILOT, "worker"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def interrupt(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=30) in (0, 130), "the worker did not stop cleanly"
+
+
+async def test_embedded_temporal_keeps_rollouts_across_a_restart(
+    fleet: Lab, worker_settings: Settings, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    first = embedded_worker(worker_settings, tmp_path / "data", log)
+    try:
+        await wait_for(lambda: "worker polling task queue" in log.read_text(), timeout=60)
+        said = " ".join(log.read_text().split())  # rich wraps long lines
+        assert "started an embedded Temporal dev server on 127.0.0.1:7233" in said
+        client = await Client.connect("127.0.0.1:7233", data_converter=pydantic_data_converter)
+        handle = await start(client, worker_settings, rollout(["cluster-a"]))
+        for _ in range(50):
+            progress = await handle.query("progress", result_type=RolloutProgress)
+            if progress.phase == Phase.AWAITING_APPROVAL:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        interrupt(first)
+    assert (tmp_path / "data" / "temporal.db").exists()
+
+    second = embedded_worker(worker_settings, tmp_path / "data", log)
+    try:
+        await wait_for(lambda: log.read_text().count("worker polling task queue") == 2, timeout=60)
+        client = await Client.connect("127.0.0.1:7233", data_converter=pydantic_data_converter)
+        resumed = client.get_workflow_handle(handle.id, result_type=RolloutSummary)
+        await approve(resumed)
+        summary = await asyncio.wait_for(resumed.result(), timeout=120)
+    finally:
+        interrupt(second)
+    assert summary.phase == Phase.SUCCEEDED
+    assert [fleet.update_count(h) for h in ["a1", "a2", "a3"]] == [1, 1, 1]
