@@ -182,7 +182,7 @@ class HostStepActivities:
                     return StepResult(detail=f"back with boot id {new_id}")
                 last = "still up with the old boot id"
             except ApplicationError as error:
-                if error.type not in ("HostUnreachable", "SshConnectionLost"):
+                if error.type not in ("HostUnreachable", "SshConnectionLost", "SshChannelFailed"):
                     raise
                 last = error.message
             _heartbeat()

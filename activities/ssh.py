@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
@@ -56,9 +57,16 @@ def _where(host: HostTarget) -> str:
 class HostSession:
     """One SSH connection to one host; several commands may run over it."""
 
-    def __init__(self, host: HostTarget, connection: asyncssh.SSHClientConnection) -> None:
+    def __init__(
+        self,
+        host: HostTarget,
+        connection: asyncssh.SSHClientConnection,
+        *,
+        reconnect: Callable[[], Awaitable[asyncssh.SSHClientConnection]] | None = None,
+    ) -> None:
         self.host = host
         self._connection = connection
+        self._reconnect = reconnect
 
     async def run(
         self,
@@ -70,13 +78,12 @@ class HostSession:
     ) -> CommandResult:
         """Run `command`; on timeout or cancellation kill it (and its children) on the host."""
         try:
-            process = await self._connection.create_process(
-                wrap_command(command), stdin=asyncssh.DEVNULL
-            )
+            process = await self._open(command)
         except (asyncssh.Error, OSError) as error:
+            # Nothing ran: safe to retry, unlike a connection lost mid-command.
             raise ApplicationError(
                 f"lost the SSH connection to {_where(self.host)} before running a command: {error}",
-                type="SshConnectionLost",
+                type="SshChannelFailed",
             ) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -134,6 +141,18 @@ class HostSession:
             first = ""
         return first + await process.stderr.read()
 
+    async def _open(self, command: str) -> asyncssh.SSHClientProcess[str]:
+        try:
+            return await self._connection.create_process(
+                wrap_command(command), stdin=asyncssh.DEVNULL
+            )
+        except (asyncssh.Error, OSError):
+            if self._reconnect is None:
+                raise
+        # A pooled connection that died since its last use: one fresh connection, once.
+        self._connection = await self._reconnect()
+        return await self._connection.create_process(wrap_command(command), stdin=asyncssh.DEVNULL)
+
     async def _kill(self, process: asyncssh.SSHClientProcess[str], pid: list[int]) -> None:
         if pid:
             target = pid[0]
@@ -150,18 +169,34 @@ class HostSession:
             process.close()
 
 
-class SshRunner:
-    """Opens verified SSH connections. Host keys are always checked against `known_hosts`."""
+@dataclass
+class _Pooled:
+    connection: asyncssh.SSHClientConnection
+    last_used: float
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __init__(self, known_hosts: Path, *, connect_timeout: float = 15.0) -> None:
+
+class SshRunner:
+    """Opens verified SSH connections. Host keys are always checked against `known_hosts`.
+
+    Connections are kept per host (and user and key) in worker memory for `idle_seconds`, so a
+    host's steps share one handshake; a connection that died is replaced before a command starts,
+    never while one runs.
+    """
+
+    def __init__(
+        self, known_hosts: Path, *, connect_timeout: float = 15.0, idle_seconds: float = 120.0
+    ) -> None:
         self._known_hosts = known_hosts
         self._connect_timeout = connect_timeout
+        self._idle_seconds = idle_seconds
+        self._pool: dict[tuple[str, int, str, str], _Pooled] = {}
+        self._locks: dict[tuple[str, int, str, str], asyncio.Lock] = {}
         self.handshakes = 0  # benchmarks count these
 
-    @contextlib.asynccontextmanager
-    async def session(
-        self, host: HostTarget, credentials: SshCredentials
-    ) -> AsyncIterator[HostSession]:
+    async def _connect(
+        self, host: HostTarget, username: str, credentials: SshCredentials
+    ) -> asyncssh.SSHClientConnection:
         if not self._known_hosts.is_file():
             raise ApplicationError(
                 f"known_hosts file {self._known_hosts} does not exist: set PATCHPILOT_KNOWN_HOSTS "
@@ -177,10 +212,9 @@ class SshRunner:
                 type="BadPrivateKey",
                 non_retryable=True,
             ) from None
-        username = host.user or credentials.username or "root"
         self.handshakes += 1
         try:
-            connection = await asyncssh.connect(
+            return await asyncssh.connect(
                 host.address,
                 port=host.port,
                 username=username,
@@ -215,9 +249,51 @@ class SshRunner:
             raise ApplicationError(
                 f"cannot connect to {_where(host)}: {reason}", type="HostUnreachable"
             ) from None
-        try:
-            yield HostSession(host, connection)
-        finally:
-            connection.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.wait_closed(), timeout=5)
+
+    async def _pooled(
+        self, host: HostTarget, username: str, credentials: SshCredentials, *, fresh: bool
+    ) -> asyncssh.SSHClientConnection:
+        fingerprint = hashlib.sha256(credentials.private_key.encode()).hexdigest()[:16]
+        key = (host.address, host.port, username, fingerprint)
+        loop = asyncio.get_running_loop()
+        self._close_idle(loop.time())
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            pooled = self._pool.get(key)
+            if pooled is not None and (fresh or pooled.closed.is_set()):
+                self._discard(key, pooled)
+                pooled = None
+            if pooled is None:
+                connection = await self._connect(host, username, credentials)
+                pooled = _Pooled(connection=connection, last_used=loop.time())
+                self._pool[key] = pooled
+                watcher = asyncio.ensure_future(connection.wait_closed())
+                closed = pooled.closed
+                watcher.add_done_callback(lambda _: closed.set())
+            pooled.last_used = loop.time()
+            return pooled.connection
+
+    def _discard(self, key: tuple[str, int, str, str], pooled: _Pooled) -> None:
+        if self._pool.get(key) is pooled:
+            del self._pool[key]
+        pooled.connection.close()
+
+    def _close_idle(self, now: float) -> None:
+        for key, pooled in list(self._pool.items()):
+            if pooled.closed.is_set() or now - pooled.last_used > self._idle_seconds:
+                self._discard(key, pooled)
+
+    def close_all(self) -> None:
+        for key, pooled in list(self._pool.items()):
+            self._discard(key, pooled)
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, host: HostTarget, credentials: SshCredentials
+    ) -> AsyncIterator[HostSession]:
+        username = host.user or credentials.username or "root"
+
+        async def reconnect() -> asyncssh.SSHClientConnection:
+            return await self._pooled(host, username, credentials, fresh=True)
+
+        connection = await self._pooled(host, username, credentials, fresh=False)
+        yield HostSession(host, connection, reconnect=reconnect)

@@ -69,6 +69,7 @@ class VaultCredentialSource:
         self._timeout = request_timeout_seconds
         self._clients: dict[str, hvac.Client] = {}
         self._cache: dict[tuple[str, str, str, str], tuple[float, SshCredentials]] = {}
+        self._path_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
         self.reads = 0  # KV reads actually sent to Vault (benchmarks count them)
 
     @property
@@ -105,7 +106,18 @@ class VaultCredentialSource:
         return client
 
     def _read(self, address: str, path: str, token: str | None) -> dict[str, str] | None:
-        """One KV v2 read; None when the path does not exist."""
+        """A KV v2 read, cached per path (a missing path too) so that the shared
+        `<prefix>/default` is read once per TTL, not once per host."""
+        digest = hashlib.sha256(token.encode()).hexdigest() if token else ""
+        key = (address, path, digest)
+        cached = self._path_cache.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        data = self._read_uncached(address, path, token)
+        self._path_cache[key] = (time.monotonic() + self._cache_ttl, data)
+        return data
+
+    def _read_uncached(self, address: str, path: str, token: str | None) -> dict[str, str] | None:
         shown = f"{self._kv_mount}/{path}"
         try:
             client = self._client(address, token)
@@ -183,6 +195,7 @@ class VaultCredentialSource:
 
     def forget(self) -> None:
         self._cache.clear()
+        self._path_cache.clear()
 
     @activity.defn(name=names.VAULT_CLIENT)
     async def vault_preflight(self, request: VaultPreflightInput) -> StepResult:

@@ -66,6 +66,8 @@ def expected_host_commands() -> list[str]:
         "systemctl stop postgresql",
         "true",
         UPDATE,
+        "cat /proc/sys/kernel/random/boot_id",  # the reboot step: is one pending?
+        "test -e /var/run/reboot-required",
         "systemctl start postgresql",
         "systemctl start nginx",
         "systemctl is-active nginx",
@@ -404,3 +406,17 @@ async def test_cli_refuses_bad_input_before_anything_starts(
     rollout_id = fixed.stdout.split("Started rollout ", 1)[1].split()[0]
     cancelled = await acli(worker_settings, "cancel", rollout_id)
     assert cancelled.returncode == 0 and "cancellation requested" in cancelled.stdout
+
+
+async def test_each_host_costs_at_most_one_vault_read_and_two_handshakes(
+    fleet: Lab, worker: WorkerParts, temporal_client: Client, worker_settings: Settings
+) -> None:
+    worker.vault.forget()
+    handle = await start(
+        temporal_client, worker_settings, rollout(["cluster-a", "cluster-b"], maxConcurrency=3)
+    )
+    await approve(handle)
+    assert (await handle.result()).patched == 6
+    # One read of <prefix>/<host> per host (absent here), plus <prefix>/default once.
+    assert worker.vault.reads <= 6 + 1
+    assert worker.ssh.handshakes <= 2 * 6, f"{worker.ssh.handshakes} SSH handshakes for 6 hosts"
