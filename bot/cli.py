@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import secrets
 import sys
@@ -461,6 +460,10 @@ def demo(
     hosts_per_cluster: Annotated[
         int, typer.Option(help="Lab hosts in each of the 2 clusters.")
     ] = 3,
+    lab: Annotated[
+        str,
+        typer.Option(help="sshd (real OpenSSH hosts), asyncssh (built-in stand-in) or auto."),
+    ] = "auto",
     pilot: Annotated[int, typer.Option(help="Pilot hosts per cluster.")] = 1,
     max_concurrency: Annotated[int, typer.Option(help="Hosts patched at once after pilots.")] = 2,
     ui_port: Annotated[
@@ -501,6 +504,7 @@ def demo(
         keep_open=keep_open,
         metrics_port=metrics_port,
         log_format=log_format,
+        lab=lab,
     )
     raise typer.Exit(run_demo(options, console))
 
@@ -540,22 +544,39 @@ def config_check(
 @app.command()
 def bot(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     host: Annotated[str, typer.Option(help="HTTP mode: address to listen on.")] = "0.0.0.0",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="PATCHPILOT_METRICS_PORT", help="Serve Prometheus metrics here."),
+    ] = None,
 ) -> None:
-    """Run the Slack bot (Socket Mode if SLACK_APP_TOKEN, else HTTP mode) and an embedded worker."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = Settings()
-    if settings.slack_bot_token is None:
+    """Run the Slack bot (Socket Mode if SLACK_APP_TOKEN, else HTTP mode) and an embedded worker.
+
+    Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server, as `worker` does.
+    """
+    from bot.embedded import temporal_for
+    from bot.observability import configure_logging, start_metrics, worker_options
+
+    first = Settings()
+    if first.slack_bot_token is None:
         raise UserError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
-    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+    if first.slack_app_token is None and first.slack_signing_secret is None:
         raise UserError(
             "set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode, "
             "POST /slack/events on PATCHPILOT_HTTP_PORT)"
         )
+    from bot.slack.config import DefaultsError, load_defaults
 
-    async def main() -> None:
+    try:
+        load_defaults(first.slack_defaults)  # a clear error now rather than a traceback later
+    except DefaultsError as error:
+        raise UserError(f"PATCHPILOT_SLACK_DEFAULTS: {error}") from None
+    configure_logging(log_level, log_format)
+    if metrics_port:
+        console.print(f"metrics at {start_metrics(metrics_port)}")
+
+    async def main(settings: Settings) -> None:
         from bot.slack.app import run_bot
 
         await _client(settings)  # a clear error when Temporal is unreachable
@@ -565,12 +586,14 @@ def bot(
             else f"HTTP mode on {host}:{settings.http_port}/slack/events"
         )
         console.print(
-            f"Slack bot ({mode}) with a worker on task queue [bold]{settings.task_queue}[/]"
+            f"Slack bot ({mode}) with a worker on task queue [bold]{settings.task_queue}[/] on "
+            f"{settings.temporal_address} ({settings.temporal_namespace})"
         )
-        await run_bot(settings, host=host)
+        await run_bot(settings, host=host, worker_options=worker_options())
 
     try:
-        _run(main())
+        with temporal_for(first, say=console.print) as settings:
+            _run(main(settings))
     except KeyboardInterrupt:
         console.print("bot stopped")
 
@@ -749,6 +772,55 @@ def schedule_trigger(schedule_id: str) -> None:
 def schedule_delete(schedule_id: str) -> None:
     """Delete a schedule; runs already started go on."""
     _schedule_action(schedule_id, "delete")
+
+
+@app.command("approval-server")
+def approval_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[
+        int | None, typer.Option(help="Port (default PATCHPILOT_APPROVAL_PORT, 3001).")
+    ] = None,
+) -> None:
+    """Serve the pages behind the signed Approve / Reject links of e-mails and Teams cards.
+
+    Needs PATCHPILOT_LINK_SECRET (the same as the workers') and PATCHPILOT_PUBLIC_URL (the address
+    approvers reach this server at, e.g. https://patchpilot.example.com behind a TLS proxy).
+    """
+    from aiohttp import web
+
+    from bot.approval_links import LinkSigner
+    from bot.approval_web import create_app
+
+    settings = Settings()
+    if settings.link_secret is None or not settings.public_url:
+        raise UserError(
+            "set PATCHPILOT_LINK_SECRET (shared with the workers) and PATCHPILOT_PUBLIC_URL "
+            "(where approvers reach this server)"
+        )
+    try:
+        signer = LinkSigner(settings.link_secret.get_secret_value().encode())
+    except ValueError as error:
+        raise UserError(f"PATCHPILOT_LINK_SECRET: {error}") from None
+    listen = port or settings.approval_port
+
+    async def main() -> None:
+        client = await _client(settings)
+        runner = web.AppRunner(create_app(client, signer))
+        await runner.setup()
+        await web.TCPSite(runner, host, listen).start()
+        console.print(
+            f"approval links served on {host}:{listen} (public URL {settings.public_url}); "
+            f"Temporal {settings.temporal_address} ({settings.temporal_namespace})"
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        _run(main())
+    except KeyboardInterrupt:
+        console.print("approval server stopped")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,6 +95,8 @@ class DemoOptions:
     metrics_port: int | None = None
     # demo.log as text or JSON lines (bot.observability).
     log_format: str = "text"
+    # "sshd" (real OpenSSH hosts), "asyncssh" (built-in stand-in) or "auto" (sshd when possible).
+    lab: str = "auto"
 
 
 class _Stoppable(Protocol):
@@ -386,7 +388,7 @@ def _stop_result(future: Future[_Stoppable]) -> None:
 
 
 def _start_everything(
-    options: DemoOptions, console: Console, stack: _Stack, data_dir: Path
+    options: DemoOptions, console: Console, stack: _Stack, data_dir: Path, lab_class: type[Any]
 ) -> _Started:
     from aiosmtpd.controller import Controller
 
@@ -403,7 +405,7 @@ def _start_everything(
     controller.start()
     stack.push("smtp server", controller.stop)
 
-    lab = Lab(
+    lab = lab_class(
         data_dir / "lab",
         clusters,
         services=DEMO_SERVICES,
@@ -419,7 +421,8 @@ def _start_everything(
 
     console.print(
         f"Starting Temporal (Web UI {'off' if ui_port is None else f'on port {ui_port}'}), "
-        f"OpenBao and {len(lab.hosts)} sshd hosts in {len(clusters)} clusters …"
+        f"OpenBao and {len(lab.hosts)} {'sshd' if lab_class is Lab else 'asyncssh'} hosts in "
+        f"{len(clusters)} clusters …"
     )
     begun = time.monotonic()
     with console.status("starting the embedded servers and the lab"):
@@ -702,13 +705,22 @@ def _keep_open(options: DemoOptions, console: Console, started: _Started) -> Non
 
 
 def _run(options: DemoOptions, console: Console, stack: _Stack) -> int:
-    problem = lab_requirements_problem()
+    if options.lab not in ("auto", "sshd", "asyncssh"):
+        raise DemoError(f"--lab {options.lab!r}: choose auto, sshd or asyncssh")
+    problem = lab_requirements_problem() if options.lab != "asyncssh" else "asked for"
+    if problem and options.lab == "sshd":
+        raise DemoError(f"the sshd lab cannot start here: {problem}")
+    from bot.lab import Lab
+
+    lab_class: type[Lab] = Lab
     if problem:
-        raise DemoError(
-            f"the demo lab cannot start here: {problem}.\n"
-            "The demo needs real OpenSSH servers; an asyncssh-based lab for machines without "
-            "sshd or root is not implemented yet. Alternatively point `patchpilot worker` at "
-            "your own hosts (see the README)."
+        from bot.lab.fallback import AsyncsshLab
+
+        lab_class = AsyncsshLab
+        console.print(
+            f"[yellow]note:[/] real sshd hosts are not available ({problem}); using the "
+            f"built-in [bold]{AsyncsshLab.kind}[/]: asyncssh servers with the same host "
+            "simulator, commands run in a real shell on this machine."
         )
     if not 1 <= options.hosts_per_cluster <= 50:
         raise DemoError("--hosts-per-cluster must be between 1 and 50")
@@ -742,7 +754,7 @@ def _run(options: DemoOptions, console: Console, stack: _Stack) -> int:
         url = start_metrics(options.metrics_port, "127.0.0.1")
         console.print(f"  [green]✓[/] Prometheus metrics   {url}")
 
-    started = _start_everything(options, console, stack, data_dir)
+    started = _start_everything(options, console, stack, data_dir, lab_class)
     summary, link = asyncio.run(_drive(options, started, console))
     code = _print_summary(console, summary, started, link)
     _keep_open(options, console, started)

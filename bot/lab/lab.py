@@ -542,7 +542,7 @@ class Lab:
 
     # ------------------------------------------------------------------ building hosts
 
-    def _prepare(self) -> None:
+    def _check_requirements(self) -> None:
         if not Path(SSHD).exists():
             raise FileNotFoundError(f"{SSHD} is missing (Debian package openssh-server)")
         for tool in ("unshare", "mount"):
@@ -552,6 +552,9 @@ class Lab:
         # must exist on the real filesystem for the bind mounts.
         for directory in (Path("/run/sshd"), HOST_STATE_DIR, HOST_LAB_DIR):
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def _prepare(self) -> None:
+        self._check_requirements()
 
         self.root.mkdir(parents=True, exist_ok=True)
         self._install_simulators()

@@ -17,7 +17,7 @@ import pytest
 
 from bot.lab import Lab, free_port
 from bot.settings import Settings
-from tests.integration.conftest import worker_env
+from tests.support import worker_env
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
 GOOD_SLACK_TOKEN = "xoxb-good-token"

@@ -13,9 +13,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bot.lab import Lab
 from bot.settings import Settings
-from tests.integration.conftest import wait_for, worker_env
 from tests.integration.test_faults import PATCHPILOT
 from tests.integration.test_rollout import approve, rollout, start
+from tests.support import wait_for, worker_env
 from workflows.models import Phase, RolloutProgress, RolloutSummary
 
 

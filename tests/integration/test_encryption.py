@@ -20,8 +20,8 @@ from bot.codec import data_converter
 from bot.codec_server import build_app
 from bot.lab import Lab, OpenBaoProcess, free_port
 from bot.settings import Settings
-from tests.integration.conftest import running_worker
 from tests.integration.test_rollout import approve, rollout, start
+from tests.support import running_worker
 from workflows.models import Phase, RolloutInput
 
 
@@ -39,7 +39,10 @@ async def encrypted_client(settings: Settings) -> Client:
 
 
 async def test_rollout_token_is_encrypted_in_history_and_decodable_with_the_key(
-    fleet: Lab, openbao: OpenBaoProcess, codec_settings: Settings, temporal_dev_server,
+    fleet: Lab,
+    openbao: OpenBaoProcess,
+    codec_settings: Settings,
+    temporal_dev_server,
     known_secrets: list[str],
 ) -> None:
     admin = hvac.Client(url=openbao.address, token=openbao.root_token)

@@ -19,7 +19,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from bot.lab import Lab, OpenBaoProcess, free_port, start_openbao, start_temporal_dev_server
 from bot.settings import Settings
 from bot.worker import WorkerParts
-from tests.integration.conftest import (
+from tests.integration.test_rollout import UPDATE, approve, commands, rollout, start
+from tests.support import (
     SECRET_PREFIX,
     Mailbox,
     record_history,
@@ -27,7 +28,6 @@ from tests.integration.conftest import (
     wait_for,
     worker_env,
 )
-from tests.integration.test_rollout import UPDATE, approve, commands, rollout, start
 from workflows.models import HostState, Phase, RolloutProgress, RolloutSummary
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
@@ -111,7 +111,10 @@ async def test_temporal_restarted_mid_rollout_with_the_same_database(
 
 
 async def test_unreachable_host_fails_preconditions_and_nothing_later_is_touched(
-    fleet: Lab, worker: WorkerParts, temporal_client: Client, worker_settings: Settings,
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
     mailbox: Mailbox,
 ) -> None:
     fleet.stop_host("a2")
@@ -131,7 +134,10 @@ async def test_unreachable_host_fails_preconditions_and_nothing_later_is_touched
 
 
 async def test_rekeyed_host_is_refused_and_runs_no_command(
-    fleet: Lab, worker: WorkerParts, temporal_client: Client, worker_settings: Settings,
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
     mailbox: Mailbox,
 ) -> None:
     fleet.rekey_host("b1")
@@ -158,12 +164,16 @@ def test_no_code_path_disables_host_key_checking() -> None:
 
 
 async def test_connection_lost_during_update_is_never_success(
-    fleet: Lab, worker: WorkerParts, temporal_client: Client, worker_settings: Settings,
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
     mailbox: Mailbox,
 ) -> None:
     slow_update = f"sleep 5 && {UPDATE}"
     handle = await start(
-        temporal_client, worker_settings,
+        temporal_client,
+        worker_settings,
         rollout(["cluster-a"], pilotHostCount=0, updateCommand=slow_update),
     )
     await approve(handle)
@@ -182,8 +192,12 @@ async def test_connection_lost_during_update_is_never_success(
 
 
 async def test_revoked_vault_token_is_a_clear_non_retried_failure(
-    fleet: Lab, openbao: OpenBaoProcess, temporal_client: Client, worker_settings: Settings,
-    mailbox: Mailbox, known_secrets: list[str],
+    fleet: Lab,
+    openbao: OpenBaoProcess,
+    temporal_client: Client,
+    worker_settings: Settings,
+    mailbox: Mailbox,
+    known_secrets: list[str],
 ) -> None:
     admin = hvac.Client(url=openbao.address, token=openbao.root_token)
     token = admin.auth.token.create(policies=["root"], ttl="10m")["auth"]["client_token"]
@@ -234,23 +248,29 @@ async def test_vault_down_is_retried_until_it_is_back(
 
 
 async def test_cli_cancel_during_a_wave_finishes_the_host_in_flight(
-    fleet: Lab, worker: WorkerParts, temporal_client: Client, worker_settings: Settings,
+    fleet: Lab,
+    worker: WorkerParts,
+    temporal_client: Client,
+    worker_settings: Settings,
     mailbox: Mailbox,
 ) -> None:
     # The update waits for a go-ahead file in the host's own state, so the cancel lands mid-update.
-    gated_update = (
-        f"while [ ! -e /var/lib/patchpilot-lab/go ]; do sleep 0.1; done && {UPDATE}"
-    )
+    gated_update = f"while [ ! -e /var/lib/patchpilot-lab/go ]; do sleep 0.1; done && {UPDATE}"
     handle = await start(
-        temporal_client, worker_settings,
+        temporal_client,
+        worker_settings,
         rollout(["cluster-a"], pilotHostCount=0, updateCommand=gated_update),
     )
     await approve(handle)
     await wait_for(lambda: any(gated_update in c for c in commands(fleet, "a1")), timeout=60)
     env = {**os.environ, **worker_env(worker_settings)}
     cancelled = await asyncio.to_thread(
-        subprocess.run, [PATCHPILOT, "cancel", handle.id], env=env, capture_output=True,
-        text=True, timeout=60,
+        subprocess.run,
+        [PATCHPILOT, "cancel", handle.id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert cancelled.returncode == 0, cancelled.stderr
     await asyncio.sleep(1)
@@ -261,7 +281,9 @@ async def test_cli_cancel_during_a_wave_finishes_the_host_in_flight(
     progress = await progress_of(handle)
     assert progress.phase == Phase.CANCELLED
     assert [h.state for h in progress.hosts()] == [
-        HostState.DONE, HostState.SKIPPED, HostState.SKIPPED
+        HostState.DONE,
+        HostState.SKIPPED,
+        HostState.SKIPPED,
     ]
     assert fleet.update_count("a1") == 1 and not fleet.in_maintenance("a1")
     assert commands(fleet, "a2") == [] and commands(fleet, "a3") == []

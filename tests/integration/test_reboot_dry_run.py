@@ -10,8 +10,8 @@ from activities.ssh import unwrap_command
 from bot.lab import Lab
 from bot.settings import Settings
 from bot.worker import WorkerParts
-from tests.integration.conftest import Mailbox, record_history
 from tests.integration.test_rollout import approve, commands, rollout, start
+from tests.support import Mailbox, record_history
 from workflows.models import Phase, RolloutProgress
 
 KERNEL = "linux-image-amd64/stable-security 6.1.119-1 amd64 [upgradable from: 6.1.115-1]"

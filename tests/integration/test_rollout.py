@@ -19,7 +19,7 @@ from activities.ssh import unwrap_command
 from bot.lab import Lab
 from bot.settings import Settings
 from bot.worker import WorkerParts
-from tests.integration.conftest import SERVICES, Mailbox, record_history, wait_for, worker_env
+from tests.support import SERVICES, Mailbox, record_history, wait_for, worker_env
 from workflows.models import (
     WORKFLOW_NAME,
     ApprovalDecision,

@@ -1,6 +1,8 @@
 # Sourced by every lab simulator. Inside a lab host's mount namespace this directory is
 # /usr/local/sbin and /var/lib/patchpilot-lab is that host's private simulator state.
-LAB=/var/lib/patchpilot-lab
+# Inside a namespaced lab host these are the fixed paths; the asyncssh lab passes its own.
+LAB=${PATCHPILOT_LAB_DIR:-/var/lib/patchpilot-lab}
+LAB_RUN=${PATCHPILOT_LAB_RUN:-/run}
 
 # Without the marker we may be on the real machine (a bind mount failed, or someone ran a
 # simulator by hand): acting there would be wrong, so refuse outright.
@@ -9,7 +11,7 @@ if [ ! -f "$LAB/.lab-host" ]; then
     exit 126
 fi
 LAB_HOST=$(cat "$LAB/.lab-host")
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+PATH=${PATCHPILOT_SIM_BIN:-/usr/local/sbin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
 lab_has_fault() {
@@ -45,7 +47,7 @@ lab_upgrade() {
     ) 9>>"$LAB/update-count.lock"
     # Debian leaves this flag behind when a new kernel is installed.
     if grep -q '^linux-image' "$LAB/pending" 2>/dev/null; then
-        echo "*** System restart required ***" > /run/reboot-required
+        echo "*** System restart required ***" > "$LAB_RUN/reboot-required"
     fi
     : > "$LAB/pending"
     echo "Simulated upgrade on $LAB_HOST"

@@ -1,4 +1,7 @@
-"""Real parts for integration tests: sshd lab, OpenBao, Temporal dev server, SMTP server."""
+"""Real parts for every test package: sshd fleet, OpenBao, Temporal dev server, SMTP server.
+
+Fixtures here are registered once, by the root conftest, so each session-wide part starts once.
+"""
 
 from __future__ import annotations
 

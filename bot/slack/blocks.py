@@ -1,0 +1,298 @@
+"""Block Kit payloads, built with slack_sdk's models so Slack's limits are checked on `to_dict`.
+
+Text is cut to each field's limit here rather than rejected by Slack later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from activities.notify import summary_text
+from workflows.models import (
+    ClusterProgress,
+    HostState,
+    Phase,
+    RolloutInput,
+    RolloutNotice,
+    RolloutProgress,
+    RolloutSummary,
+)
+
+APPROVE_ACTION = "patchpilot_approve"
+REJECT_ACTION = "patchpilot_reject"
+DECISION_BLOCK = "patchpilot_decision"
+MAX_BLOCKS = 50
+SECTION_TEXT = 3000
+FIELD_TEXT = 2000
+HEADER_TEXT = 150
+MAX_CLUSTER_BLOCKS = 40
+
+PHASE_ICON = {
+    Phase.RESOLVING: ":mag:",
+    Phase.AWAITING_APPROVAL: ":hourglass_flowing_sand:",
+    Phase.PREFLIGHT: ":key:",
+    Phase.PATCHING: ":gear:",
+    Phase.SUCCEEDED: ":white_check_mark:",
+    Phase.FAILED: ":x:",
+    Phase.REJECTED: ":no_entry_sign:",
+    Phase.APPROVAL_TIMED_OUT: ":alarm_clock:",
+    Phase.CANCELLED: ":octagonal_sign:",
+}
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mrkdwn_escape(text: str) -> str:
+    """Slack's three control characters; everything else is shown as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: str, limit: int = 500) -> str:
+    return "`" + cut(mrkdwn_escape(text).replace("`", "'"), limit) + "`"
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What the status card shows; built by the bot (before the start) and the worker (after)."""
+
+    rollout_id: str
+    clusters: list[str]
+    pilot: int | None
+    services: list[str] | None  # None: not known here (e.g. /patch status), not shown
+    update_command: str | None
+    requester: str
+    approvers: list[str]
+    ui_link: str | None = None
+    hosts_by_cluster: dict[str, list[str]] = field(default_factory=dict)
+    progress: RolloutProgress | None = None
+    note: str | None = None
+
+    @classmethod
+    def from_input(
+        cls, rollout_id: str, rollout: RolloutInput, ui_link: str | None = None, **extra: Any
+    ) -> CardInfo:
+        return cls(
+            rollout_id=rollout_id,
+            clusters=list(rollout.target_clusters),
+            pilot=rollout.pilot_host_count,
+            services=list(rollout.service_list),
+            update_command=rollout.update_command,
+            requester=rollout.requester_email,
+            approvers=list(rollout.approver_emails),
+            ui_link=ui_link,
+            **extra,
+        )
+
+    @classmethod
+    def from_notice(
+        cls,
+        notice: RolloutNotice,
+        progress: RolloutProgress | None,
+        ui_link: str | None = None,
+    ) -> CardInfo:
+        return cls(
+            rollout_id=notice.rollout_id,
+            clusters=list(notice.target_clusters),
+            pilot=notice.pilot_host_count,
+            services=list(notice.services),
+            update_command=notice.update_command,
+            requester=notice.requester_email,
+            approvers=list(notice.approver_emails),
+            ui_link=ui_link,
+            hosts_by_cluster=dict(notice.hosts_by_cluster),
+            progress=progress,
+        )
+
+
+def cluster_line(cluster: ClusterProgress) -> str:
+    total = len(cluster.hosts)
+    done = cluster.count(HostState.DONE)
+    parts = [f"*{mrkdwn_escape(cluster.name)}*: {done}/{total} done"]
+    failed = cluster.count(HostState.FAILED)
+    skipped = cluster.count(HostState.SKIPPED)
+    if failed:
+        parts.append(f"{failed} failed")
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    running = [host for host in cluster.hosts if host.state == HostState.RUNNING]
+    if running:
+        now = ", ".join(
+            f"{mrkdwn_escape(host.name)}{' (pilot)' if host.pilot else ''} at "
+            f"{host.step or 'start'}"
+            for host in running[:10]
+        )
+        parts.append(f"now: {now}")
+    line = " · ".join(parts)
+    if cluster.note:
+        line += f"\n_{mrkdwn_escape(cluster.note)}_"
+    return line
+
+
+def phase_label(progress: RolloutProgress | None) -> str:
+    if progress is None:
+        return ":hourglass_flowing_sand: starting"
+    return f"{PHASE_ICON.get(progress.phase, '')} {progress.phase.value}".strip()
+
+
+def status_card(info: CardInfo) -> list[Block]:
+    progress = info.progress
+    blocks: list[Block] = [
+        HeaderBlock(
+            text=PlainTextObject(
+                text=cut(f"Patch rollout: {', '.join(info.clusters)}", HEADER_TEXT)
+            )
+        )
+    ]
+    fields = [
+        f"*Phase*\n{phase_label(progress)}",
+        f"*Requester*\n{mrkdwn_escape(info.requester)}",
+        f"*Approvers*\n{mrkdwn_escape(', '.join(info.approvers))}",
+    ]
+    if info.pilot is not None:
+        fields.append(f"*Pilot hosts per cluster*\n{info.pilot}")
+    if info.services is not None:
+        fields.append(f"*Services*\n{mrkdwn_escape(', '.join(info.services) or 'none')}")
+    if info.update_command is not None:
+        fields.append(f"*Update command*\n{code(info.update_command, 1500)}")
+    if progress is not None and progress.decided_by:
+        verdict = "Rejected" if progress.phase == Phase.REJECTED else "Approved"
+        fields.append(f"*{verdict} by*\n{mrkdwn_escape(progress.decided_by)}")
+    blocks.append(
+        SectionBlock(fields=[MarkdownTextObject(text=cut(text, FIELD_TEXT)) for text in fields])
+    )
+    if progress is not None and progress.clusters:
+        shown = progress.clusters[:MAX_CLUSTER_BLOCKS]
+        for cluster in shown:
+            blocks.append(
+                SectionBlock(text=MarkdownTextObject(text=cut(cluster_line(cluster), 3000)))
+            )
+        if len(progress.clusters) > len(shown):
+            blocks.append(
+                SectionBlock(
+                    text=MarkdownTextObject(
+                        text=f"… and {len(progress.clusters) - len(shown)} more clusters"
+                    )
+                )
+            )
+        failures = [
+            f":x: *{mrkdwn_escape(host.name)}* ({mrkdwn_escape(host.cluster)}) at "
+            f"{host.step or '?'}: {mrkdwn_escape(host.failure_reason or 'failed')}"
+            + (" *[in maintenance]*" if host.in_maintenance else "")
+            for host in progress.hosts()
+            if host.state == HostState.FAILED
+        ]
+        if failures:
+            blocks.append(
+                SectionBlock(text=MarkdownTextObject(text=cut("\n".join(failures), SECTION_TEXT)))
+            )
+    elif info.hosts_by_cluster:
+        lines = [
+            f"*{mrkdwn_escape(name)}*: 0/{len(hosts)} done"
+            for name, hosts in info.hosts_by_cluster.items()
+        ]
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=cut("\n".join(lines), SECTION_TEXT)))
+        )
+    message = info.note or (progress.message if progress else None)
+    if message:
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=cut(mrkdwn_escape(message), SECTION_TEXT)))
+        )
+    context = f"Rollout {code(info.rollout_id, 250)}"
+    if info.ui_link:
+        context += f" · <{info.ui_link}|Temporal Web UI>"
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=cut(context, FIELD_TEXT))]))
+    return blocks[:MAX_BLOCKS]
+
+
+def card_text(info: CardInfo) -> str:
+    """The notification / fallback text of the card."""
+    head = f"Patch rollout {info.rollout_id} ({', '.join(info.clusters)})"
+    progress = info.progress
+    if progress is None:
+        return cut(f"{head}: starting", 3000)
+    hosts = progress.hosts()
+    done = sum(1 for host in hosts if host.state == HostState.DONE)
+    return cut(f"{head}: {progress.phase.value}, {done}/{len(hosts)} hosts done", 3000)
+
+
+def approval_request(
+    rollout_id: str, requester: str, approvers: Sequence[str], clusters: Sequence[str]
+) -> list[Block]:
+    """The thread message with Approve / Reject; `approvers` are mentions or e-mail addresses."""
+    text = (
+        f"{' '.join(approvers)}: {requester} asks to patch *{mrkdwn_escape(', '.join(clusters))}* "
+        f"(rollout {code(rollout_id, 250)}). Nothing is touched until an approver other than "
+        "the requester approves."
+    )
+    return [
+        SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_TEXT))),
+        ActionsBlock(
+            block_id=DECISION_BLOCK,
+            elements=[
+                ButtonElement(
+                    text="Approve", action_id=APPROVE_ACTION, value=rollout_id, style="primary"
+                ),
+                ButtonElement(
+                    text="Reject",
+                    action_id=REJECT_ACTION,
+                    value=rollout_id,
+                    style="danger",
+                    confirm=ConfirmObject(
+                        title="Reject this rollout?",
+                        text="No host will be touched and the rollout ends.",
+                        confirm="Reject",
+                        deny="Keep it",
+                    ),
+                ),
+            ],
+        ),
+    ]
+
+
+def decided(verdict: str, by: str, rollout_id: str) -> list[Block]:
+    """The approval message once decided: no more buttons."""
+    icon = ":white_check_mark:" if verdict == "Approved" else ":no_entry_sign:"
+    follow = "the rollout starts now." if verdict == "Approved" else "nothing will be touched."
+    return [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=cut(
+                    f"{icon} {verdict} by {by} — rollout {code(rollout_id, 250)}: {follow}",
+                    SECTION_TEXT,
+                )
+            )
+        )
+    ]
+
+
+def summary_message(summary: RolloutSummary) -> str:
+    icon = PHASE_ICON.get(summary.phase, "")
+    head = (
+        f"{icon} *Rollout {summary.phase.value}* — patched {summary.patched}, failed "
+        f"{summary.failed}, skipped {summary.skipped}, duration {summary.duration_seconds:.0f}s\n"
+        f"{mrkdwn_escape(summary.message)}"
+    )
+    body = summary_text(summary).split("\n", 4)[-1].strip()
+    return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, 3900)
+
+
+def as_dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:
+    """Validated JSON for the Web API (raises SlackObjectFormationError past a limit)."""
+    return [block.to_dict() for block in blocks]

@@ -1,0 +1,305 @@
+"""`/patch` text -> a command, as pure functions: no Slack, no Temporal, no I/O.
+
+`parse_command` never raises anything but `CommandError`, whose message names the problem; the
+bot answers with that message plus `USAGE`, ephemerally, and starts nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from bot.slack.config import RolloutDefaults, SlackDefaults
+from workflows.models import RolloutInput, describe_validation_error
+
+USAGE = """\
+*Usage*
+• `/patch <cluster> [<cluster> …] [pilot=N] [services=a,b] [update="command"] \
+[approvers=@alice,bob@example.com]`
+   start a rollout: nothing is touched until an approver (not you) approves it
+• `/patch status [<rollout id>]`   one rollout's progress, or the running rollouts
+• `/patch list`   recent rollouts
+• `/patch cancel <rollout id>`   stop starting new hosts (requester or approvers only)
+• `/patch help`   this text
+*Examples*
+• `/patch cluster-a pilot=2`
+• `/patch cluster-a cluster-b pilot=2 services=nginx,postgresql \
+update="apt-get update && apt-get -y upgrade" approvers=@alice,@bob`
+Defaults for pilot, services, update and approvers can be configured per channel or cluster."""
+
+OPTIONS = ("pilot", "services", "update", "approvers")
+ALIASES = {"service": "services", "approver": "approvers", "pilots": "pilot"}
+SUBCOMMANDS = ("help", "status", "list", "cancel")
+MAX_TEXT = 4000
+# Workflow ids shown back in chat and used in lookups: printable, no spaces, bounded.
+ROLLOUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
+MENTION = re.compile(r"^<@([UW][A-Z0-9]{1,30})(?:\|[^>]*)?>$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
+MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
+HANDLE = re.compile(r"^@([A-Za-z0-9._-]{1,80})$")
+# Placeholders used to check a request before the Slack identities are resolved.
+_PLACEHOLDER_DOMAIN = "patchpilot.invalid"
+
+
+SMART_QUOTES = {0x201C: '"', 0x201D: '"', 0x201E: '"', 0x2018: "'", 0x2019: "'"}
+
+
+class CommandError(ValueError):
+    """A `/patch` the bot cannot act on; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ApproverRef:
+    """An approver as typed: exactly one of these is set."""
+
+    email: str | None = None
+    user_id: str | None = None
+    handle: str | None = None
+
+    def __str__(self) -> str:
+        if self.user_id:
+            return f"<@{self.user_id}>"
+        if self.handle:
+            return f"@{self.handle}"
+        return self.email or ""
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    rollout_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ListCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    rollout_id: str
+
+
+@dataclass(frozen=True)
+class PatchCommand:
+    clusters: list[str]
+    pilot: int | None = None
+    services: list[str] | None = None
+    update: str | None = None
+    approvers: list[ApproverRef] | None = None
+
+
+Command = HelpCommand | StatusCommand | ListCommand | CancelCommand | PatchCommand
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """A `/patch` with the defaults applied: everything needed but the Slack identities."""
+
+    clusters: list[str]
+    pilot: int
+    services: list[str]
+    update: str
+    approvers: list[ApproverRef] = field(default_factory=list)
+
+
+def _tokens(text: str) -> list[str]:
+    # Slack clients turn quotes into typographic ones; a user means plain quotes.
+    text = text.translate(SMART_QUOTES)
+    if len(text) > MAX_TEXT:
+        raise CommandError(f"the command is {len(text)} characters long; the limit is {MAX_TEXT}")
+    if "\x00" in text:
+        raise CommandError("the command contains a NUL character")
+    try:
+        return shlex.split(text, posix=True)
+    except ValueError as error:
+        raise CommandError(f"cannot read the command: {error} (close every quote)") from None
+
+
+def _rollout_id(value: str) -> str:
+    if not ROLLOUT_ID.fullmatch(value):
+        raise CommandError(f"{value[:80]!r} is not a rollout id (like patch-cluster-a-2026…)")
+    return value
+
+
+def parse_approver(token: str) -> ApproverRef:
+    token = token.strip()
+    if match := MENTION.fullmatch(token):
+        return ApproverRef(user_id=match.group(1))
+    if match := MAILTO.fullmatch(token):
+        return ApproverRef(email=match.group(1).strip().lower())
+    if USER_ID.fullmatch(token):
+        return ApproverRef(user_id=token)
+    if match := HANDLE.fullmatch(token):
+        return ApproverRef(handle=match.group(1))
+    if "@" in token and not token.startswith("@") and " " not in token:
+        return ApproverRef(email=token.lower())  # checked as an e-mail address by RolloutInput
+    raise CommandError(
+        f"approvers: {token[:80]!r} is not a Slack mention (@name) or an e-mail address"
+    )
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _pilot(value: str) -> int:
+    if not re.fullmatch(r"\d{1,6}", value.strip()):
+        raise CommandError(f"pilot: {value[:40]!r} is not a whole number ≥ 0 (e.g. pilot=2)")
+    return int(value)
+
+
+def parse_command(text: str) -> Command:
+    """Read the text after `/patch`."""
+    tokens = _tokens(text)
+    if not tokens:
+        return HelpCommand()
+    head, rest = tokens[0].lower(), tokens[1:]
+    if head in ("help", "-h", "--help", "?"):
+        return HelpCommand()
+    if head == "list":
+        if rest:
+            raise CommandError("`list` takes no arguments")
+        return ListCommand()
+    if head == "status":
+        if len(rest) > 1:
+            raise CommandError("`status` takes at most one rollout id")
+        return StatusCommand(_rollout_id(rest[0]) if rest else None)
+    if head == "cancel":
+        if len(rest) != 1:
+            raise CommandError("`cancel` needs exactly one rollout id: /patch cancel <rollout id>")
+        return CancelCommand(_rollout_id(rest[0]))
+    return _parse_patch(tokens)
+
+
+def _parse_patch(tokens: list[str]) -> PatchCommand:
+    clusters: list[str] = []
+    options: dict[str, str] = {}
+    for token in tokens:
+        if "=" not in token:
+            clusters.extend(_split(token))
+            continue
+        key, _, value = token.partition("=")
+        name = ALIASES.get(key.strip().lower(), key.strip().lower())
+        if name not in OPTIONS:
+            raise CommandError(
+                f"unknown option {key[:40]!r} (options: {', '.join(OPTIONS)}); "
+                "a cluster name cannot contain '='"
+            )
+        if name in options:
+            raise CommandError(f"{name}= is given twice")
+        if not value.strip() and name != "services":
+            raise CommandError(f"{name}= needs a value")
+        options[name] = value
+    if not clusters:
+        raise CommandError("name at least one cluster to patch, e.g. /patch cluster-a pilot=1")
+    services: list[str] | None = None
+    if "services" in options:
+        raw = options["services"].strip()
+        services = [] if raw.lower() in ("", "none", "-") else _split(raw)
+    return PatchCommand(
+        clusters=clusters,
+        pilot=_pilot(options["pilot"]) if "pilot" in options else None,
+        services=services,
+        update=options.get("update"),
+        approvers=(
+            [parse_approver(part) for part in _split(options["approvers"])]
+            if "approvers" in options
+            else None
+        ),
+    )
+
+
+def _first(layers: list[RolloutDefaults], name: str) -> object:
+    for layer in layers:
+        value = getattr(layer, name)
+        if value is not None:
+            return value
+    return None
+
+
+def apply_defaults(
+    command: PatchCommand, defaults: SlackDefaults, channel_id: str | None
+) -> PatchPlan:
+    """Fill what the command leaves out from the channel's, the clusters' and global defaults."""
+    layers = defaults.layers(channel_id, command.clusters)
+    pilot = command.pilot if command.pilot is not None else _first(layers, "pilot")
+    services = command.services if command.services is not None else _first(layers, "services")
+    update = command.update if command.update is not None else _first(layers, "update")
+    approvers = command.approvers
+    if approvers is None:
+        configured = _first(layers, "approvers")
+        approvers = [parse_approver(str(item)) for item in configured or []]  # type: ignore[attr-defined]
+    if not approvers:
+        raise CommandError(
+            "no approvers: give approvers=@name,… (Slack mentions or e-mail addresses); none are "
+            "configured for this channel or these clusters"
+        )
+    if not update:
+        raise CommandError(
+            'no update command: give update="…" (e.g. update="apt-get update && apt-get -y '
+            'upgrade"); none is configured for this channel or these clusters'
+        )
+    return PatchPlan(
+        clusters=command.clusters,
+        pilot=1 if pilot is None else int(pilot),  # type: ignore[call-overload]
+        services=list(services or []),  # type: ignore[call-overload]
+        update=str(update),
+        approvers=approvers,
+    )
+
+
+def rollout_input(
+    plan: PatchPlan,
+    requester_email: str,
+    approver_emails: list[str],
+    *,
+    slack_channel: str | None = None,
+    slack_thread_ts: str | None = None,
+) -> RolloutInput:
+    """The workflow input; raises CommandError with one line per problem (camelCase names)."""
+    raw: dict[str, object] = {
+        "targetClusters": plan.clusters,
+        "pilotHostCount": plan.pilot,
+        "approverEmails": approver_emails,
+        "requesterEmail": requester_email,
+        "updateCommand": plan.update,
+        "serviceList": plan.services,
+    }
+    if slack_channel:
+        raw["slackChannel"] = slack_channel
+    if slack_thread_ts:
+        raw["slackThreadTs"] = slack_thread_ts
+    try:
+        return RolloutInput.model_validate(raw)
+    except ValidationError as error:
+        raise CommandError(describe_validation_error(error)) from None
+
+
+def precheck(plan: PatchPlan, known_clusters: set[str] | None) -> None:
+    """Everything that can be checked before the Slack identities are resolved.
+
+    The clusters against the inventory (when it is known), then the plan through RolloutInput with
+    stand-in identities, so that service names, the update command and e-mail addresses typed as
+    approvers are refused with the model's own words.
+    """
+    if known_clusters is not None:
+        unknown = [name for name in plan.clusters if name not in known_clusters]
+        if unknown:
+            raise CommandError(
+                f"unknown cluster{'s' if len(unknown) > 1 else ''}: "
+                f"{', '.join(name[:63] for name in unknown)} "
+                f"(known: {', '.join(sorted(known_clusters)) or 'none'})"
+            )
+    approvers = [
+        ref.email or f"approver-{index}@{_PLACEHOLDER_DOMAIN}"
+        for index, ref in enumerate(plan.approvers)
+    ]
+    rollout_input(plan, f"requester@{_PLACEHOLDER_DOMAIN}", approvers)

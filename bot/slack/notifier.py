@@ -1,0 +1,211 @@
+"""SlackNotifier: the worker side of the rollout thread and its live status card.
+
+Runs inside the notification activities (activities.notify.NotificationActivities). Where to post
+comes from the notice (`slackChannel` / `slackThreadTs`, set by the bot when it started the
+rollout), so it survives a restart of the bot or the worker.
+
+Errors: a 429 is retried by slack_sdk honouring Retry-After; if Slack still refuses, or cannot be
+reached, the activity fails and Temporal retries it (before anything was posted, so no duplicates).
+A channel the bot cannot post to (channel_not_found, not_in_channel, ...) is logged and reported
+as not delivered (`False`): the e-mail notifier still carries the news and the rollout goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    async_default_handlers,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from activities.notify import Message, Notifier
+from bot.slack.blocks import (
+    CardInfo,
+    as_dicts,
+    card_text,
+    mrkdwn_escape,
+    status_card,
+    summary_message,
+)
+from workflows.models import RolloutProgress
+
+log = logging.getLogger("patchpilot.slack.notifier")
+
+# Slack errors that no retry will fix: report, never fail the rollout.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+        "restricted_action",
+        "message_not_found",
+        "cant_update_message",
+        "thread_not_found",
+        "invalid_arguments",
+    }
+)
+
+
+def web_client(token: str | None, base_url: str, *, rate_limit_retries: int = 3) -> AsyncWebClient:
+    """An AsyncWebClient that retries connection errors and 429s (honouring Retry-After)."""
+    if not base_url.endswith("/"):
+        base_url += "/"
+    handlers = [
+        *async_default_handlers(),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+    ]
+    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=handlers, timeout=15)
+
+
+def slack_error(error: SlackApiError) -> str:
+    data = getattr(error.response, "data", None)
+    if isinstance(data, dict):
+        return str(data.get("error") or "unknown_error")
+    return f"http_{getattr(error.response, 'status_code', '?')}"
+
+
+class SlackNotifier:
+    name = "slack"
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        temporal: Client | None = None,
+        ui_link: Callable[[str], str | None] | None = None,
+        fallback: Notifier | None = None,
+    ) -> None:
+        """`fallback` (e.g. the EmailNotifier) is told once per rollout when Slack refuses it."""
+        self._client = client
+        self._temporal = temporal
+        self._ui_link = ui_link or (lambda _rollout_id: None)
+        self._fallback = fallback
+        self._card_locks: dict[str, asyncio.Lock] = {}
+        self._reported: set[tuple[str, str]] = set()
+
+    async def send(self, message: Message) -> bool:
+        notice = message.notice
+        channel, thread_ts = notice.slack_channel, notice.slack_thread_ts
+        if not channel or not thread_ts:
+            return False
+        text = self._thread_text(message)
+        delivered = True
+        if text is not None:
+            delivered = await self._post(channel, thread_ts, text, message)
+        if delivered:
+            await self.update_card(message)
+        return delivered
+
+    def _thread_text(self, message: Message) -> str | None:
+        notice = message.notice
+        host = f"*{mrkdwn_escape(notice.hostname or '?')}* ({mrkdwn_escape(notice.cluster or '?')})"
+        if message.event == "approval-request":
+            return None  # the bot posted the request with its buttons; the card shows the phase
+        if message.event == "host-start":
+            return f":arrow_forward: Patching {host}"
+        if message.event == "host-success":
+            return f":white_check_mark: {host} patched: services healthy, out of maintenance mode"
+        if message.event == "failure":
+            return f":x: *Failure*: {mrkdwn_escape(notice.failure_details or 'unknown failure')}"
+        if message.event == "summary" and notice.summary is not None:
+            return summary_message(notice.summary)
+        return mrkdwn_escape(message.subject)
+
+    async def _post(self, channel: str, thread_ts: str, text: str, message: Message) -> bool:
+        try:
+            await self._client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False
+            )
+        except SlackApiError as error:
+            code = slack_error(error)
+            if code in PERMANENT_ERRORS:
+                log.warning(
+                    "Slack refused the %s notice of rollout %s in channel %s: %s; not retried "
+                    "(invite the bot to the channel to get the thread updates)",
+                    message.event,
+                    message.notice.rollout_id,
+                    channel,
+                    code,
+                )
+                await self._report_undeliverable(message, channel, code)
+                return False
+            raise ApplicationError(
+                f"Slack chat.postMessage failed: {code}", type="SlackError"
+            ) from None
+        except (SlackClientError, OSError, TimeoutError) as error:
+            raise ApplicationError(
+                f"Slack is unreachable: {error}", type="SlackUnreachable"
+            ) from None
+        return True
+
+    async def _report_undeliverable(self, message: Message, channel: str, code: str) -> None:
+        notice = message.notice
+        key = (notice.rollout_id, channel)
+        if self._fallback is None or key in self._reported:
+            return
+        self._reported.add(key)
+        recipients = list(dict.fromkeys([notice.requester_email, *notice.approver_emails]))
+        warning = Message(
+            event="slack-undeliverable",
+            recipients=recipients,
+            subject=f"[PatchPilot] Slack cannot post the updates of rollout {notice.rollout_id}",
+            body=(
+                f"Slack refused to post the updates of rollout {notice.rollout_id} in channel "
+                f"{channel}: {code}.\nThe rollout goes on; its updates still come by e-mail. "
+                "To get them in Slack, invite the bot to the channel (/invite @PatchPilot).\n"
+                f"Follow it with: patchpilot watch {notice.rollout_id}\n"
+            ),
+            notice=notice,
+        )
+        try:
+            await self._fallback.send(warning)
+        except Exception as error:
+            log.warning("cannot report the Slack failure of %s: %s", notice.rollout_id, error)
+
+    async def _progress(self, rollout_id: str) -> RolloutProgress | None:
+        if self._temporal is None:
+            return None
+        try:
+            handle = self._temporal.get_workflow_handle(rollout_id)
+            return await handle.query("progress", result_type=RolloutProgress)
+        except Exception as error:  # the card is a nicety: never fail a notification for it
+            log.info("cannot query the progress of %s for its card: %s", rollout_id, error)
+            return None
+
+    async def update_card(self, message: Message) -> bool:
+        """Replace the rollout's top message with the current card; never raises."""
+        notice = message.notice
+        if not notice.slack_channel or not notice.slack_thread_ts:
+            return False
+        lock = self._card_locks.setdefault(notice.rollout_id, asyncio.Lock())
+        async with lock:
+            progress = await self._progress(notice.rollout_id)
+            info = CardInfo.from_notice(notice, progress, self._ui_link(notice.rollout_id))
+            try:
+                await self._client.chat_update(
+                    channel=notice.slack_channel,
+                    ts=notice.slack_thread_ts,
+                    text=card_text(info),
+                    blocks=as_dicts(status_card(info)),
+                )
+            except (SlackClientError, OSError, TimeoutError) as error:
+                detail = slack_error(error) if isinstance(error, SlackApiError) else str(error)
+                log.warning("cannot update the status card of %s: %s", notice.rollout_id, detail)
+                return False
+        if message.event == "summary":
+            self._card_locks.pop(notice.rollout_id, None)
+        return True
