@@ -35,7 +35,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os._exit(_exit_status[-1])
 
 
-# The lab's real servers (Temporal dev server, OpenBao, sshd hosts) as session fixtures.
+# The lab's real servers (Temporal dev server, OpenBao, sshd hosts) and the shared real parts
+# (fleet, SMTP, workers) as session fixtures, registered here once for every test package.
 from collections.abc import AsyncIterator  # noqa: E402
 
 import pytest_asyncio  # noqa: E402
@@ -43,6 +44,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
 from bot.lab.pytest_fixtures import *  # noqa: E402, F403
+from tests.support import *  # noqa: E402, F403
 
 
 @pytest_asyncio.fixture(scope="session")
