@@ -9,6 +9,7 @@ import asyncio
 import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
@@ -94,21 +95,42 @@ def _hosts_block(notice: RolloutNotice) -> str:
     return "\n".join(lines) or "  " + ", ".join(notice.target_clusters)
 
 
-def approval_request(notice: RolloutNotice) -> Message:
+def approval_request(
+    notice: RolloutNotice,
+    *,
+    links: Callable[[RolloutNotice, str], tuple[str, str]] | None = None,
+    approver: str | None = None,
+) -> Message:
+    """The approval e-mail; with `links` and `approver`, that approver's personal copy carrying
+    their own signed Approve / Reject links (`links(notice, approver)` -> (approve, reject))."""
     approvers = [a for a in notice.approver_emails if a != notice.requester_email]
+    how = (
+        f"To approve:  patchpilot approve {notice.rollout_id} --as <your e-mail>\n"
+        f"To reject:   patchpilot reject {notice.rollout_id} --as <your e-mail>\n"
+    )
+    recipients = _unique(approvers)
+    if links is not None and approver is not None:
+        approve_url, reject_url = links(notice, approver)
+        recipients = [approver]
+        how = (
+            f"Your personal links (as {approver}; do not forward this e-mail):\n"
+            f"  Approve: {approve_url}\n"
+            f"  Reject:  {reject_url}\n"
+            "Each link opens a confirmation page; nothing happens until you press its button.\n\n"
+            f"Or from a terminal: patchpilot approve|reject {notice.rollout_id} --as {approver}\n"
+        )
     body = (
         f"{notice.requester_email} asks to patch these hosts (rollout {notice.rollout_id}):\n\n"
         f"{_hosts_block(notice)}\n\n"
         f"Pilot hosts per cluster: {notice.pilot_host_count}\n"
         f"Services stopped and restarted: {', '.join(notice.services) or 'none'}\n"
         f"Update command: {notice.update_command}\n\n"
-        f"To approve:  patchpilot approve {notice.rollout_id} --as <your e-mail>\n"
-        f"To reject:   patchpilot reject {notice.rollout_id} --as <your e-mail>\n"
+        f"{how}"
         "Nothing is touched until an approver other than the requester approves.\n"
     )
     return Message(
         event="approval-request",
-        recipients=_unique(approvers),
+        recipients=recipients,
         subject=f"[PatchPilot] Approval needed: patch {', '.join(notice.target_clusters)}",
         body=body,
         notice=notice,
@@ -133,6 +155,17 @@ def success_notice(notice: RolloutNotice) -> Message:
         subject=f"[PatchPilot] Patched {notice.hostname} ({notice.cluster})",
         body=f"{notice.hostname} in {notice.cluster} was patched, its services are healthy and "
         f"it is out of maintenance mode (rollout {notice.rollout_id}).\n",
+        notice=notice,
+    )
+
+
+def wave_notice(notice: RolloutNotice) -> Message:
+    # Chat only: a wave is too small an event for an e-mail.
+    return Message(
+        event="wave",
+        recipients=[],
+        subject=f"Starting {notice.wave}",
+        body=f"Starting {notice.wave} (rollout {notice.rollout_id}).\n",
         notice=notice,
     )
 
@@ -224,6 +257,10 @@ class NotificationActivities:
     async def send_success_notification(self, notice: RolloutNotice) -> bool:
         return await self._deliver(success_notice(notice))
 
+    @activity.defn(name=names.SEND_WAVE_NOTIFICATION)
+    async def send_wave_notification(self, notice: RolloutNotice) -> bool:
+        return await self._deliver(wave_notice(notice))
+
     @activity.defn(name=names.SEND_FAILURE_ALERT)
     async def send_failure_alert(self, notice: RolloutNotice) -> bool:
         return await self._deliver(failure_alert(notice))
@@ -239,4 +276,5 @@ class NotificationActivities:
             self.send_success_notification,
             self.send_failure_alert,
             self.send_rollout_summary,
+            self.send_wave_notification,
         ]

@@ -353,6 +353,7 @@ class RolloutNotice(ContractModel):
     services: list[str] = Field(default_factory=list)
     slack_channel: str | None = None
     slack_thread_ts: str | None = None
+    wave: str | None = None
 
 
 class HostState(StrEnum):

@@ -24,6 +24,7 @@ SEND_ROLLOUT_SUMMARY = "SendRolloutSummaryActivity"
 REBOOT_HOST = "RebootHostActivity"
 WAIT_FOR_HOST_BOOT = "WaitForHostBootActivity"
 INSPECT_HOST = "InspectHostActivity"
+SEND_WAVE_NOTIFICATION = "SendWaveNotificationActivity"
 
 SPEC_ACTIVITIES = (
     SEND_APPROVAL_REQUEST,
@@ -50,6 +51,7 @@ ALL_ACTIVITIES = (
     REBOOT_HOST,
     WAIT_FOR_HOST_BOOT,
     INSPECT_HOST,
+    SEND_WAVE_NOTIFICATION,
 )
 
 # Step names as they appear in `progress`, alerts and the command log order.

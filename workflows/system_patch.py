@@ -173,9 +173,8 @@ class SystemPatchWorkflow:
             workflow.logger.warning("standing pre-approval refused: %s", refused)
             return False
         self._decide(decision, approved=True)
-        progress.decision_comment = (
-            f"standing pre-approval in schedule {schedule}"
-            + (f": {decision.comment}" if decision.comment else "")
+        progress.decision_comment = f"standing pre-approval in schedule {schedule}" + (
+            f": {decision.comment}" if decision.comment else ""
         )
         return True
 
@@ -288,8 +287,20 @@ class SystemPatchWorkflow:
     async def _patch_cluster(self, cluster: ClusterProgress) -> None:
         rollout, _ = self._require()
         plan = plan_cluster(self._targets[cluster.name], rollout.pilot_host_count)
-        for is_pilot, wave in plan.waves(rollout.max_concurrency):
+        planned = plan.waves(rollout.max_concurrency)
+        for number, (is_pilot, wave) in enumerate(planned, start=1):
             await self._await_window(cluster.name)
+            # Rollouts started before wave notices existed replay without them.
+            if workflow.patched("wave-notices"):
+                kind = "pilot wave" if is_pilot else "wave"
+                hosts = ", ".join(host.name for host in wave)
+                await self._notify(
+                    names.SEND_WAVE_NOTIFICATION,
+                    self._notice(
+                        cluster=cluster.name,
+                        wave=f"{cluster.name}: {kind} {number}/{len(planned)}: {hosts}",
+                    ),
+                )
             results = await self._run_wave(wave)
             pilot_failed = False
             for result in results:

@@ -126,6 +126,7 @@ class FakeFleet:
             names.SEND_SUCCESS_NOTIFICATION,
             names.SEND_FAILURE_ALERT,
             names.SEND_ROLLOUT_SUMMARY,
+            names.SEND_WAVE_NOTIFICATION,
         ]
         return [
             get_cluster_hosts,
