@@ -149,6 +149,13 @@ async def test_patch_approve_and_the_thread_tells_the_whole_rollout(
         i for i, t in enumerate(texts) if t.startswith(":white_check_mark: *a1*")
     )
     assert "patched 3, failed 0, skipped 0" in texts[-1]
+    waves = [t for t in texts if t.startswith(":arrows_counterclockwise: Starting cluster-a:")]
+    assert waves == [
+        ":arrows_counterclockwise: Starting cluster-a: pilot wave 1/3: a1",
+        ":arrows_counterclockwise: Starting cluster-a: wave 2/3: a2",
+        ":arrows_counterclockwise: Starting cluster-a: wave 3/3: a3",
+    ], waves
+    assert texts.index(waves[0]) < texts.index(":arrow_forward: Patching *a1* (cluster-a)")
     card = slack.messages[(CHANNEL, card_ts)]
     # The card is updated right after the summary is posted.
     await wait_for(lambda: card["text"].endswith("succeeded, 3/3 hosts done"), timeout=60)
