@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -78,7 +79,18 @@ class SlackBot:
     defaults: SlackDefaults = field(default_factory=SlackDefaults)
     # Background work started after an ack; kept so it is not garbage-collected mid-flight.
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The workspace this installation serves (from auth.test); requests from others are refused.
+    team_id: str | None = None
     _clusters: tuple[tuple[str, int, int], frozenset[str]] | None = None
+
+    def foreign_team(self, team_id: str | None) -> str | None:
+        """Why a request from `team_id` is refused, or None when it is ours."""
+        if self.team_id is None or team_id == self.team_id:
+            return None
+        return (
+            f"this PatchPilot serves Slack workspace {self.team_id} only; a request from "
+            f"{team_id or 'an unknown workspace'} is refused"
+        )
 
     # ---- identities -------------------------------------------------------------------------
 
@@ -164,6 +176,10 @@ class SlackBot:
             log.error("Slack background work failed", exc_info=task.exception())
 
     async def on_patch(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        refused = self.foreign_team(body.get("team_id"))
+        if refused:
+            await ack(text=f":no_entry: {refused}", response_type="ephemeral")
+            return
         text = str(body.get("text") or "")
         user_id = str(body.get("user_id") or "")
         channel_id = str(body.get("channel_id") or "")
@@ -270,6 +286,17 @@ class SlackBot:
 
     async def on_decision(self, kind: str, ack: Ack, body: dict[str, Any]) -> None:
         await ack()
+        refused = self.foreign_team((body.get("team") or {}).get("id"))
+        if refused:
+            user_id = str((body.get("user") or {}).get("id") or "")
+            channel_id = str((body.get("channel") or {}).get("id") or "")
+            log.warning("refused a %s click from another workspace: %s", kind, refused)
+            self.spawn(
+                self.client.chat_postEphemeral(
+                    channel=channel_id, user=user_id, text=f":no_entry: {refused}"
+                )
+            )
+            return
         self.spawn(self.decide(kind, body))
 
     async def decide(self, kind: str, body: dict[str, Any]) -> None:
@@ -491,11 +518,29 @@ def build_app(
     return app, bot
 
 
+REPLAY_WINDOW_SECONDS = 300  # Slack's own limit on a request's age
+
+
 def http_app(app: AsyncApp, path: str = "/slack/events") -> web.Application:
-    """An aiohttp application serving Slack's events, commands and interactivity at `path`."""
+    """An aiohttp application serving Slack's events, commands and interactivity at `path`.
+
+    A correctly signed request is accepted once: the same signature again within the five minutes
+    it could still verify is a replay (someone resending a captured request) and gets 401.
+    """
+    seen: dict[str, float] = {}
 
     async def events(request: web.Request) -> web.Response:
+        signature = request.headers.get("X-Slack-Signature", "")
+        now = time.monotonic()
+        for old, expires in list(seen.items()):
+            if expires < now:
+                del seen[old]
+        if signature and signature in seen:
+            log.warning("refused a replayed Slack request")
+            return web.Response(status=401, text="replayed request")
         bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        if signature and bolt_response.status < 400:
+            seen[signature] = now + REPLAY_WINDOW_SECONDS
         return await to_aiohttp_response(bolt_response)
 
     async def health(_request: web.Request) -> web.Response:
@@ -532,7 +577,8 @@ async def run_bot(
         )
     temporal = await connect(settings)
     app, bot = build_app(settings, temporal)
-    await bot.client.auth_test()  # fail fast on a wrong token or SLACK_API_URL
+    identity = await bot.client.auth_test()  # fail fast on a wrong token or SLACK_API_URL
+    bot.team_id = identity.get("team_id")
     fallback = None
     if settings.smtp_host:
         fallback = EmailNotifier(

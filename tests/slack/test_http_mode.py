@@ -14,7 +14,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack.standin import SlackStandIn, slash_command_fields
+from bot.slack.standin import SlackStandIn, slash_command_body, slash_command_fields
 from tests.slack.helpers import (
     ALICE,
     BOB,
@@ -209,3 +209,31 @@ async def test_an_inventory_edit_applies_to_the_next_command(
     settings.inventory.write_text(INVENTORY + "cluster-c:\n  hosts:\n    c1: {}\n")
     status, body = await server.command(text)
     assert status == 200 and body == ""
+
+
+async def test_a_replayed_request_is_refused_and_starts_nothing_twice(
+    server: BotServer, slack: SlackStandIn, temporal_client: Client, settings: Settings
+) -> None:
+    body = slash_command_body(GOOD, BOB, CHANNEL, slack.response_url())
+    stamp = int(time.time())
+    first = await server.post(body, timestamp=stamp)
+    replayed = await server.post(body, timestamp=stamp)  # byte for byte, same signature
+    assert first[0] == 200
+    assert replayed == (401, "replayed request")
+    await wait_for(lambda: slack.calls_to("chat.postMessage"), timeout=60)
+    await wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= 2, timeout=60)
+    assert len(await started_workflows(temporal_client, settings)) == 1
+
+
+async def test_requests_from_another_workspace_are_refused(
+    server: BotServer, slack: SlackStandIn, temporal_client: Client, settings: Settings
+) -> None:
+    server.bot.team_id = "TOTHERTEAM"  # as auth.test would say for another installation
+    status, body = await server.command(GOOD)
+    assert status == 200 and "serves Slack workspace TOTHERTEAM only" in ack_text(body)
+    click = await server.click("patchpilot_approve", "any-rollout", ALICE, "1.2")
+    assert click[0] == 200
+    await wait_for(lambda: slack.calls_to("chat.postEphemeral"), timeout=30)
+    told = slack.calls_to("chat.postEphemeral")[0]
+    assert "is refused" in str(told)
+    assert await started_workflows(temporal_client, settings) == []
