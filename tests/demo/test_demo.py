@@ -273,3 +273,22 @@ def test_bad_options_are_refused_before_anything_starts(tmp_path: Path) -> None:
     finally:
         busy.close()
     assert "is already in use; pick another port or --headless" in shown.getvalue()
+
+
+def test_without_sshd_the_demo_runs_on_its_asyncssh_lab(tmp_path: Path) -> None:
+    run = DemoRun(
+        tmp_path / "demo",
+        "--auto-approve",
+        "--headless",
+        "--hosts-per-cluster",
+        "1",
+        "--lab",
+        "asyncssh",
+        "--no-keep-open",
+    )
+    code = run.finish()
+    out = " ".join(run.output.split())
+    assert code == 0, run.output
+    assert "using the built-in asyncssh lab (simulated hosts, not OpenSSH)" in out
+    assert "Rollout succeeded: 2 hosts patched" in out
+    assert_nothing_left(run)
