@@ -1,12 +1,23 @@
-"""One settings model for every PatchPilot process, read from the environment."""
+"""One settings model for every PatchPilot process: environment first, then `patchpilot.toml`.
+
+The TOML file is `$PATCHPILOT_CONFIG`, else `./patchpilot.toml` when it exists; its keys are the
+field names below (e.g. `temporal_address = "temporal:7233"`). Environment variables win.
+"""
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 if TYPE_CHECKING:
     from bot.codec import EncryptionCodec
@@ -18,8 +29,32 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+def config_file() -> Path | None:
+    named = os.environ.get("PATCHPILOT_CONFIG")
+    if named:
+        return Path(named).expanduser()
+    default = Path("patchpilot.toml")
+    return default if default.is_file() else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_file()
+        if path is None:
+            return (init_settings, env_settings)
+        if not path.is_file():
+            raise FileNotFoundError(f"PATCHPILOT_CONFIG names {path}, which does not exist")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
 
     temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
@@ -62,6 +97,17 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
     http_port: int = Field(3000, ge=1, le=65535, validation_alias=_env("PATCHPILOT_HTTP_PORT"))
     slack_defaults: Path | None = Field(None, validation_alias=_env("PATCHPILOT_SLACK_DEFAULTS"))
+
+    # Teams (Workflows webhook) and signed Approve / Reject links (bot/approval_links.py).
+    teams_webhook_url: SecretStr | None = Field(
+        None, validation_alias=_env("PATCHPILOT_TEAMS_WEBHOOK_URL")
+    )
+    public_url: str | None = Field(None, validation_alias=_env("PATCHPILOT_PUBLIC_URL"))
+    link_secret: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_LINK_SECRET"))
+    link_ttl: timedelta = Field(timedelta(hours=24), validation_alias=_env("PATCHPILOT_LINK_TTL"))
+    approval_port: int = Field(
+        3001, ge=1, le=65535, validation_alias=_env("PATCHPILOT_APPROVAL_PORT")
+    )
 
     # Payload encryption (see bot/codec.py): "id:base64key,..." or a file of such lines.
     codec_keys: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_CODEC_KEYS"))

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings
+
+
+def test_patchpilot_toml_is_read_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "patchpilot.toml"
+    config.write_text(
+        'temporal_address = "temporal.internal:7233"\nsmtp_port = 2525\n'
+        'inventory = "/etc/patchpilot/inventory.yml"\n'
+    )
+    monkeypatch.setenv("PATCHPILOT_CONFIG", str(config))
+    monkeypatch.setenv("PATCHPILOT_SMTP_PORT", "26")
+    settings = Settings()
+    assert settings.temporal_address == "temporal.internal:7233"
+    assert settings.inventory == Path("/etc/patchpilot/inventory.yml")
+    assert settings.smtp_port == 26
+    assert "temporal_address" in settings.model_fields_set  # so no embedded Temporal is started
+
+
+def test_a_named_config_file_that_does_not_exist_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATCHPILOT_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(FileNotFoundError, match=r"missing\.toml, which does not exist"):
+        Settings()
+
+
+def test_without_a_file_the_defaults_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PATCHPILOT_CONFIG", raising=False)
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.temporal_address == "localhost:7233"
+    assert "temporal_address" not in settings.model_fields_set
