@@ -135,7 +135,7 @@ class RolloutInput(ContractModel):
 
     target_clusters: list[ClusterName] = Field(min_length=1)
     pilot_host_count: int = Field(ge=0)
-    approver_emails: list[Email] = Field(min_length=1)
+    approver_emails: list[Email] = Field(default_factory=list)
     requester_email: Email
     vault_address: str | None = None
     vault_token: str | None = Field(default=None, repr=False)
@@ -228,6 +228,12 @@ class RolloutInput(ContractModel):
 
     @model_validator(mode="after")
     def _requester_is_not_the_only_approver(self) -> RolloutInput:
+        if self.dry_run:
+            return self  # a dry run changes nothing and needs no approval
+        if not self.approver_emails:
+            raise ValueError(
+                "approverEmails: at least one approver is needed (a dry run needs none)"
+            )
         if set(self.approver_emails) == {self.requester_email}:
             raise ValueError(
                 "approverEmails: the requester cannot approve their own rollout, so at least one "
@@ -485,7 +491,10 @@ def describe_validation_error(error: Any) -> str:
             location += f"[{part}]" if isinstance(part, int) else f".{to_camel(str(part))}"
         location = location.lstrip(".")
         message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"{location or 'input'}: {message}")
+        if not location and re.match(r"^[a-z][A-Za-z]*(\[\d+\])?: ", message):
+            lines.append(message)  # a whole-input rule that already names its field
+        else:
+            lines.append(f"{location or 'input'}: {message}")
     return "\n".join(lines)
 
 

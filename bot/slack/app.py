@@ -42,6 +42,7 @@ from bot.slack.commands import (
     ListCommand,
     PatchCommand,
     PatchPlan,
+    ScheduleCommand,
     StatusCommand,
     apply_defaults,
     parse_command,
@@ -51,7 +52,7 @@ from bot.slack.commands import (
 from bot.slack.config import SlackDefaults, load_defaults
 from bot.slack.notifier import slack_error, web_client
 from workflows.host_patch import failure_reason
-from workflows.models import WORKFLOW_NAME, ApprovalDecision, RolloutProgress
+from workflows.models import WORKFLOW_NAME, ApprovalDecision, RolloutInput, RolloutProgress
 
 log = logging.getLogger("patchpilot.slack")
 
@@ -203,6 +204,8 @@ class SlackBot:
             self.spawn(self._guard(respond, self.list_rollouts(respond)))
         elif isinstance(command, CancelCommand):
             self.spawn(self._guard(respond, self.cancel(command.rollout_id, user_id, respond)))
+        elif isinstance(command, ScheduleCommand):
+            self.spawn(self._guard(respond, self.schedule(command, user_id, channel_id, respond)))
 
     async def _guard(self, respond: Respond, work: Awaitable[None]) -> None:
         """Tell the user, not just the log, when something after the ack goes wrong."""
@@ -265,6 +268,8 @@ class SlackBot:
                 ),
             )
             raise
+        if rollout.dry_run:
+            return  # no approval: the thread gets the per-host table when the dry run ends
         try:
             await self.client.chat_postMessage(
                 channel=channel_id,
@@ -281,6 +286,92 @@ class SlackBot:
                 f"`patchpilot approve {rollout_id} --as <e-mail>`.",
                 response_type="ephemeral",
             )
+
+    # ---- schedules --------------------------------------------------------------------------
+
+    async def schedule(
+        self, command: ScheduleCommand, user_id: str, channel_id: str, respond: Respond
+    ) -> None:
+        from bot import schedules
+
+        if command.action == "list":
+            rows = await schedules.list_rows(self.temporal)
+            lines = [
+                f"• `{row.schedule_id}` `{row.cron}` ({row.timezone}), "
+                f"{'paused' if row.paused else 'active'}"
+                + (f", next {row.next_runs[0]:%a %Y-%m-%d %H:%M} UTC" if row.next_runs else "")
+                for row in rows
+            ]
+            await respond(text="\n".join(lines) or "No schedules.", response_type="ephemeral")
+            return
+        schedule_id = str(command.schedule_id)
+        if command.action == "create":
+            assert command.patch is not None and command.cron is not None
+            plan = apply_defaults(command.patch, self.defaults, channel_id)
+            precheck(plan, self.known_clusters())
+            try:
+                schedules.check_cron(command.cron, command.timezone)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            requester = await self.email_of(user_id)
+            resolved = [await self.resolve(ref) for ref in plan.approvers]
+            emails = list(dict.fromkeys(email for email, _ in resolved))
+            rollout = rollout_input(plan, requester, emails)
+            try:
+                await schedules.create(
+                    self.temporal,
+                    schedule_id,
+                    rollout,
+                    cron=command.cron,
+                    timezone=command.timezone,
+                    task_queue=self.settings.task_queue,
+                    note=f"created in Slack by {requester}",
+                )
+            except RPCError as error:
+                raise CommandError(
+                    f"cannot create schedule {schedule_id}: {error.message}"
+                ) from None
+            await respond(
+                text=f":calendar: <@{user_id}> created schedule `{schedule_id}`: "
+                f"`{command.cron}` ({command.timezone}) patches {', '.join(plan.clusters)}; "
+                "every run asks its approvers.",
+                response_type="in_channel",
+            )
+            return
+        email = await self.email_of(user_id)
+        handle = self.temporal.get_schedule_handle(schedule_id)
+        try:
+            description = await handle.describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise CommandError(f"no schedule with id {schedule_id}") from None
+            raise
+        action = description.schedule.action
+        stored = await self.temporal.data_converter.decode(
+            list(getattr(action, "args", [])), [RolloutInput]
+        )
+        allowed: set[str] = set()
+        if stored and isinstance(stored[0], RolloutInput):
+            allowed = {stored[0].requester_email, *stored[0].approver_emails}
+        if email not in allowed:
+            await respond(
+                text=f":no_entry: only the schedule's requester or approvers may "
+                f"{command.action} `{schedule_id}`",
+                response_type="ephemeral",
+            )
+            return
+        if command.action == "pause":
+            await handle.pause(note=f"paused in Slack by {email}")
+        elif command.action == "unpause":
+            await handle.unpause(note=f"unpaused in Slack by {email}")
+        elif command.action == "trigger":
+            await handle.trigger()
+        else:
+            await handle.delete()
+        await respond(
+            text=f":calendar: <@{user_id}>: {command.action} `{schedule_id}` done",
+            response_type="in_channel",
+        )
 
     # ---- buttons ----------------------------------------------------------------------------
 

@@ -20,6 +20,11 @@ USAGE = """\
 • `/patch <cluster> [<cluster> …] [pilot=N] [services=a,b] [update="command"] \
 [approvers=@alice,bob@example.com]`
    start a rollout: nothing is touched until an approver (not you) approves it
+• `/patch <cluster> … dry-run`   what would change (pending updates, reboots); \
+no approval, no change
+• `/patch schedule list` · `/patch schedule create <id> cron="0 2 * * sat" tz=UTC \
+<cluster> … [options]`
+• `/patch schedule pause|unpause|trigger|delete <id>`
 • `/patch status [<rollout id>]`   one rollout's progress, or the running rollouts
 • `/patch list`   recent rollouts
 • `/patch cancel <rollout id>`   stop starting new hosts (requester or approvers only)
@@ -94,9 +99,23 @@ class PatchCommand:
     services: list[str] | None = None
     update: str | None = None
     approvers: list[ApproverRef] | None = None
+    dry_run: bool = False
 
 
-Command = HelpCommand | StatusCommand | ListCommand | CancelCommand | PatchCommand
+@dataclass(frozen=True)
+class ScheduleCommand:
+    """`/patch schedule list | pause|unpause|trigger|delete <id> | create <id> cron=… …`."""
+
+    action: str
+    schedule_id: str | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    patch: PatchCommand | None = None
+
+
+Command = HelpCommand | StatusCommand | ListCommand | CancelCommand | PatchCommand | ScheduleCommand
+SCHEDULE_ACTIONS = ("list", "create", "pause", "unpause", "trigger", "delete")
+DRY_RUN_WORDS = ("dry-run", "--dry-run", "dryrun")
 
 
 @dataclass(frozen=True)
@@ -108,6 +127,7 @@ class PatchPlan:
     services: list[str]
     update: str
     approvers: list[ApproverRef] = field(default_factory=list)
+    dry_run: bool = False
 
 
 def _tokens(text: str) -> list[str]:
@@ -176,13 +196,59 @@ def parse_command(text: str) -> Command:
         if len(rest) != 1:
             raise CommandError("`cancel` needs exactly one rollout id: /patch cancel <rollout id>")
         return CancelCommand(_rollout_id(rest[0]))
+    if head == "schedule":
+        return _parse_schedule(rest)
     return _parse_patch(tokens)
+
+
+def _schedule_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise CommandError(f"{value[:40]!r} is not a schedule id (letters, digits, '.', '_', '-')")
+    return value
+
+
+def _parse_schedule(tokens: list[str]) -> ScheduleCommand:
+    if not tokens or tokens[0].lower() not in SCHEDULE_ACTIONS:
+        raise CommandError(f"`schedule` needs one of: {', '.join(SCHEDULE_ACTIONS)}")
+    action, rest = tokens[0].lower(), tokens[1:]
+    if action == "list":
+        if rest:
+            raise CommandError("`schedule list` takes no arguments")
+        return ScheduleCommand("list")
+    if not rest:
+        raise CommandError(f"`schedule {action}` needs a schedule id")
+    schedule_id, rest = _schedule_id(rest[0]), rest[1:]
+    if action != "create":
+        if rest:
+            raise CommandError(f"`schedule {action}` takes only the schedule id")
+        return ScheduleCommand(action, schedule_id)
+    cron: str | None = None
+    timezone = "UTC"
+    patch_tokens: list[str] = []
+    for token in rest:
+        key, _, value = token.partition("=")
+        if key.lower() == "cron":
+            cron = value.strip()
+        elif key.lower() in ("tz", "timezone"):
+            timezone = value.strip()
+        else:
+            patch_tokens.append(token)
+    if not cron:
+        raise CommandError('`schedule create` needs cron="…", e.g. cron="0 2 * * sat"')
+    patch = _parse_patch(patch_tokens)
+    if patch.dry_run:
+        raise CommandError("a schedule runs real rollouts; leave out dry-run")
+    return ScheduleCommand("create", schedule_id, cron=cron, timezone=timezone, patch=patch)
 
 
 def _parse_patch(tokens: list[str]) -> PatchCommand:
     clusters: list[str] = []
     options: dict[str, str] = {}
+    dry_run = False
     for token in tokens:
+        if token.lower() in DRY_RUN_WORDS:
+            dry_run = True
+            continue
         if "=" not in token:
             clusters.extend(_split(token))
             continue
@@ -214,6 +280,7 @@ def _parse_patch(tokens: list[str]) -> PatchCommand:
             if "approvers" in options
             else None
         ),
+        dry_run=dry_run,
     )
 
 
@@ -237,7 +304,7 @@ def apply_defaults(
     if approvers is None:
         configured = _first(layers, "approvers")
         approvers = [parse_approver(str(item)) for item in configured or []]  # type: ignore[attr-defined]
-    if not approvers:
+    if not approvers and not command.dry_run:
         raise CommandError(
             "no approvers: give approvers=@name,… (Slack mentions or e-mail addresses); none are "
             "configured for this channel or these clusters"
@@ -253,6 +320,7 @@ def apply_defaults(
         services=list(services or []),  # type: ignore[call-overload]
         update=str(update),
         approvers=approvers,
+        dry_run=command.dry_run,
     )
 
 
@@ -272,6 +340,7 @@ def rollout_input(
         "requesterEmail": requester_email,
         "updateCommand": plan.update,
         "serviceList": plan.services,
+        "dryRun": plan.dry_run,
     }
     if slack_channel:
         raw["slackChannel"] = slack_channel

@@ -4,6 +4,7 @@ Temporal dev server, OpenBao and the sshd lab; only Slack's Web API is the stand
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -256,3 +257,60 @@ async def test_a_failing_pilot_is_told_in_the_thread_and_on_the_card(
     assert "*cluster-a*: 0/3 done · 1 failed · 2 skipped" in card
     assert ":x: *a1* (cluster-a) at update" in card
     assert commands(fleet, "a2") == [] and commands(fleet, "a3") == []
+
+
+async def test_dry_run_from_slack_needs_no_approval_and_posts_the_table(
+    bot: BotServer, fleet: Lab, temporal_client: Client
+) -> None:
+    slack = bot.slack
+    status, body = await bot.command(f'cluster-b dry-run update="{UPDATE}"', user=BOB)
+    assert status == 200 and body == ""
+    await wait_for(lambda: slack.top_level(CHANNEL), timeout=60)
+    card_ts = slack.top_level(CHANNEL)[-1]["ts"]
+
+    def texts() -> list[str]:
+        return [message["text"] for message in slack.thread(CHANNEL, card_ts)]
+
+    await wait_for(lambda: any("dry-run-done" in text for text in texts()), timeout=90)
+    assert not any("Approval needed" in text for text in texts())
+    table = next(text for text in texts() if "dry-run-done" in text)
+    assert "Dry run — nothing was changed" in table and "cluster-b/b1: ok" in table
+    for host in ("b1", "b2", "b3"):
+        assert fleet.update_count(host) == 0 and not fleet.in_maintenance(host)
+        assert not any("systemctl stop" in command for command in commands(fleet, host))
+
+
+async def test_schedules_from_slack_and_only_their_people_may_change_them(
+    bot: BotServer, temporal_client: Client
+) -> None:
+    slack = bot.slack
+    schedule_id = f"slack-weekly-{uuid.uuid4().hex[:6]}"
+    created = await bot.command(
+        f'schedule create {schedule_id} cron="0 2 * * sat" tz=Europe/Paris cluster-a pilot=1 '
+        f'update="{UPDATE}" approvers=<@{ALICE}|alice>',
+        user=BOB,
+    )
+    assert created[0] == 200
+    await wait_for(
+        lambda: any(f"created schedule `{schedule_id}`" in str(r) for r in slack.responses()),
+        timeout=60,
+    )
+    description = await temporal_client.get_schedule_handle(schedule_id).describe()
+    assert await description.memo() == {"cron": "0 2 * * sat", "timezone": "Europe/Paris"}
+    assert not description.schedule.state.paused
+
+    await bot.command(f"schedule pause {schedule_id}", user=EVE)  # neither requester nor approver
+    await wait_for(lambda: any("may pause" in str(r) for r in slack.responses()), timeout=60)
+    assert not (
+        await temporal_client.get_schedule_handle(schedule_id).describe()
+    ).schedule.state.paused
+
+    await bot.command(f"schedule pause {schedule_id}", user=ALICE)
+    await wait_for(
+        lambda: any(f"pause `{schedule_id}` done" in str(r) for r in slack.responses()), timeout=60
+    )
+    assert (await temporal_client.get_schedule_handle(schedule_id).describe()).schedule.state.paused
+    await bot.command(f"schedule delete {schedule_id}", user=BOB)
+    await wait_for(
+        lambda: any(f"delete `{schedule_id}` done" in str(r) for r in slack.responses()), timeout=60
+    )

@@ -63,6 +63,7 @@ def test_vault_token_is_refused_because_it_would_land_in_history() -> None:
     ("change", "field", "reason"),
     [
         ({"targetClusters": []}, "targetClusters", "at least 1"),
+        ({"approverEmails": []}, "approverEmails", "at least one approver is needed"),
         ({"targetClusters": ["a;rm -rf /"]}, "targetClusters[0]", "shell metacharacters"),
         ({"targetClusters": ["a", "a"]}, "targetClusters", "listed twice"),
         ({"pilotHostCount": -1}, "pilotHostCount", "greater than or equal to 0"),
@@ -104,3 +105,8 @@ def test_vault_token_is_accepted_at_the_edge_only_with_payload_encryption() -> N
     rollout = RolloutInput.at_edge(raw, payload_encryption=True)
     assert rollout.vault_token == "hvs.secret-token-value"
     assert "hvs.secret-token-value" not in repr(rollout)
+
+
+def test_a_dry_run_needs_no_approver() -> None:
+    rollout = RolloutInput.model_validate({**GOOD, "approverEmails": [], "dryRun": True})
+    assert rollout.dry_run and rollout.approver_emails == []
