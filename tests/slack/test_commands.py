@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -285,3 +287,39 @@ def test_defaults_file_is_read_and_its_mistakes_are_named(tmp_path) -> None:
     (tmp_path / "broken.yml").write_text("defaults: [\n")
     with pytest.raises(DefaultsError, match="not valid YAML"):
         load_defaults(tmp_path / "broken.yml")
+
+
+def test_dry_run_word_and_schedule_commands_parse() -> None:
+    from bot.slack.commands import ScheduleCommand
+
+    dry = parse_command('cluster-a dry-run update="apt-get -y upgrade"')
+    assert isinstance(dry, PatchCommand) and dry.dry_run and dry.clusters == ["cluster-a"]
+    created = parse_command(
+        'schedule create weekly-a cron="0 2 * * sat" tz=Europe/Paris cluster-a pilot=2'
+    )
+    assert isinstance(created, ScheduleCommand)
+    assert (created.action, created.schedule_id, created.cron, created.timezone) == (
+        "create",
+        "weekly-a",
+        "0 2 * * sat",
+        "Europe/Paris",
+    )
+    assert created.patch is not None and created.patch.pilot == 2
+    assert parse_command("schedule pause weekly-a") == ScheduleCommand("pause", "weekly-a")
+    assert parse_command("schedule list") == ScheduleCommand("list")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("schedule", "needs one of: list, create"),
+        ("schedule explode x", "needs one of"),
+        ("schedule pause", "needs a schedule id"),
+        ("schedule pause a;b", "is not a schedule id"),
+        ("schedule create w cluster-a", 'needs cron="…"'),
+        ('schedule create w cron="0 2 * * sat" cluster-a dry-run', "leave out dry-run"),
+    ],
+)
+def test_bad_schedule_commands_say_why(text: str, problem: str) -> None:
+    with pytest.raises(CommandError, match=re.escape(problem)):
+        parse_command(text)
