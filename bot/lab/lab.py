@@ -115,6 +115,9 @@ class _Running:
     # (st_dev, st_ino) of the host's mount namespace: every process of the host, sessions and
     # simulated hangs included, is in it, and no process outside the lab is.
     mount_ns: tuple[int, int] | None = None
+    # An open fd on that namespace keeps it alive, so its inode number cannot be reused by a new
+    # namespace (another lab's host) before the kill loop is done with it.
+    ns_fd: int | None = None
 
 
 class Lab:
@@ -690,9 +693,15 @@ class Lab:
             time.sleep(0.02)
         # sshd answering means unshare and the mounts are done and sshd runs under the
         # launcher's pid, so its namespace is now the host's.
+        try:
+            fd = os.open(f"/proc/{running.proc.pid}/ns/mnt", os.O_RDONLY)
+        except OSError:
+            return
         ns = _mount_ns(running.proc.pid)
-        if ns is not None and ns != _mount_ns(os.getpid()):
-            running.mount_ns = ns
+        if ns is not None and ns != _mount_ns(os.getpid()) and ns == _fd_ns(fd):
+            running.mount_ns, running.ns_fd = ns, fd
+        else:
+            os.close(fd)
 
     def _kill_host(self, name: str) -> None:
         running = self._running.pop(name, None)
@@ -700,10 +709,14 @@ class Lab:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(running.proc.pid, signal.SIGKILL)
-        if running.mount_ns is not None:
-            _kill_namespace(running.mount_ns)
-        kill_process_group(running.proc, timeout=5)
-        running.log.close()
+        try:
+            if running.mount_ns is not None:
+                _kill_namespace(running.mount_ns)
+            kill_process_group(running.proc, timeout=5)
+        finally:
+            if running.ns_fd is not None:
+                os.close(running.ns_fd)
+            running.log.close()
 
     def _init_host_state(self, h: LabHost) -> None:
         (h.lab_dir / ".lab-host").write_text(f"{h.name}\n")
@@ -754,6 +767,11 @@ def _ssh_banner(address: str, port: int) -> bool:
             return sock.recv(8).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def _fd_ns(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
 
 
 def _mount_ns(pid: int) -> tuple[int, int] | None:
