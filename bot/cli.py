@@ -786,10 +786,8 @@ def approval_server(
     Needs PATCHPILOT_LINK_SECRET (the same as the workers') and PATCHPILOT_PUBLIC_URL (the address
     approvers reach this server at, e.g. https://patchpilot.example.com behind a TLS proxy).
     """
-    from aiohttp import web
-
     from bot.approval_links import LinkSigner
-    from bot.approval_web import create_app
+    from bot.approval_web import start_link_server
 
     settings = Settings()
     if settings.link_secret is None or not settings.public_url:
@@ -798,16 +796,16 @@ def approval_server(
             "(where approvers reach this server)"
         )
     try:
-        signer = LinkSigner(settings.link_secret.get_secret_value().encode())
+        LinkSigner(settings.link_secret.get_secret_value().encode())
     except ValueError as error:
         raise UserError(f"PATCHPILOT_LINK_SECRET: {error}") from None
     listen = port or settings.approval_port
 
     async def main() -> None:
         client = await _client(settings)
-        runner = web.AppRunner(create_app(client, signer))
-        await runner.setup()
-        await web.TCPSite(runner, host, listen).start()
+        # No access log: the request line carries the link's token.
+        runner = await start_link_server(client, settings, host, listen)
+        assert runner is not None
         console.print(
             f"approval links served on {host}:{listen} (public URL {settings.public_url}); "
             f"Temporal {settings.temporal_address} ({settings.temporal_namespace})"

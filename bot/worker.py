@@ -70,7 +70,9 @@ class WorkerParts:
             )
         self.inventory = InventoryActivities(settings.inventory)
         self.host_steps = HostStepActivities(self.vault, self.ssh)
-        self.notifications = NotificationActivities(notifiers)
+        from bot.approval_links import link_notifiers  # e-mail links and Teams, when configured
+
+        self.notifications = NotificationActivities(link_notifiers(settings, notifiers))
 
     def activities(self) -> list[Any]:
         return [

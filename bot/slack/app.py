@@ -698,6 +698,13 @@ async def run_bot(
             runner = await serve_http(app, host, settings.http_port)
             stack.push_async_callback(runner.cleanup)
             log.info("HTTP mode: POST http://%s:%d/slack/events", host, settings.http_port)
+        # The e-mail/Teams approval-link pages, when links are configured.
+        from bot.approval_web import start_link_server
+
+        link_pages = await start_link_server(temporal, settings, host)
+        if link_pages is not None:
+            stack.push_async_callback(link_pages.cleanup)
+            log.info("approval link pages on port %d", settings.approval_port)
         stack.push_async_callback(drain, bot)
         log.info("worker polling task queue %s", settings.task_queue)
         await worker.run()  # until interrupted; a worker failure ends the bot too

@@ -1,0 +1,1 @@
+"""Benchmarks for issue 6 (scale & speed); see bench/README.md."""
