@@ -77,7 +77,9 @@ def fleet_session(
     with Lab(
         root, FLEET, services=tuple(SERVICES), port=free_port(), address_prefix="127.0.4."
     ) as lab:
-        lab.seed_vault(openbao.address, openbao.root_token, prefix=SECRET_PREFIX)
+        # Per host as well: other labs in the session (bench, demo fallbacks) may seed their own
+        # key at <prefix>/default of the same OpenBao; a host's own path is read first.
+        lab.seed_vault(openbao.address, openbao.root_token, prefix=SECRET_PREFIX, per_host=True)
         yield lab
 
 

@@ -13,8 +13,11 @@ from bot.lab import OpenBaoProcess, free_port
 from bot.lab.fallback import AsyncsshLab
 from bot.settings import Settings
 from tests.integration.test_rollout import UPDATE, approve, rollout, start
-from tests.support import SECRET_PREFIX, running_worker
+from tests.support import running_worker
 from workflows.models import Phase
+
+# Its own Vault prefix: the session's OpenBao also holds the sshd fleet's key at patch-deploy.
+PREFIX = "fallback-lab"
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def asyncssh_lab(tmp_path: Path, openbao: OpenBaoProcess) -> Iterator[AsyncsshLa
     )
     lab.start()
     try:
-        lab.seed_vault(openbao.address, openbao.root_token, prefix=SECRET_PREFIX)
+        lab.seed_vault(openbao.address, openbao.root_token, prefix=PREFIX)
         yield lab
     finally:
         lab.stop()
@@ -41,7 +44,9 @@ async def test_rollout_on_the_asyncssh_lab(
         }
     )
     async with running_worker(temporal_client, settings):
-        handle = await start(temporal_client, settings, rollout(["cluster-a"]))
+        handle = await start(
+            temporal_client, settings, rollout(["cluster-a"], secretPathPrefix=PREFIX)
+        )
         await approve(handle)
         summary = await handle.result()
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 2

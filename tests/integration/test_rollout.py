@@ -417,6 +417,6 @@ async def test_each_host_costs_at_most_one_vault_read_and_two_handshakes(
     )
     await approve(handle)
     assert (await handle.result()).patched == 6
-    # One read of <prefix>/<host> per host (absent here), plus <prefix>/default once.
+    # One read of <prefix>/<host> per host; a path read once is cached (the preflight's too).
     assert worker.vault.reads <= 6 + 1
     assert worker.ssh.handshakes <= 2 * 6, f"{worker.ssh.handshakes} SSH handshakes for 6 hosts"
