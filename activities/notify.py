@@ -161,11 +161,12 @@ def success_notice(notice: RolloutNotice) -> Message:
 
 def wave_notice(notice: RolloutNotice) -> Message:
     # Chat only: a wave is too small an event for an e-mail.
+    what = notice.waiting or f"Starting {notice.wave}"
     return Message(
         event="wave",
         recipients=[],
-        subject=f"Starting {notice.wave}",
-        body=f"Starting {notice.wave} (rollout {notice.rollout_id}).\n",
+        subject=what,
+        body=f"{what} (rollout {notice.rollout_id}).\n",
         notice=notice,
     )
 

@@ -360,6 +360,7 @@ class RolloutNotice(ContractModel):
     slack_channel: str | None = None
     slack_thread_ts: str | None = None
     wave: str | None = None
+    waiting: str | None = None
 
 
 class HostState(StrEnum):

@@ -335,6 +335,12 @@ class SystemPatchWorkflow:
             opening = describe(status.next_opening, windows[0].timezone)
             progress.waiting_for_window = f"{cluster}: waiting for window {opening}"
             workflow.logger.info(progress.waiting_for_window)
+            if workflow.patched("window-wait-notices"):
+                # Chat shows the wait (thread line, and the card reads `waitingForWindow`).
+                await self._notify(
+                    names.SEND_WAVE_NOTIFICATION,
+                    self._notice(cluster=cluster, waiting=progress.waiting_for_window),
+                )
             await workflow.sleep(status.next_opening - workflow.now())
 
     async def _run_wave(self, wave: list[HostTarget]) -> list[HostPatchResult]:

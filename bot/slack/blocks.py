@@ -209,6 +209,17 @@ def status_card(info: CardInfo) -> list[Block]:
         blocks.append(
             SectionBlock(text=MarkdownTextObject(text=cut("\n".join(lines), SECTION_TEXT)))
         )
+    if progress is not None and progress.waiting_for_window:
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=cut(
+                        f":hourglass_flowing_sand: {mrkdwn_escape(progress.waiting_for_window)}",
+                        SECTION_TEXT,
+                    )
+                )
+            )
+        )
     message = info.note or (progress.message if progress else None)
     if message:
         blocks.append(

@@ -115,6 +115,8 @@ class SlackNotifier:
         host = f"*{mrkdwn_escape(notice.hostname or '?')}* ({mrkdwn_escape(notice.cluster or '?')})"
         if message.event == "approval-request":
             return None  # the bot posted the request with its buttons; the card shows the phase
+        if message.event == "wave" and notice.waiting:
+            return f":hourglass_flowing_sand: {mrkdwn_escape(notice.waiting)}"
         if message.event == "wave":
             return f":arrows_counterclockwise: Starting {mrkdwn_escape(notice.wave or '?')}"
         if message.event == "host-start":

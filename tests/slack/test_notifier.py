@@ -327,3 +327,30 @@ def test_any_card_and_approval_request_is_valid_block_kit(
     assert 2 <= len(card) <= 50
     assert blocks.as_dicts(blocks.approval_request(words[0][:200] or "r", words[-1], words, words))
     assert len(blocks.card_text(info)) <= 3000
+
+
+def test_the_card_shows_a_wait_for_a_maintenance_window() -> None:
+    from datetime import UTC, datetime
+
+    from bot.slack.blocks import CardInfo, as_dicts, status_card
+    from workflows.models import Phase, RolloutProgress
+
+    progress = RolloutProgress(
+        rollout_id="r1",
+        phase=Phase.PATCHING,
+        requester_email="bob@example.com",
+        approver_emails=["alice@example.com"],
+        started_at=datetime.now(UTC),
+        waiting_for_window="cluster-a: waiting for window Sat 2026-11-28 02:00 UTC",
+    )
+    card = CardInfo(
+        rollout_id="r1",
+        clusters=["cluster-a"],
+        pilot=None,
+        services=None,
+        update_command=None,
+        requester="bob@example.com",
+        approvers=["alice@example.com"],
+        progress=progress,
+    )
+    assert "waiting for window Sat 2026-11-28 02:00 UTC" in str(as_dicts(status_card(card)))

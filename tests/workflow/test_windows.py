@@ -27,7 +27,7 @@ from workflows.models import (
 )
 from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
-from workflows.windows import trigger
+from workflows.windows import describe, trigger
 
 
 @workflow.defn(name=HOST_WORKFLOW_NAME)
@@ -109,4 +109,9 @@ async def test_hosts_start_only_inside_windows_with_the_cutoff_to_spare() -> Non
     for n, host in enumerate(hosts[:4]):
         assert at(starts[host], first_window + timedelta(hours=n)), (host, starts[host])
     assert at(starts["w5"], second_window), starts["w5"]
-    assert fleet.calls == [] or all(name != "PerformUpdateActivity" for _, name in fleet.calls)
+    # Chat is told about each wait (the Slack card and thread show it).
+    waits = [n.waiting for name, n in fleet.notices if name == "SendWaveNotificationActivity"]
+    assert [w for w in waits if w] == [
+        waiting.waiting_for_window,  # before w1
+        f"cluster-w: waiting for window {describe(second_window, 'UTC')}",  # before w5
+    ]
