@@ -83,6 +83,20 @@ def failure_reason(error: BaseException) -> str:
     return messages[-1] if messages else type(error).__name__
 
 
+async def send_notice(activity_name: str, notice: RolloutNotice) -> None:
+    """Run a notification activity; a lost e-mail is worth a log line, never a failed rollout."""
+    try:
+        await workflow.execute_activity(
+            activity_name,
+            notice,
+            result_type=bool,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=NOTIFY_RETRY,
+        )
+    except ActivityError as error:
+        workflow.logger.warning("notification %s failed: %s", activity_name, error)
+
+
 class StepFailed(Exception):
     def __init__(self, step: str, reason: str) -> None:
         super().__init__(f"{step}: {reason}")
@@ -294,14 +308,4 @@ class HostPatchWorkflow:
             slack_channel=job.slack_channel,
             slack_thread_ts=job.slack_thread_ts,
         )
-        try:
-            await workflow.execute_activity(
-                activity_name,
-                notice,
-                result_type=bool,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=NOTIFY_RETRY,
-            )
-        except ActivityError as error:
-            # A lost e-mail is worth a log line, never a half-patched host.
-            workflow.logger.warning("notification %s failed: %s", activity_name, error)
+        await send_notice(activity_name, notice)

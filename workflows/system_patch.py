@@ -22,11 +22,11 @@ from temporalio.workflow import ChildWorkflowHandle
 with workflow.unsafe.imports_passed_through():
     from workflows import names
     from workflows.host_patch import (
-        NOTIFY_RETRY,
         TRANSIENT_RETRY,
         VAULT_RETRY,
         failure_reason,
         host_workflow_id,
+        send_notice,
     )
     from workflows.models import (
         HOST_WORKFLOW_NAME,
@@ -576,13 +576,4 @@ class SystemPatchWorkflow:
         )
 
     async def _notify(self, activity_name: str, notice: RolloutNotice) -> None:
-        try:
-            await workflow.execute_activity(
-                activity_name,
-                notice,
-                result_type=bool,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=NOTIFY_RETRY,
-            )
-        except ActivityError as error:
-            workflow.logger.warning("notification %s failed: %s", activity_name, error)
+        await send_notice(activity_name, notice)
