@@ -39,7 +39,6 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -57,6 +56,7 @@ from bot.lab.lab import (
     HOST_STATE_DIR,
     SIM_BIN_MOUNT,
     SSHD,
+    LabHost,
     _mount_ns,
     _ssh_banner,
     _write_private,
@@ -99,33 +99,6 @@ done
 """
 
 
-@dataclass(frozen=True)
-class MassHost:
-    name: str
-    cluster: str
-    address: str
-    port: int
-    root: Path
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "patchpilot"
-
-    @property
-    def lab_dir(self) -> Path:
-        return self.root / "lab"
-
-    @property
-    def run_dir(self) -> Path:
-        """The host's ``/run`` (``/var/run/reboot-required`` is per host)."""
-        return self.root / "run"
-
-    @property
-    def boot_id_path(self) -> Path:
-        """Mounted over ``/proc/sys/kernel/random/boot_id`` in the host's sessions."""
-        return self.root / "boot_id"
-
-
 def host_address(index: int, base: str = "127.50.") -> str:
     """Address of the ``index``-th host (0-based): 127.50.0.1 ... 127.50.0.254, 127.50.1.1, ..."""
     if not 0 <= index < MAX_HOSTS:
@@ -163,7 +136,7 @@ class MassLab:
         self.ports = list(ports) if ports else [free_port() for _ in range(max(1, listeners))]
         size = cluster_size or hosts
         width = max(5, len(str(hosts)))
-        self.hosts: list[MassHost] = []
+        self.hosts: list[LabHost] = []
         self.clusters: dict[str, list[str]] = {}
         for i in range(hosts):
             cluster = (
@@ -172,7 +145,7 @@ class MassLab:
                 else f"{cluster_prefix}-{i // size:0{len(str((hosts - 1) // size))}d}"
             )
             address = host_address(i, address_base)
-            host = MassHost(
+            host = LabHost(
                 name=f"h{i:0{width}d}",
                 cluster=cluster,
                 address=address,
@@ -259,7 +232,7 @@ class MassLab:
     ) -> None:
         self.stop()
 
-    def host(self, name: str) -> MassHost:
+    def host(self, name: str) -> LabHost:
         return self._by_name[name]
 
     def listener_pids(self) -> list[int]:
@@ -542,7 +515,7 @@ class MassLab:
         if ns is not None and ns != _mount_ns(os.getpid()):
             self._mount_ns = ns
 
-    def _init_host(self, h: MassHost) -> None:
+    def _init_host(self, h: LabHost) -> None:
         (h.lab_dir / ".lab-host").write_text(f"{h.name}\n")
         services = h.lab_dir / "services"
         services.mkdir(exist_ok=True)
