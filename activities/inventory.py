@@ -132,18 +132,32 @@ def load_clusters(path: Path) -> dict[str, tuple[list[HostTarget], list[Maintena
     }
 
 
+Clusters = dict[str, tuple[list[HostTarget], list[MaintenanceWindow]]]
+
+
 class InventoryActivities:
     def __init__(self, inventory_path: Path | None) -> None:
         self._path = inventory_path
+        self._cached: tuple[tuple[int, int, int], Clusters] | None = None
+        self.loads = 0  # times the file was parsed (the bench reads it)
 
-    def clusters(self) -> dict[str, tuple[list[HostTarget], list[MaintenanceWindow]]]:
+    def clusters(self) -> Clusters:
         if self._path is None:
             raise InventoryError("no inventory configured: set PATCHPILOT_INVENTORY")
-        return load_clusters(self._path)
+        # Parsed again only when the file changed: a 10,000-host inventory takes seconds to
+        # read, and a rollout asks once per cluster. An operator's edit still applies at once.
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return load_clusters(self._path)  # raises the clear InventoryError
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, load_clusters(self._path))
+            self.loads += 1
+        return self._cached[1]
 
     @activity.defn(name=names.GET_CLUSTER_HOSTS)
     async def get_cluster_hosts(self, request: ClusterHostsRequest) -> ClusterHosts:
-        # Read fresh each time: an operator's inventory edit applies to the next rollout.
         try:
             clusters = self.clusters()
         except InventoryError as error:

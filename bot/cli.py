@@ -25,6 +25,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.inventory import InventoryError, load_inventory
+from bot.progress import query_progress
 from bot.settings import Settings
 from workflows.host_patch import failure_reason
 from workflows.models import (
@@ -313,7 +314,7 @@ def reject(
 async def fetch_progress(client: Client, rollout_id: str) -> tuple[RolloutProgress, str]:
     handle = client.get_workflow_handle(rollout_id)
     description = await handle.describe()
-    progress = await handle.query("progress", result_type=RolloutProgress)
+    progress = await query_progress(client, rollout_id)
     status = description.status.name if description.status else "UNKNOWN"
     return progress, status
 

@@ -561,6 +561,7 @@ async def _drive(
     from temporalio.service import RPCError
 
     from bot.observability import worker_options
+    from bot.progress import fill_running_steps
     from bot.worker import WorkerParts, build_worker, connect
     from workflows.host_patch import failure_reason
 
@@ -630,6 +631,7 @@ async def _drive(
                 try:
                     description = await handle.describe()
                     progress = await handle.query("progress", result_type=RolloutProgress)
+                    await fill_running_steps(client, progress)
                 except RPCError as error:
                     log.warning("progress query failed: %s", error)
                     await asyncio.sleep(options.poll_interval)

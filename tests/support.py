@@ -149,7 +149,7 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+HISTORIES = Path(__file__).resolve().parent / "histories"
 
 
 async def record_history(client: Client, workflow_id: str, name: str) -> None:

@@ -14,11 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -103,6 +107,31 @@ def _positive(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
 
 
+def _host_count(value: object, *, minimum: int, maximum: int = 100_000) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number of hosts")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        number = int(value)
+        if not minimum <= number <= maximum:
+            raise ValueError(f"{number} must be between {minimum} and {maximum} hosts")
+        return number
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{1,3})\s*%\s*", value)
+        if match and minimum <= int(match.group(1)) <= 100:
+            return f"{int(match.group(1))}%"
+    raise ValueError(
+        f"{str(value)[:40]!r} is neither a whole number of hosts nor a percentage of the "
+        f"cluster like '25%' ({minimum}% to 100%)"
+    )
+
+
+# A number of hosts, or a percentage of the cluster ("25%"); see workflows.planning.resolve_amount.
+HostCount = Annotated[int | str, BeforeValidator(lambda v: _host_count(v, minimum=0))]
+PositiveHostCount = Annotated[
+    int | str, BeforeValidator(lambda v: _host_count(v, minimum=1, maximum=1000))
+]
+
+
 RebootPolicy = Literal["if-required", "always", "never"]
 
 
@@ -147,8 +176,19 @@ class RolloutInput(ContractModel):
     pre_downtime_scripts: list[ShellCommand] = Field(default_factory=list)
     pre_update_scripts: list[ShellCommand] = Field(default_factory=list)
     post_update_scripts: list[ShellCommand] = Field(default_factory=list)
-    max_concurrency: int = Field(default=1, ge=1, le=1000)
-    max_failures: int = Field(default=0, ge=0)
+    # A number or a percentage of the cluster; hosts in flight at once (a sliding window).
+    max_concurrency: PositiveHostCount = 1
+    # Host failures tolerated (a number, or a percentage of the cluster being patched); the
+    # rollout stops when failures EXCEED it. A failed pilot always stops it.
+    max_failures: HostCount = 0
+    # Like Ansible's `serial`: batch sizes after the pilots, the last one repeating, each batch
+    # finishing before the next starts, e.g. [1, 5, "25%"]. Empty: a sliding window instead.
+    waves: list[PositiveHostCount] = Field(default_factory=list, max_length=100)
+    # A run continues as new before its history passes this many events (Temporal warns at
+    # 10,240); lower it to see continue-as-new on small fleets.
+    history_event_budget: int = Field(default=5000, ge=200, le=10000)
+    # Set by the rollout itself when it continues as new; refused from users (see at_edge).
+    continued: RolloutCarry | None = None
     approval_timeout: PositiveDuration = timedelta(hours=24)
     drain_timeout: PositiveDuration = timedelta(minutes=10)
     health_timeout: PositiveDuration = timedelta(minutes=5)
@@ -182,6 +222,15 @@ class RolloutInput(ContractModel):
     def _no_relative_segments(cls, value: str) -> str:
         if any(segment in (".", "..") for segment in value.split("/")):
             raise ValueError(f"{value!r} must not contain '.' or '..' segments (pattern)")
+        return value
+
+    @field_validator("continued")
+    @classmethod
+    def _continued_is_internal(
+        cls, value: RolloutCarry | None, info: ValidationInfo
+    ) -> RolloutCarry | None:
+        if value is not None and (info.context or {}).get("edge"):
+            raise ValueError("is set by PatchPilot when a rollout continues as new; leave it out")
         return value
 
     @field_validator("vault_token")
@@ -267,6 +316,9 @@ class HostCommands(ContractModel):
     list_updates: str = "apt list --upgradable 2>/dev/null | grep -v '^Listing'"
 
 
+_DEFAULT_COMMANDS = HostCommands()
+
+
 class HostTarget(ContractModel):
     """One host as the inventory describes it (no credentials: those come from Vault)."""
 
@@ -276,6 +328,15 @@ class HostTarget(ContractModel):
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     commands: HostCommands = Field(default_factory=HostCommands)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_commands(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Most hosts use the default commands: leaving them out keeps a 10,000-host rollout's
+        # payloads (activity results, continue-as-new input) under Temporal's 2 MB limit.
+        data: dict[str, Any] = handler(self)
+        if self.commands == _DEFAULT_COMMANDS:
+            data.pop("commands", None)
+        return data
 
 
 class ClusterHostsRequest(ContractModel):
@@ -398,6 +459,23 @@ class HostProgress(ContractModel):
     rebooted: bool = False
     note: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _omit_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # A 10,000-host progress answer or summary must stay under Temporal's 2 MB payload
+        # limit: fields still at their default are left out unless a reader asks for them all
+        # (`model_dump(context={"full": True})`).
+        data: dict[str, Any] = handler(self)
+        if isinstance(info.context, dict) and info.context.get("full"):
+            return data
+        for name, field in type(self).model_fields.items():
+            if field.is_required() or getattr(self, name) != field.default:
+                continue
+            data.pop(field.alias or name, None)
+            data.pop(name, None)
+        return data
+
 
 class ClusterProgress(ContractModel):
     name: str
@@ -471,6 +549,61 @@ class HostStepReport(ContractModel):
     in_maintenance: bool | None = None
 
 
+class RolloutCarry(ContractModel):
+    """What a rollout run hands to the next when it continues as new: kept small, because it is
+    one payload (2 MB limit) and a 10,000-host fleet must fit. The hosts it lists as finished are
+    never started again, so no host is patched twice across runs."""
+
+    started_at: datetime
+    decided_by: str | None = None
+    decision_comment: str | None = None
+    runs: int = 1
+    failures: int = 0
+    # Hosts without their commands; `command_of[cluster][i]` indexes `command_sets` (-1: the
+    # defaults), so group-level command overrides are carried once, not once per host.
+    targets: dict[str, list[HostTarget]]
+    command_sets: list[HostCommands] = Field(default_factory=list)
+    command_of: dict[str, list[int]] = Field(default_factory=dict)
+    windows: dict[str, list[MaintenanceWindow]] = Field(default_factory=dict)
+    notes: dict[str, str] = Field(default_factory=dict)
+    # Hosts patched successfully, by cluster (names only); every other finished host in full.
+    patched: dict[str, list[str]] = Field(default_factory=dict)
+    rebooted: dict[str, list[str]] = Field(default_factory=dict)
+    finished: list[HostProgress] = Field(default_factory=list)
+
+
+def pack_targets(
+    targets: dict[str, list[HostTarget]],
+) -> tuple[dict[str, list[HostTarget]], list[HostCommands], dict[str, list[int]]]:
+    """Targets with each distinct command set kept once (see RolloutCarry)."""
+    sets: list[HostCommands] = []
+    packed: dict[str, list[HostTarget]] = {}
+    index_of: dict[str, list[int]] = {}
+    for cluster, hosts in targets.items():
+        packed[cluster], index_of[cluster] = [], []
+        for host in hosts:
+            if host.commands == _DEFAULT_COMMANDS:
+                index = -1
+            else:
+                if host.commands not in sets:
+                    sets.append(host.commands)
+                index = sets.index(host.commands)
+            packed[cluster].append(host.model_copy(update={"commands": _DEFAULT_COMMANDS}))
+            index_of[cluster].append(index)
+    return packed, sets, index_of
+
+
+def unpack_targets(carry: RolloutCarry) -> dict[str, list[HostTarget]]:
+    targets: dict[str, list[HostTarget]] = {}
+    for cluster, hosts in carry.targets.items():
+        indexes = carry.command_of.get(cluster) or [-1] * len(hosts)
+        targets[cluster] = [
+            host if index < 0 else host.model_copy(update={"commands": carry.command_sets[index]})
+            for host, index in zip(hosts, indexes, strict=True)
+        ]
+    return targets
+
+
 class HostPatchResult(ContractModel):
     hostname: str
     ok: bool
@@ -500,3 +633,4 @@ def describe_validation_error(error: Any) -> str:
 
 
 RolloutNotice.model_rebuild()
+RolloutInput.model_rebuild()

@@ -44,6 +44,48 @@ def waves(hosts: Sequence[T], size: int) -> list[list[T]]:
     return [list(hosts[index : index + size]) for index in range(0, len(hosts), size)]
 
 
+def resolve_amount(amount: int | str, cluster_size: int, *, at_least: int = 0) -> int:
+    """A host count from a number or a percentage of the cluster ("25%"), rounded down as
+    Ansible's `serial` does; `at_least` 1 for batch sizes and concurrency (a 10% batch of a
+    5-host cluster is 1 host, not 0)."""
+    if isinstance(amount, int):
+        return max(amount, at_least)
+    percent = int(amount.strip().rstrip("%"))
+    return max(cluster_size * percent // 100, at_least)
+
+
+def batch_sizes(
+    spec: Sequence[int | str], total: int, cluster_size: int | None = None
+) -> list[int]:
+    """Ansible `serial` as a list: each entry is one batch, the last repeats until all `total`
+    hosts have a batch; percentages are of `cluster_size` (default `total`).
+    [1, 5, "25%"] on 40 hosts gives 1, 5, 10, 10, 10, 4."""
+    if not spec:
+        raise ValueError("waves must list at least one batch size")
+    sizes: list[int] = []
+    remaining = total
+    index = 0
+    while remaining > 0:
+        entry = spec[min(index, len(spec) - 1)]
+        size = resolve_amount(entry, cluster_size or total, at_least=1)
+        sizes.append(min(size, remaining))
+        remaining -= sizes[-1]
+        index += 1
+    return sizes
+
+
+def batches(
+    hosts: Sequence[T], spec: Sequence[int | str], cluster_size: int | None = None
+) -> list[list[T]]:
+    """`hosts` cut into the batches of `batch_sizes(spec, len(hosts), cluster_size)`."""
+    result: list[list[T]] = []
+    start = 0
+    for size in batch_sizes(spec, len(hosts), cluster_size):
+        result.append(list(hosts[start : start + size]))
+        start += size
+    return result
+
+
 def should_stop(failures: int, max_failures: int, *, pilot_failed: bool) -> bool:
     """Stop when failures exceed the budget; a failed pilot always stops the rollout.
 

@@ -7,6 +7,7 @@ pure rules (pilots, waves, error budget) in `workflows.planning`.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import timedelta
 
 from temporalio import workflow
@@ -45,13 +46,16 @@ with workflow.unsafe.imports_passed_through():
         HostTarget,
         MaintenanceWindow,
         Phase,
+        RolloutCarry,
         RolloutInput,
         RolloutNotice,
         RolloutProgress,
         RolloutSummary,
         VaultPreflightInput,
+        pack_targets,
+        unpack_targets,
     )
-    from workflows.planning import plan_cluster, should_stop, waves
+    from workflows.planning import batches, plan_cluster, resolve_amount, should_stop, waves
     from workflows.windows import describe, window_status
 
 
@@ -63,10 +67,20 @@ class RolloutStopped(Exception):
     """Raised inside the workflow to end the rollout early with a reason."""
 
 
+class HistoryFull(Exception):
+    """Raised when this run's history is near its budget: the rollout continues as new."""
+
+
+# Events a host in flight may still add to the run after we stop starting hosts (its child's
+# start and end, workflow tasks, a failure alert), so the run ends inside its budget.
+EVENTS_PER_HOST_IN_FLIGHT = 10
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class SystemPatchWorkflow:
     @workflow.init
     def __init__(self, rollout: RolloutInput) -> None:
+        carry = rollout.continued
         # State exists before the first update or query arrives, even in the first workflow task.
         self._rollout = rollout
         self._progress = RolloutProgress(
@@ -74,14 +88,21 @@ class SystemPatchWorkflow:
             phase=Phase.RESOLVING,
             requester_email=rollout.requester_email,
             approver_emails=rollout.approver_emails,
-            started_at=workflow.now(),
+            started_at=carry.started_at if carry else workflow.now(),
         )
         self._approved: bool | None = None
         self._targets: dict[str, list[HostTarget]] = {}
+        self._entries: dict[str, HostProgress] = {}
         self._failures = 0
+        self._runs = 1
         self._cancel_requested = False
+        self._stop_reason: str | None = None
+        self._finished_hosts: list[HostPatchResult] = []  # results the rollout loop has not read
+        self._host_tasks: set[asyncio.Task[None]] = set()
         self._inspections: list[HostInspection] = []
         self._windows: dict[str, list[MaintenanceWindow]] = {}
+        if carry is not None:
+            self._restore(carry)
 
     # ---- the rollout, as the spec tells it -----------------------------------------------------
 
@@ -89,19 +110,37 @@ class SystemPatchWorkflow:
     async def run(self, rollout: RolloutInput) -> RolloutSummary:
         rollout, progress = self._require()
         try:
-            await self._resolve_clusters()
-            if rollout.dry_run:
-                # A dry run changes nothing, so it needs no approval.
-                await self._dry_run()
-                return await self._finish()
-            if not await self._obtain_approval():
-                return await self._finish()
-            await self._vault_preflight()
+            if rollout.continued is None:
+                await self._resolve_clusters()
+                if rollout.dry_run:
+                    # A dry run changes nothing, so it needs no approval.
+                    await self._dry_run()
+                    return await self._finish()
+                if not await self._obtain_approval():
+                    return await self._finish()
+                await self._vault_preflight()
             progress.phase = Phase.PATCHING
+            # Rollouts started before the sliding window replay with waves.
+            sliding = workflow.patched("sliding-window")
             for cluster in progress.clusters:
-                await self._patch_cluster(cluster)
+                if sliding:
+                    await self._patch_cluster(cluster)
+                else:
+                    await self._patch_cluster_in_waves(cluster)
             progress.phase = Phase.SUCCEEDED
             progress.message = "every host was patched"
+            if self._failures:
+                progress.message = (
+                    f"{self._failures} host(s) failed, within the error budget (maxFailures "
+                    f"{rollout.max_failures}); every other host was patched"
+                )
+        except HistoryFull:
+            workflow.logger.info(
+                "history at %s events: continuing as new (run %s)",
+                workflow.info().get_current_history_length(),
+                self._runs + 1,
+            )
+            workflow.continue_as_new(rollout.model_copy(update={"continued": self._carry()}))
         except RolloutStopped as stopped:
             progress.phase = Phase.FAILED
             progress.message = str(stopped)
@@ -120,7 +159,7 @@ class SystemPatchWorkflow:
 
     async def _resolve_clusters(self) -> None:
         """Resolve every cluster before asking for approval: what is approved is what is patched."""
-        rollout, progress = self._require()
+        rollout, _ = self._require()
         for cluster_name in rollout.target_clusters:
             try:
                 resolved = await workflow.execute_activity(
@@ -136,26 +175,84 @@ class SystemPatchWorkflow:
                 ) from error
             self._targets[cluster_name] = resolved.hosts
             self._windows[cluster_name] = rollout.maintenance_windows or resolved.windows
-            plan = plan_cluster([host.name for host in resolved.hosts], rollout.pilot_host_count)
-            pilots = set(plan.pilots)
             note = None
-            if plan.whole_cluster_is_pilot:
+            if resolved.hosts and rollout.pilot_host_count >= len(resolved.hosts):
                 note = (
                     f"pilot count {rollout.pilot_host_count} covers all {len(resolved.hosts)} "
                     "hosts: the whole cluster is pilot"
                 )
-            progress.clusters.append(
-                ClusterProgress(
-                    name=cluster_name,
-                    note=note,
-                    hosts=[
-                        HostProgress(
-                            name=host.name, cluster=cluster_name, pilot=host.name in pilots
-                        )
-                        for host in resolved.hosts
-                    ],
-                )
+            self._add_cluster(cluster_name, note)
+
+    def _add_cluster(
+        self, cluster_name: str, note: str | None, finished: dict[str, HostProgress] | None = None
+    ) -> None:
+        rollout, progress = self._require()
+        hosts = self._targets[cluster_name]
+        pilots = set(plan_cluster([host.name for host in hosts], rollout.pilot_host_count).pilots)
+        entries = []
+        for host in hosts:
+            entry = (finished or {}).get(host.name) or HostProgress(
+                name=host.name, cluster=cluster_name
             )
+            entry.pilot = host.name in pilots
+            self._entries[host.name] = entry
+            entries.append(entry)
+        progress.clusters.append(ClusterProgress(name=cluster_name, note=note, hosts=entries))
+
+    def _restore(self, carry: RolloutCarry) -> None:
+        """Pick the rollout up where the previous run left it: approved, the same hosts, and
+        every host it finished kept finished (never started again)."""
+        _, progress = self._require()
+        self._approved = True
+        progress.decided_by = carry.decided_by
+        progress.decision_comment = carry.decision_comment
+        self._failures = carry.failures
+        self._runs = carry.runs
+        self._targets = unpack_targets(carry)
+        self._windows = carry.windows
+        finished = {entry.name: entry for entry in carry.finished}
+        for cluster_name, names_done in carry.patched.items():
+            rebooted = set(carry.rebooted.get(cluster_name, []))
+            for name in names_done:
+                finished[name] = HostProgress(
+                    name=name,
+                    cluster=cluster_name,
+                    state=HostState.DONE,
+                    step=names.STEP_DONE,
+                    rebooted=name in rebooted,
+                )
+        for cluster_name in carry.targets:
+            self._add_cluster(cluster_name, carry.notes.get(cluster_name), finished)
+
+    def _carry(self) -> RolloutCarry:
+        _, progress = self._require()
+        patched: dict[str, list[str]] = {}
+        rebooted: dict[str, list[str]] = {}
+        finished: list[HostProgress] = []
+        for cluster in progress.clusters:
+            for host in cluster.hosts:
+                if host.state == HostState.DONE and host.in_maintenance is False:
+                    patched.setdefault(cluster.name, []).append(host.name)
+                    if host.rebooted:
+                        rebooted.setdefault(cluster.name, []).append(host.name)
+                elif host.state != HostState.PENDING:
+                    finished.append(host)
+        targets, command_sets, command_of = pack_targets(self._targets)
+        return RolloutCarry(
+            started_at=progress.started_at or workflow.now(),
+            decided_by=progress.decided_by,
+            decision_comment=progress.decision_comment,
+            runs=self._runs + 1,
+            failures=self._failures,
+            targets=targets,
+            command_sets=command_sets,
+            command_of=command_of,
+            windows=self._windows,
+            notes={c.name: c.note for c in progress.clusters if c.note},
+            patched=patched,
+            rebooted=rebooted,
+            finished=finished,
+        )
 
     def _standing_approval(self) -> bool:
         """A schedule's pre-approval counts only for runs that schedule started."""
@@ -183,7 +280,7 @@ class SystemPatchWorkflow:
         if self._standing_approval():
             return True
         progress.phase = Phase.AWAITING_APPROVAL
-        await self._notify(names.SEND_APPROVAL_REQUEST, self._notice())
+        await self._notify(names.SEND_APPROVAL_REQUEST, self._notice(with_hosts=True))
         try:
             await workflow.wait_condition(
                 lambda: self._approved is not None, timeout=rollout.approval_timeout
@@ -209,7 +306,8 @@ class SystemPatchWorkflow:
         progress.phase = Phase.DRY_RUN
         for cluster in progress.clusters:
             targets = self._targets[cluster.name]
-            for wave in waves(targets, rollout.max_concurrency):
+            size = resolve_amount(rollout.max_concurrency, len(targets), at_least=1)
+            for wave in waves(targets, size):
                 for host in wave:
                     entry = self._host(host.name)
                     entry.state, entry.step, entry.started_at = (
@@ -285,9 +383,124 @@ class SystemPatchWorkflow:
             raise RolloutStopped(f"{reason}; no host was touched") from error
 
     async def _patch_cluster(self, cluster: ClusterProgress) -> None:
+        """Pilots first (all of them finish before anything else starts), then the rest: in a
+        sliding window of `maxConcurrency` hosts, or in the batches `waves` lists."""
+        rollout, _ = self._require()
+        targets = self._targets[cluster.name]
+        size = len(targets)
+        plan = plan_cluster(targets, rollout.pilot_host_count)
+        window = resolve_amount(rollout.max_concurrency, size, at_least=1)
+        stages: list[tuple[str, list[HostTarget], int, bool]] = []
+        if plan.pilots:
+            stages.append(("pilot hosts", plan.pilots, window, True))
+        if rollout.waves:
+            cut = batches(plan.rest, rollout.waves, size)
+            offset = 1 if plan.pilots else 0
+            for number, batch in enumerate(cut, start=1 + offset):
+                stages.append((f"wave {number}/{len(cut) + offset}", batch, len(batch), False))
+        elif plan.rest:
+            rest = "the rest" if plan.pilots else "all hosts"
+            stages.append((f"{rest}, {window} at a time", plan.rest, window, False))
+        for label, hosts, limit, is_pilot in stages:
+            pending = [
+                host for host in hosts if self._entries[host.name].state == HostState.PENDING
+            ]
+            if not pending:
+                continue
+            await self._await_window(cluster.name)
+            await self._notify(
+                names.SEND_WAVE_NOTIFICATION,
+                self._notice(
+                    cluster=cluster.name,
+                    wave=f"{cluster.name}: {label}: {_listing(pending, len(hosts))}",
+                ),
+            )
+            await self._roll(cluster.name, pending, limit, pilot=is_pilot)
+
+    async def _roll(
+        self, cluster: str, hosts: list[HostTarget], limit: int, *, pilot: bool
+    ) -> None:
+        """Keep up to `limit` hosts in flight until every host of `hosts` has run, or a stop.
+
+        A stop (error budget, cancel, a full history) only stops new hosts from starting: the
+        hosts in flight always finish every step rather than being abandoned half-patched.
+        """
+        rollout, _ = self._require()
+        queue = deque(hosts)
+        in_flight = 0
+        while True:
+            while queue and in_flight < limit and self._may_start(in_flight):
+                if not self._window_open(cluster):
+                    if in_flight:
+                        break  # let the hosts in flight finish, then wait for the window
+                    await self._await_window(cluster)
+                host = queue.popleft()
+                self._mark_started(host)
+                in_flight += 1
+                task = asyncio.create_task(self._patch_host(host))
+                self._host_tasks.add(task)
+                task.add_done_callback(self._host_tasks.discard)
+            if in_flight == 0:
+                break
+            try:
+                await workflow.wait_condition(lambda: bool(self._finished_hosts))
+            except asyncio.CancelledError:
+                workflow.logger.info("rollout cancelled; waiting for hosts in progress")
+                self._cancel_requested = True
+                continue
+            while self._finished_hosts:
+                result = self._finished_hosts.pop(0)
+                in_flight -= 1
+                self._record_result(result)
+                if result.ok:
+                    continue
+                self._failures += 1
+                try:
+                    await self._alert(cluster, result)
+                except asyncio.CancelledError:
+                    self._cancel_requested = True
+                tolerated = resolve_amount(rollout.max_failures, len(self._targets[cluster]))
+                if self._stop_reason is None and should_stop(
+                    self._failures, tolerated, pilot_failed=pilot
+                ):
+                    self._stop_reason = (
+                        f"{'pilot ' if pilot else ''}host {result.hostname} failed at step "
+                        f"{result.step}: {result.failure_reason}; the rollout stopped and no "
+                        "further host was touched"
+                    )
+        if self._cancel_requested:
+            self._skip_pending()
+            raise asyncio.CancelledError()
+        if self._stop_reason is not None:
+            self._skip_pending()
+            raise RolloutStopped(self._stop_reason)
+        if queue:
+            raise HistoryFull()
+
+    def _may_start(self, in_flight: int) -> bool:
+        if self._cancel_requested or self._stop_reason is not None:
+            return False
+        info = workflow.info()
+        reserve = (in_flight + 1) * EVENTS_PER_HOST_IN_FLIGHT + 50
+        if info.get_current_history_length() + reserve >= self._rollout.history_event_budget:
+            return False
+        return not info.is_continue_as_new_suggested()
+
+    def _mark_started(self, host: HostTarget) -> None:
+        entry = self._host(host.name)
+        entry.state = HostState.RUNNING
+        entry.started_at = workflow.now()
+        entry.step = None  # the host workflow's `host_progress` query knows the step
+
+    async def _patch_host(self, host: HostTarget) -> None:
+        started = await self._start_host(host)
+        self._finished_hosts.append(await self._host_result(started))
+
+    async def _patch_cluster_in_waves(self, cluster: ClusterProgress) -> None:
+        """The engine before the sliding window, kept so that its histories still replay."""
         rollout, _ = self._require()
         plan = plan_cluster(self._targets[cluster.name], rollout.pilot_host_count)
-        planned = plan.waves(rollout.max_concurrency)
+        planned = plan.waves(resolve_amount(rollout.max_concurrency, 0, at_least=1))
         for number, (is_pilot, wave) in enumerate(planned, start=1):
             await self._await_window(cluster.name)
             # Rollouts started before wave notices existed replay without them.
@@ -308,7 +521,8 @@ class SystemPatchWorkflow:
                     self._failures += 1
                     pilot_failed = pilot_failed or is_pilot
                     await self._alert(cluster.name, result)
-            if should_stop(self._failures, rollout.max_failures, pilot_failed=pilot_failed):
+            tolerated = resolve_amount(rollout.max_failures, len(self._targets[cluster.name]))
+            if should_stop(self._failures, tolerated, pilot_failed=pilot_failed):
                 self._skip_pending()
                 failed = [r for r in results if not r.ok]
                 first = failed[0]
@@ -317,6 +531,13 @@ class SystemPatchWorkflow:
                     f"{first.step}: {first.failure_reason}; the rollout stopped and no further "
                     "host was touched"
                 )
+
+    def _window_open(self, cluster: str) -> bool:
+        windows = self._windows.get(cluster) or []
+        if not windows:
+            return True
+        specs = [(window.cron, window.timezone, window.duration) for window in windows]
+        return window_status(specs, workflow.now(), self._rollout.window_cutoff).open
 
     async def _await_window(self, cluster: str) -> None:
         """Start hosts only inside a maintenance window with `windowCutoff` to spare."""
@@ -346,6 +567,8 @@ class SystemPatchWorkflow:
     async def _run_wave(self, wave: list[HostTarget]) -> list[HostPatchResult]:
         started: list[ChildWorkflowHandle[object, HostPatchResult] | HostPatchResult] = []
         for host in wave:
+            self._mark_started(host)
+            self._host(host.name).step = names.STEP_PRECONDITIONS
             started.append(await self._start_host(host))
         waiting = asyncio.gather(*(self._host_result(item) for item in started))
         while True:
@@ -368,10 +591,6 @@ class SystemPatchWorkflow:
         self, host: HostTarget
     ) -> ChildWorkflowHandle[object, HostPatchResult] | HostPatchResult:
         rollout, _ = self._require()
-        progress_entry = self._host(host.name)
-        progress_entry.state = HostState.RUNNING
-        progress_entry.started_at = workflow.now()
-        progress_entry.step = names.STEP_PRECONDITIONS
         try:
             return await workflow.start_child_workflow(
                 HOST_WORKFLOW_NAME,
@@ -477,7 +696,9 @@ class SystemPatchWorkflow:
             hosts=hosts,
             dry_run=self._inspections if self._rollout.dry_run else None,
         )
-        await self._notify(names.SEND_ROLLOUT_SUMMARY, self._notice(summary=summary))
+        await self._notify(
+            names.SEND_ROLLOUT_SUMMARY, self._notice(with_hosts=True, summary=summary)
+        )
         return summary
 
     # ---- approval ----------------------------------------------------------------------------
@@ -543,11 +764,7 @@ class SystemPatchWorkflow:
         return self._rollout, self._progress
 
     def _host(self, hostname: str) -> HostProgress:
-        _, progress = self._require()
-        for host in progress.hosts():
-            if host.name == hostname:
-                return host
-        raise KeyError(hostname)
+        return self._entries[hostname]
 
     def _skip_pending(self) -> None:
         _, progress = self._require()
@@ -555,17 +772,22 @@ class SystemPatchWorkflow:
             if host.state == HostState.PENDING:
                 host.state = HostState.SKIPPED
 
-    def _notice(self, **extra: object) -> RolloutNotice:
+    def _notice(self, *, with_hosts: bool = False, **extra: object) -> RolloutNotice:
         rollout, progress = self._require()
+        # Only the approval request and the summary list the hosts: 10,000 names in every
+        # notice would be 100 kB of history each.
+        hosts_by_cluster = (
+            {name: [host.name for host in hosts] for name, hosts in self._targets.items()}
+            if with_hosts
+            else {}
+        )
         return RolloutNotice.model_validate(
             {
                 "rollout_id": progress.rollout_id,
                 "requester_email": rollout.requester_email,
                 "approver_emails": rollout.approver_emails,
                 "target_clusters": rollout.target_clusters,
-                "hosts_by_cluster": {
-                    name: [host.name for host in hosts] for name, hosts in self._targets.items()
-                },
+                "hosts_by_cluster": hosts_by_cluster,
                 "pilot_host_count": rollout.pilot_host_count,
                 "update_command": rollout.update_command,
                 "services": rollout.service_list,
@@ -577,3 +799,10 @@ class SystemPatchWorkflow:
 
     async def _notify(self, activity_name: str, notice: RolloutNotice) -> None:
         await send_notice(activity_name, notice)
+
+
+def _listing(hosts: list[HostTarget], total: int) -> str:
+    shown = ", ".join(host.name for host in hosts[:20])
+    more = f" … and {len(hosts) - 20} more" if len(hosts) > 20 else ""
+    left = f" ({len(hosts)} of {total} left)" if len(hosts) < total else ""
+    return f"{shown}{more}{left}"

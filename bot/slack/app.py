@@ -31,6 +31,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.inventory import InventoryError, load_inventory
+from bot.progress import query_progress
 from bot.settings import Settings
 from bot.slack import blocks
 from bot.slack.commands import (
@@ -473,9 +474,7 @@ class SlackBot:
         texts: list[str] = []
         for one in ids:
             try:
-                progress = await self.temporal.get_workflow_handle(one).query(
-                    "progress", result_type=RolloutProgress
-                )
+                progress = await query_progress(self.temporal, one)
             except RPCError as error:
                 texts.append(rpc_message(one, error))
                 continue

@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.notify import Message, Notifier
+from bot.progress import query_progress
 from bot.slack.blocks import (
     CardInfo,
     as_dicts,
@@ -184,8 +185,7 @@ class SlackNotifier:
         if self._temporal is None:
             return None
         try:
-            handle = self._temporal.get_workflow_handle(rollout_id)
-            return await handle.query("progress", result_type=RolloutProgress)
+            return await query_progress(self._temporal, rollout_id)
         except Exception as error:  # the card is a nicety: never fail a notification for it
             log.info("cannot query the progress of %s for its card: %s", rollout_id, error)
             return None

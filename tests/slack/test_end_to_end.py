@@ -152,9 +152,8 @@ async def test_patch_approve_and_the_thread_tells_the_whole_rollout(
     assert "patched 3, failed 0, skipped 0" in texts[-1]
     waves = [t for t in texts if t.startswith(":arrows_counterclockwise: Starting cluster-a:")]
     assert waves == [
-        ":arrows_counterclockwise: Starting cluster-a: pilot wave 1/3: a1",
-        ":arrows_counterclockwise: Starting cluster-a: wave 2/3: a2",
-        ":arrows_counterclockwise: Starting cluster-a: wave 3/3: a3",
+        ":arrows_counterclockwise: Starting cluster-a: pilot hosts: a1",
+        ":arrows_counterclockwise: Starting cluster-a: the rest, 1 at a time: a2, a3",
     ], waves
     assert texts.index(waves[0]) < texts.index(":arrow_forward: Patching *a1* (cluster-a)")
     card = slack.messages[(CHANNEL, card_ts)]

@@ -212,8 +212,8 @@ async def test_approve_from_the_e_mail_in_a_browser_and_teams_gets_every_card(
         assert titles.count(f"✅ Patched {host} (cluster-a)") == 1
     assert titles.index("✅ Patched a1 (cluster-a)") < titles.index("▶ Patching a2 (cluster-a)")
     assert [t for t in titles if t.startswith("Starting")] == [
-        "Starting cluster-a: pilot wave 1/2: a1",
-        "Starting cluster-a: wave 2/2: a2, a3",
+        "Starting cluster-a: pilot hosts: a1",
+        "Starting cluster-a: the rest, 2 at a time: a2, a3",
     ]
     assert titles[-1] == "✅ Rollout succeeded: cluster-a" and len(titles) == 10
     summary_card = teams.cards()[-1]

@@ -73,7 +73,11 @@ def test_vault_token_is_refused_because_it_would_land_in_history() -> None:
         ({"serviceList": ["nginx\nreboot"]}, "serviceList[0]", "not allowed"),
         ({"updateCommand": "   "}, "updateCommand", "must not be empty"),
         ({"updateCommand": "x" * 9000}, "updateCommand", "limit is 8192"),
-        ({"maxConcurrency": 0}, "maxConcurrency", "greater than or equal to 1"),
+        ({"maxConcurrency": 0}, "maxConcurrency", "must be between 1 and 1000 hosts"),
+        ({"maxConcurrency": "0%"}, "maxConcurrency", "percentage of the cluster"),
+        ({"maxFailures": "150%"}, "maxFailures", "percentage of the cluster"),
+        ({"maxFailures": "two"}, "maxFailures", "neither a whole number"),
+        ({"waves": [1, "x%"]}, "waves[1]", "percentage of the cluster"),
         ({"approvalTimeout": -5}, "approvalTimeout", "positive duration"),
         ({"vaultAddress": "vault.example.com"}, "vaultAddress", "http(s) URL"),
         ({"secretPathPrefix": "../etc"}, "secretPathPrefix", "pattern"),
@@ -110,3 +114,48 @@ def test_vault_token_is_accepted_at_the_edge_only_with_payload_encryption() -> N
 def test_a_dry_run_needs_no_approver() -> None:
     rollout = RolloutInput.model_validate({**GOOD, "approverEmails": [], "dryRun": True})
     assert rollout.dry_run and rollout.approver_emails == []
+
+
+def test_counts_accept_numbers_and_percentages_of_the_cluster() -> None:
+    rollout = RolloutInput.model_validate(
+        {**GOOD, "maxConcurrency": "25%", "maxFailures": " 10 % ", "waves": [1, "5", "50%"]}
+    )
+    assert rollout.max_concurrency == "25%"
+    assert rollout.max_failures == "10%"
+    assert rollout.waves == [1, 5, "50%"]
+
+
+def test_continue_as_new_state_is_refused_from_users() -> None:
+    carry = {"startedAt": "2026-11-27T00:00:00Z", "targets": {}}
+    with pytest.raises(ValidationError) as caught:
+        RolloutInput.at_edge({**GOOD, "continued": carry})
+    assert "continued: is set by PatchPilot" in describe_validation_error(caught.value)
+    assert RolloutInput.model_validate({**GOOD, "continued": carry}).continued is not None
+
+
+def test_carried_targets_keep_each_command_set_once() -> None:
+    from workflows.models import (
+        HostCommands,
+        HostTarget,
+        RolloutCarry,
+        pack_targets,
+        unpack_targets,
+    )
+
+    custom = HostCommands(health_check="curl -fsS localhost/health")
+    hosts = [
+        HostTarget(name=f"h{i}", cluster="c", address=f"10.0.0.{i}", commands=custom)
+        for i in range(1, 4)
+    ] + [HostTarget(name="h9", cluster="c", address="10.0.0.9")]
+    targets, sets, index_of = pack_targets({"c": hosts})
+    carry = RolloutCarry.model_validate_json(
+        RolloutCarry(
+            started_at="2026-11-27T00:00:00Z",
+            targets=targets,
+            command_sets=sets,
+            command_of=index_of,
+        ).model_dump_json()
+    )
+    assert sets == [custom] and index_of == {"c": [0, 0, 0, -1]}
+    assert "curl" not in carry.model_dump_json().replace(custom.health_check, "", 1)
+    assert unpack_targets(carry) == {"c": hosts}

@@ -1,6 +1,13 @@
 import pytest
 
-from workflows.planning import plan_cluster, should_stop, waves
+from workflows.planning import (
+    batch_sizes,
+    batches,
+    plan_cluster,
+    resolve_amount,
+    should_stop,
+    waves,
+)
 
 
 def test_pilots_are_the_first_hosts_in_inventory_order() -> None:
@@ -56,3 +63,27 @@ def test_error_budget_is_exceeded_not_reached_and_a_pilot_failure_always_stops(
     failures: int, budget: int, pilot: bool, stop: bool
 ) -> None:
     assert should_stop(failures, budget, pilot_failed=pilot) is stop
+
+
+def test_amounts_are_numbers_or_percentages_of_the_cluster_rounded_down() -> None:
+    assert resolve_amount(3, 10) == 3
+    assert resolve_amount("25%", 8) == 2
+    assert resolve_amount("25%", 7) == 1  # 1.75 hosts: rounded down, as Ansible does
+    assert resolve_amount("10%", 5) == 0  # a budget of 0 failures
+    assert resolve_amount("10%", 5, at_least=1) == 1  # but a batch always holds a host
+    assert resolve_amount("100%", 40) == 40
+
+
+def test_batches_follow_ansible_serial_with_the_last_size_repeating() -> None:
+    assert batch_sizes([1, 5, "25%"], 40) == [1, 5, 10, 10, 10, 4]
+    assert batch_sizes([2], 5) == [2, 2, 1]
+    assert batch_sizes(["50%"], 3, cluster_size=6) == [3]
+    assert batches(["a", "b", "c", "d"], [1, 2]) == [["a"], ["b", "c"], ["d"]]
+    with pytest.raises(ValueError):
+        batch_sizes([], 3)
+
+
+def test_budget_of_a_percentage_is_exceeded_not_reached() -> None:
+    tolerated = resolve_amount("25%", 8)
+    assert not should_stop(2, tolerated, pilot_failed=False)  # 2 failures reach the budget
+    assert should_stop(3, tolerated, pilot_failed=False)  # the third exceeds it

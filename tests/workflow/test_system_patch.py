@@ -322,3 +322,130 @@ async def test_reboot_is_waited_for_before_services_start(temporal_client: Clien
     assert names.WAIT_FOR_HOST_BOOT not in [n for h, n in fleet.calls if h == second]
     rebooted = {host.name: host.rebooted for host in summary.hosts}
     assert rebooted == {first: True, second: False}
+
+
+async def test_sliding_window_starts_the_next_host_as_soon_as_one_finishes(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    hosts = [f"{prefix}-h{i}" for i in range(1, 6)]
+    clusters = {f"{prefix}-c": hosts}
+    release = asyncio.Event()
+    fleet = FakeFleet(clusters, block={(hosts[0], names.PERFORM_UPDATE): release})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(
+            temporal_client, queue, rollout(list(clusters), pilotHostCount=0, maxConcurrency=2)
+        )
+        await decide(handle, "approve", ALICE)
+        # h1 is stuck in its update; in waves of 2, h3 would wait for it. In a window of 2 the
+        # other slot keeps going: h2, h3, h4 and h5 all finish while h1 is still updating.
+        for host in hosts[1:]:
+            done = fleet.started.setdefault((host, names.CLEAR_MAINTENANCE_MODE), asyncio.Event())
+            await asyncio.wait_for(done.wait(), 30)
+        running_now: list[str] = []
+        for _ in range(100):
+            progress = await handle.query("progress", result_type=RolloutProgress)
+            running_now = [h.name for h in progress.hosts() if h.state != HostState.DONE]
+            if running_now == [hosts[0]]:
+                break
+            await asyncio.sleep(0.1)
+        assert running_now == [hosts[0]]
+        release.set()
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 5
+    waves = [n.wave for name, n in fleet.notices if name == names.SEND_WAVE_NOTIFICATION]
+    assert waves == [f"{prefix}-c: all hosts, 2 at a time: {', '.join(hosts)}"]
+
+
+async def test_waves_list_runs_batches_like_ansible_serial(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    hosts = [f"{prefix}-h{i}" for i in range(1, 7)]
+    clusters = {f"{prefix}-c": hosts}
+    release = asyncio.Event()
+    fleet = FakeFleet(clusters, block={(hosts[1], names.PERFORM_UPDATE): release})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(
+            temporal_client, queue, rollout(list(clusters), pilotHostCount=1, waves=[2, "50%"])
+        )
+        await decide(handle, "approve", ALICE)
+        blocked = fleet.started.setdefault((hosts[1], names.PERFORM_UPDATE), asyncio.Event())
+        await asyncio.wait_for(blocked.wait(), 30)
+        await asyncio.sleep(1.0)
+        # The batch [h2, h3] must finish before the next batch starts.
+        assert hosts[3] not in fleet.host_calls(names.CHECK_HOST_PRECONDITIONS)
+        release.set()
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 6
+    waves = [n.wave for name, n in fleet.notices if name == names.SEND_WAVE_NOTIFICATION]
+    # Pilot h1, then 2 hosts, then batches of 50% of the 6-host cluster (3), the last cut short.
+    assert waves == [
+        f"{prefix}-c: pilot hosts: {hosts[0]}",
+        f"{prefix}-c: wave 2/3: {hosts[1]}, {hosts[2]}",
+        f"{prefix}-c: wave 3/3: {hosts[3]}, {hosts[4]}, {hosts[5]}",
+    ]
+
+
+@pytest.mark.parametrize(("failing", "stops"), [(2, False), (3, True)])
+async def test_percentage_error_budget_tolerates_exactly_its_share(
+    temporal_client: Client, failing: int, stops: bool
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    hosts = [f"{prefix}-h{i}" for i in range(1, 9)]
+    clusters = {f"{prefix}-c": hosts}
+    # 25% of 8 hosts = 2 failures tolerated: the rollout stops when failures EXCEED 2.
+    fleet = FakeFleet(
+        clusters, fail={(host, names.PERFORM_UPDATE): "broken" for host in hosts[1 : 1 + failing]}
+    )
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(
+            temporal_client, queue, rollout(list(clusters), pilotHostCount=1, maxFailures="25%")
+        )
+        await decide(handle, "approve", ALICE)
+        if stops:
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+        else:
+            summary = await handle.result()
+            assert summary.phase == Phase.SUCCEEDED
+            assert "2 host(s) failed, within the error budget" in summary.message
+        progress = await handle.query("progress", result_type=RolloutProgress)
+    states = [host.state for host in progress.hosts()]
+    assert states.count(HostState.FAILED) == failing
+    if stops:
+        assert states[1 + failing :] == [HostState.SKIPPED] * (8 - 1 - failing)
+    else:
+        assert states.count(HostState.DONE) == 8 - failing
+
+
+async def test_continue_as_new_keeps_every_host_patched_once_and_each_run_small(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    hosts = [f"{prefix}-h{i:02}" for i in range(1, 25)]
+    clusters = {f"{prefix}-c": hosts[:12], f"{prefix}-d": hosts[12:]}
+    fleet = FakeFleet(clusters)
+    budget = 200
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(
+            temporal_client,
+            queue,
+            rollout(list(clusters), maxConcurrency=3, historyEventBudget=budget),
+        )
+        await decide(handle, "approve", ALICE)
+        summary = await handle.result()
+        progress = await handle.query("progress", result_type=RolloutProgress)
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 24
+    assert sorted(fleet.host_calls(names.PERFORM_UPDATE)) == hosts  # each host exactly once
+    assert progress.phase == Phase.SUCCEEDED and progress.decided_by == ALICE
+    assert [h.state for h in progress.hosts()] == [HostState.DONE] * 24
+    runs = [run async for run in temporal_client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    sizes = []
+    for run in runs:
+        run_handle = temporal_client.get_workflow_handle(handle.id, run_id=run.run_id)
+        sizes.append(len((await run_handle.fetch_history()).events))
+    print("events per run", sizes)
+    assert len(runs) >= 2, "a 24-host rollout with a 200-event budget continues as new"
+    assert max(sizes) <= budget, sizes
+    sent = [name for name, _ in fleet.notices]
+    assert sent.count(names.SEND_APPROVAL_REQUEST) == 1
+    assert sent.count(names.SEND_ROLLOUT_SUMMARY) == 1
