@@ -17,6 +17,7 @@ from pydantic import (
     AliasChoices,
     Field,
     SecretStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -126,6 +127,10 @@ class Settings(BaseSettings):
     )
     # The generic JSON webhook (activities/webhook.py).
     webhook_url: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_WEBHOOK_URL"))
+    # channel -> the events it gets (bot/routing.py); unset: every channel gets every event.
+    notify_routes: dict[str, list[str]] | None = Field(
+        None, validation_alias=_env("PATCHPILOT_NOTIFY_ROUTES")
+    )
     public_url: str | None = Field(None, validation_alias=_env("PATCHPILOT_PUBLIC_URL"))
     link_secret: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_LINK_SECRET"))
     link_ttl: timedelta = Field(timedelta(hours=24), validation_alias=_env("PATCHPILOT_LINK_TTL"))
@@ -154,6 +159,13 @@ class Settings(BaseSettings):
             _check_webhook(url, name)
         return value
 
+    @field_validator("notify_routes")
+    @classmethod
+    def _routes(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        from bot.routing import check_routes
+
+        return None if value is None else check_routes(value)
+
     def payload_codec(self) -> EncryptionCodec | None:
         from bot.codec import codec_from_environment
 
@@ -169,3 +181,15 @@ class Settings(BaseSettings):
             return None
         base = self.temporal_ui_url.rstrip("/")
         return f"{base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+
+
+def describe_settings_error(error: Exception) -> str:
+    """A settings error as people read it: one line per bad setting, never a value."""
+    if isinstance(error, ValidationError):
+        lines = [
+            f"{'.'.join(str(part) for part in problem['loc'])}: "
+            + problem["msg"].removeprefix("Value error, ")
+            for problem in error.errors(include_url=False, include_input=False)
+        ]
+        return "invalid settings:\n  " + "\n  ".join(lines)
+    return f"invalid settings: {error}"
