@@ -1,0 +1,163 @@
+"""Notification routing on real rollouts (Temporal dev server, OpenBao, the sshd lab, the SMTP
+server): each cluster has its own Teams stand-in, a generic JSON webhook stand-in records its
+events, and `notify_routes` decides which channel gets what."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import SecretStr
+from temporalio.client import Client
+
+from bot.lab import Lab
+from bot.routing import check_routes
+from bot.settings import Settings
+from tests.support import SERVICES, Mailbox, running_worker, wait_for
+from tests.teams.conftest import StandIns, TeamsStandIn
+from workflows.models import (
+    WORKFLOW_NAME,
+    ApprovalDecision,
+    Phase,
+    RolloutInput,
+    RolloutSummary,
+)
+
+ALICE, BOB = "alice@example.com", "bob@example.com"
+
+
+def settings_for(base: Settings, **update: Any) -> Settings:
+    return base.model_copy(update={"task_queue": f"route-{uuid.uuid4().hex[:8]}", **update})
+
+
+def secret_of(endpoint: TeamsStandIn) -> str:
+    return endpoint.url.split("sig=")[1]
+
+
+async def approved_rollout(
+    client: Client, settings: Settings, mailbox: Mailbox, clusters: list[str]
+) -> RolloutSummary:
+    rollout = RolloutInput.model_validate(
+        {
+            "targetClusters": clusters,
+            "pilotHostCount": 1,
+            "approverEmails": [ALICE],
+            "requesterEmail": BOB,
+            "updateCommand": "apt-get update && apt-get -y upgrade",
+            "serviceList": SERVICES,
+            "maxConcurrency": 2,
+            "approvalTimeout": 600,
+        }
+    )
+    handle = await client.start_workflow(
+        WORKFLOW_NAME,
+        rollout,
+        id=f"route-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.task_queue,
+        result_type=RolloutSummary,
+    )
+    await wait_for(lambda: mailbox.events("approval-request"), timeout=40)
+    await handle.execute_update("approve", ApprovalDecision(approver=ALICE), result_type=str)
+    summary = await handle.result()
+    history = (await handle.fetch_history()).to_json()
+    assert "sig=" not in history  # no webhook URL in Temporal's history
+    return summary
+
+
+async def test_each_cluster_has_its_teams_channel_and_routes_pick_the_events(
+    fleet: Lab,
+    worker_settings: Settings,
+    temporal_client: Client,
+    mailbox: Mailbox,
+    stand_ins: StandIns,
+    known_secrets: list[str],
+) -> None:
+    team_a, team_b, hook = stand_ins.new("a"), stand_ins.new("b"), stand_ins.new("json")
+    known_secrets.extend(secret_of(e) for e in (team_a, team_b, hook))
+    settings = settings_for(
+        worker_settings,
+        teams_webhooks={"cluster-a": SecretStr(team_a.url), "cluster-b": SecretStr(team_b.url)},
+        webhook_url=SecretStr(hook.url),
+        notify_routes=check_routes(
+            {
+                "email": ["approval-request", "failure", "summary"],
+                "teams": ["approval-request", "host-success", "failure", "wave", "summary"],
+                "webhook": ["host-start", "summary"],
+            }
+        ),
+    )
+    async with running_worker(temporal_client, settings):
+        summary = await approved_rollout(
+            temporal_client, settings, mailbox, ["cluster-a", "cluster-b"]
+        )
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 6
+    await wait_for(lambda: len(hook.posts) == 7, timeout=10)
+
+    for endpoint, cluster, letter in ((team_a, "cluster-a", "a"), (team_b, "cluster-b", "b")):
+        for post in endpoint.posts:
+            [attachment] = post["attachments"]
+            assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+            assert attachment["content"]["version"] == "1.4"
+        # Its own hosts only, no host-start (routed to the webhook); the rollout's cards too.
+        assert endpoint.titles() == [
+            "Approval needed: patch cluster-a, cluster-b",
+            f"Starting {cluster}: pilot wave 1/2: {letter}1",
+            f"✅ Patched {letter}1 ({cluster})",
+            f"Starting {cluster}: wave 2/2: {letter}2, {letter}3",
+            *sorted(
+                [f"✅ Patched {letter}2 ({cluster})", f"✅ Patched {letter}3 ({cluster})"],
+                key=endpoint.titles().index,
+            ),
+            "✅ Rollout succeeded: cluster-a, cluster-b",
+        ]
+
+    # The JSON webhook: each host's start, then the summary; nothing else.
+    events = [(p["event"], p["cluster"], p["hostname"]) for p in hook.posts]
+    assert events[-1] == ("summary", None, None)
+    assert sorted(events[:-1]) == [
+        ("host-start", f"cluster-{c}", f"{c}{n}") for c in "ab" for n in (1, 2, 3)
+    ]
+    done = hook.posts[-1]
+    assert done["rolloutId"] == summary.rollout_id
+    assert done["summary"]["patched"] == 6 and done["summary"]["phase"] == "succeeded"
+    assert {h["name"] for h in done["summary"]["hosts"]} == {"a1", "a2", "a3", "b1", "b2", "b3"}
+
+    # E-mail: the approval request and the summary, no per-host mail.
+    await wait_for(lambda: mailbox.events("summary"), timeout=10)
+    assert {m["X-PatchPilot-Event"] for m in mailbox.messages} == {"approval-request", "summary"}
+
+
+async def test_a_refusing_json_webhook_is_reported_once_by_mail_and_the_rollout_goes_on(
+    fleet: Lab,
+    worker_settings: Settings,
+    temporal_client: Client,
+    mailbox: Mailbox,
+    stand_ins: StandIns,
+    known_secrets: list[str],
+) -> None:
+    hook = stand_ins.new("gone")
+    hook.answers = [(404, {})] * 50
+    known_secrets.append(secret_of(hook))
+    settings = settings_for(
+        worker_settings,
+        webhook_url=SecretStr(hook.url),
+        # E-mail gets only the approval request; the webhook's trouble is reported all the same.
+        notify_routes=check_routes({"email": ["approval-request"]}),
+    )
+    async with running_worker(temporal_client, settings):
+        summary = await approved_rollout(temporal_client, settings, mailbox, ["cluster-a"])
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
+    # approval, 2 waves, 3 starts, 3 successes, the summary: each posted once, none retried
+    await wait_for(lambda: len(hook.times) == 10, timeout=10)
+    [report] = mailbox.events("webhook-error")
+    assert report["X-Envelope-To"] == BOB
+    assert report["Subject"].strip() == (
+        f"[PatchPilot] JSON webhook notifications failing (rollout {summary.rollout_id})"
+    )
+    body = report.get_content()
+    assert f"The JSON webhook at {hook.url.split('/')[2]} refused" in body and "HTTP 404" in body
+    assert "PATCHPILOT_WEBHOOK_URL" in body and secret_of(hook) not in body
+    assert {m["X-PatchPilot-Event"] for m in mailbox.messages} == {
+        "approval-request",
+        "webhook-error",
+    }
