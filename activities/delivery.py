@@ -26,6 +26,25 @@ from activities.notify import Message
 Report = Callable[[Message, str], Awaitable[object]]
 
 
+class HideUrlSecrets(logging.Filter):
+    """httpx logs each request's full URL at info level, and a webhook's URL holds its secret
+    (Teams: `?sig=...`): only scheme and host are kept in httpx's log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                f"{a.scheme}://{a.netloc.decode('ascii', 'replace')}/…"
+                if isinstance(a, httpx.URL)
+                else a
+                for a in record.args
+            )
+        return True
+
+
+if not any(isinstance(f, HideUrlSecrets) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(HideUrlSecrets())
+
+
 def retry_after(response: httpx.Response, default: float) -> float:
     """Seconds to wait as the answer's Retry-After says (seconds or HTTP date), else `default`."""
     value = response.headers.get("Retry-After")
