@@ -39,6 +39,7 @@ class TeamsStandIn:
     posts: list[dict[str, Any]] = field(default_factory=list)
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)  # bodies answered with an error
 
     async def handle(self, request: web.Request) -> web.Response:
         self.times.append(asyncio.get_running_loop().time())
@@ -46,6 +47,7 @@ class TeamsStandIn:
         assert request.content_type == "application/json"
         if self.answers:
             status, headers = self.answers.pop(0)
+            self.refused.append(json.loads(body))
             return web.Response(status=status, headers=headers, text="refused")
         self.posts.append(json.loads(body))
         return web.Response(status=202)
@@ -60,6 +62,7 @@ class TeamsStandIn:
         self.posts.clear()
         self.answers.clear()
         self.times.clear()
+        self.refused.clear()
 
 
 @dataclass
