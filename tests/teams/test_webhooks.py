@@ -154,6 +154,7 @@ async def test_the_json_webhook_retries_429_and_5xx_and_reports_a_4xx_once(
     assert await sender.send(notify.start_notice(notice(hostname="a1", cluster="cluster-a")))
     assert len(hook.times) == 3 and hook.times[1] - hook.times[0] >= 0.95
     hook.answers = [(410, {})] * 3
+    caplog.clear()
     with caplog.at_level(logging.INFO):
         for host in ("a1", "a2", "a3"):
             assert not await sender.send(notify.start_notice(notice(hostname=host)))
