@@ -5,25 +5,22 @@ takes `{"type": "message", "attachments": [{"contentType":
 "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": <Adaptive Card>}]}`.
 Cards are version 1.4 and kept under Teams' 28 KB message limit (long host lists are summarised).
 
-Errors never fail the rollout and never make the activity retry (which would re-send the e-mails):
-429 is retried honouring Retry-After (bounded), 5xx and network errors are retried a little, and a
-4xx is logged once per webhook (and reported by e-mail through `report`) and answered `False`.
+Webhooks: a global one and/or one per cluster (see `TeamsNotifier.targets`). Delivery follows
+activities/delivery.py: errors never fail the rollout and never make the activity retry, 429 and 5xx
+are retried honouring Retry-After (bounded), and a 4xx is logged and reported by e-mail once per
+webhook URL (naming its cluster and host, never the URL).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-import httpx
-
+from activities.delivery import DeliveryOptions, Report, Target, WebhookDelivery
 from activities.notify import Message
 from workflows.models import RolloutNotice, RolloutSummary
 
@@ -44,7 +41,7 @@ class LinkPairLike(Protocol):
 
 
 LinksFor = Callable[[RolloutNotice], Awaitable[Mapping[str, LinkPairLike]]]
-Report = Callable[[Message, str], Awaitable[object]]
+GLOBAL_SETTING = "PATCHPILOT_TEAMS_WEBHOOK_URL"
 
 
 def envelope(card: dict[str, Any]) -> dict[str, Any]:
@@ -258,31 +255,42 @@ def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, An
     return _fit(build, len(hosts))
 
 
-def _retry_after(response: httpx.Response, default: float) -> float:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return default
-
-
 @dataclass
-class TeamsNotifier:
-    url: str = field(repr=False)  # the webhook URL embeds its own signature: a secret
+class TeamsNotifier(DeliveryOptions):
+    """Posts each message's card to the Teams webhook(s) it belongs to.
+
+    `url` is the global webhook, `cluster_urls` the per-cluster ones (cluster -> URL). A message
+    naming a cluster (a host's start, success or failure, a wave) goes to its cluster's webhook,
+    else the global one; a rollout-level message (approval request, summary, a failure outside any
+    host) goes to the webhook of every target cluster, falling back to the global one, each URL at
+    most once.
+    """
+
+    url: str | None = field(default=None, repr=False)  # webhook URLs embed a signature: secrets
     links: LinksFor | None = None
-    report: Report | None = None
-    timeout: float = 10.0
-    max_attempts: int = 4
-    max_retry_wait: float = 20.0  # longest honoured Retry-After; the activity has 60 s in all
+    cluster_urls: Mapping[str, str] = field(default_factory=dict, repr=False)
     name: str = "teams"
-    _reported: set[int] = field(default_factory=set, repr=False)
+    delivery: WebhookDelivery = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.delivery = self.delivery_for("Teams webhook", log)
+
+    def targets(self, notice: RolloutNotice) -> list[Target]:
+        """The webhooks this notice goes to, each URL once."""
+        clusters = [notice.cluster] if notice.cluster else list(notice.target_clusters)
+        found: dict[str, Target] = {}
+        for cluster in clusters:
+            own = self.cluster_urls.get(cluster)
+            if own:
+                target = Target(
+                    own, f'teams_webhooks["{cluster}"] (PATCHPILOT_TEAMS_WEBHOOKS)', cluster
+                )
+                found.setdefault(own, target)
+            elif self.url:
+                found.setdefault(self.url, Target(self.url, GLOBAL_SETTING))
+        if not clusters and self.url:
+            found.setdefault(self.url, Target(self.url, GLOBAL_SETTING))
+        return list(found.values())
 
     def card(self, message: Message, links: Mapping[str, LinkPairLike] | None = None) -> dict:
         notice = message.notice
@@ -297,68 +305,39 @@ class TeamsNotifier:
         return _card([_text(message.subject, weight="Bolder"), _text(_clip(message.body, 8000))])
 
     async def send(self, message: Message) -> bool:
+        targets = self.targets(message.notice)
+        if not targets:
+            return False
         links = None
         if message.event == "approval-request" and self.links is not None:
             links = await self.links(message.notice)
         payload = envelope(self.card(message, links))
-        return await self.post(payload, message)
+        posted = await asyncio.gather(*(self.post(payload, message, t) for t in targets))
+        return any(posted)
 
-    async def post(self, payload: dict[str, Any], message: Message) -> bool:
-        where = urlsplit(self.url).netloc or "the Teams webhook"
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            for attempt in range(1, self.max_attempts + 1):
-                last = attempt == self.max_attempts
-                try:
-                    response = await client.post(self.url, json=payload)
-                except httpx.HTTPError as error:
-                    log.warning("Teams webhook %s unreachable (%s)", where, type(error).__name__)
-                    if last:
-                        return False
-                    await asyncio.sleep(min(2.0**attempt, self.max_retry_wait))
-                    continue
-                if response.is_success:
-                    return True
-                status = response.status_code
-                if status == 429 or status >= 500:
-                    wait = _retry_after(response, min(2.0**attempt, self.max_retry_wait))
-                    if last or wait > self.max_retry_wait:
-                        log.warning(
-                            "Teams webhook %s still answers %s after %s attempts; %s not posted",
-                            where,
-                            status,
-                            attempt,
-                            message.event,
-                        )
-                        return False
-                    await asyncio.sleep(wait)
-                    continue
-                await self._refused(status, response.text[:300], where, message)
+    async def post(
+        self, payload: dict[str, Any], message: Message, target: Target | None = None
+    ) -> bool:
+        if target is None:
+            if not self.url:
                 return False
-        return False
+            target = Target(self.url, GLOBAL_SETTING)
+        return await self.delivery.post(target, payload, message)
 
-    async def _refused(self, status: int, text: str, where: str, message: Message) -> None:
-        if status in self._reported:
-            return
-        self._reported.add(status)
-        problem = (
-            f"The Teams webhook at {where} refused PatchPilot's message with HTTP {status}: "
-            f"{text or '(no body)'}. Teams notifications are not delivered until the webhook "
-            "URL (PATCHPILOT_TEAMS_WEBHOOK_URL) is fixed; the rollout goes on."
-        )
-        log.error(problem)
-        if self.report is not None:
-            try:
-                await self.report(message, problem)
-            except Exception as error:
-                log.warning("could not report the Teams error by e-mail: %s", error)
+
+def _secret_value(value: object) -> str:
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if getter else value)
 
 
 def teams_from_settings(
     settings: object, links: LinksFor | None = None, report: Report | None = None
 ) -> TeamsNotifier | None:
-    """A TeamsNotifier when PATCHPILOT_TEAMS_WEBHOOK_URL is set."""
+    """A TeamsNotifier when PATCHPILOT_TEAMS_WEBHOOK_URL or PATCHPILOT_TEAMS_WEBHOOKS is set."""
     url = getattr(settings, "teams_webhook_url", None)
-    if url is None:
+    value = _secret_value(url) if url is not None else ""
+    per_cluster = getattr(settings, "teams_webhooks", None) or {}
+    cluster_urls = {cluster: _secret_value(v) for cluster, v in per_cluster.items()}
+    if not value and not cluster_urls:
         return None
-    value = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
-    return TeamsNotifier(value, links=links, report=report) if value else None
+    return TeamsNotifier(value or None, links=links, report=report, cluster_urls=cluster_urls)

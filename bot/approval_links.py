@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
+from activities.delivery import Report
 from activities.notify import EmailNotifier, Message, Notifier, approval_request
 from workflows.models import RolloutInput, RolloutNotice
 
@@ -239,9 +240,31 @@ def links_from_settings(settings: object) -> ApprovalLinks | None:
     return ApprovalLinks(LinkSigner(value.encode()), public_url, default_ttl=ttl)
 
 
+def report_by_mail(mail: EmailNotifier, channel: str, event: str) -> Report:
+    """Tells a rollout's requester by e-mail that `channel` refuses PatchPilot's messages. Not a
+    rollout event: notification routing never holds it back."""
+
+    async def report(message: Message, problem: str) -> object:
+        notice = message.notice
+        return await mail.send(
+            Message(
+                event=event,
+                recipients=[notice.requester_email],
+                subject=f"[PatchPilot] {channel} notifications failing "
+                f"(rollout {notice.rollout_id})",
+                body=problem + "\n",
+                notice=notice,
+            )
+        )
+
+    return report
+
+
 def link_notifiers(settings: object, notifiers: Sequence[Notifier]) -> list[Notifier]:
-    """The worker's notifiers with personal links on e-mail, plus Teams when configured."""
+    """The worker's notifiers with personal links on e-mail, plus Teams and the generic JSON
+    webhook when configured (their 4xx errors reported by e-mail, when there is e-mail)."""
     from activities.teams import teams_from_settings
+    from activities.webhook import webhook_from_settings
 
     links = links_from_settings(settings)
     mail = next((n for n in notifiers if isinstance(n, EmailNotifier)), None)
@@ -249,23 +272,16 @@ def link_notifiers(settings: object, notifiers: Sequence[Notifier]) -> list[Noti
         PersonalLinksEmail(n, links) if links and isinstance(n, EmailNotifier) else n
         for n in notifiers
     ]
-
-    async def report(message: Message, problem: str) -> object:
-        assert mail is not None
-        notice = message.notice
-        return await mail.send(
-            Message(
-                event="teams-error",
-                recipients=[notice.requester_email],
-                subject=f"[PatchPilot] Teams notifications failing (rollout {notice.rollout_id})",
-                body=problem + "\n",
-                notice=notice,
-            )
-        )
-
     teams = teams_from_settings(
-        settings, links.for_notice if links else None, report if mail else None
+        settings,
+        links.for_notice if links else None,
+        report_by_mail(mail, "Teams", "teams-error") if mail else None,
     )
     if teams is not None:
         result.append(teams)
+    webhook = webhook_from_settings(
+        settings, report_by_mail(mail, "JSON webhook", "webhook-error") if mail else None
+    )
+    if webhook is not None:
+        result.append(webhook)
     return result

@@ -14,7 +14,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from temporalio.client import (
     Client,
@@ -26,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.inventory import InventoryError, load_inventory
 from bot.progress import query_progress
-from bot.settings import Settings
+from bot.settings import Settings, describe_settings_error
 from workflows.host_patch import failure_reason
 from workflows.models import (
     WORKFLOW_NAME,
@@ -520,7 +522,7 @@ def config_check(
         list[str] | None,
         typer.Option(
             help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, slack, "
-            "codec (repeatable or comma-separated)."
+            "codec, notifications (repeatable or comma-separated)."
         ),
     ] = None,
     secret_prefix: Annotated[
@@ -532,9 +534,10 @@ def config_check(
     """Validate every setting and print a table with the fix for each problem; exit 1 on any."""
     from bot.config_check import print_json, print_report, run_checks
 
+    settings = Settings()  # a bad setting: main() names it
     try:
         checks = run_checks(
-            Settings(), only=_split(only), secret_prefix=secret_prefix, timeout=timeout
+            settings, only=_split(only), secret_prefix=secret_prefix, timeout=timeout
         )
         results = _run(checks)
     except ValueError as error:
@@ -831,6 +834,11 @@ def main(argv: list[str] | None = None) -> None:
             code = returned
     except UserError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
+        code = 2
+    except (ValidationError, SettingsError) as error:
+        if isinstance(error, ValidationError) and error.title != "Settings":
+            raise
+        errors.print(f"[red]error:[/] {escape(describe_settings_error(error))}", highlight=False)
         code = 2
     except typer.Exit as done:
         code = done.exit_code

@@ -24,7 +24,16 @@ from rich.table import Table
 
 from bot.settings import Settings
 
-CHECKS = ("temporal", "vault", "inventory", "known_hosts", "smtp", "slack", "codec")
+CHECKS = (
+    "temporal",
+    "vault",
+    "inventory",
+    "known_hosts",
+    "smtp",
+    "slack",
+    "codec",
+    "notifications",
+)
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 
@@ -590,6 +599,66 @@ async def check_codec(settings: Settings) -> CheckResult:
     )
 
 
+# ---------------------------------------------------------------------- notification channels
+
+
+def check_notifications(settings: Settings, clusters: dict[str, list[Any]] | None) -> CheckResult:
+    """Which channel gets which events, and what will not work: per-cluster Teams webhooks of
+    clusters the inventory does not know, approval requests routed only to absent channels.
+    No webhook is called: a test post would show up in the channel. (Bad URLs and unknown channel
+    or event names never get here: the settings refuse them when loaded.)"""
+    from urllib.parse import urlsplit
+
+    from bot.routing import EVENTS, allowed
+
+    present: dict[str, str] = {}
+    if settings.slack_bot_token or os.environ.get("SLACK_BOT_TOKEN"):
+        present["slack"] = "Slack thread"
+    if settings.smtp_host:
+        present["email"] = "e-mail"
+    own = sorted(settings.teams_webhooks)
+    if settings.teams_webhook_url or own:
+        where = [f"{', '.join(own)} own webhook{'s' if len(own) > 1 else ''}"] if own else []
+        if settings.teams_webhook_url:
+            where.append("global webhook" + (" for the other clusters" if own else ""))
+        present["teams"] = f"Teams ({'; '.join(where)})"
+    if settings.webhook_url:
+        host = urlsplit(settings.webhook_url.get_secret_value()).netloc
+        present["webhook"] = f"JSON webhook at {host}"
+    if not present:
+        return CheckResult(
+            "Notifications",
+            Status.SKIP,
+            "no channel configured: rollouts are followed with `patchpilot watch`",
+            "Optional: SMTP, Slack, PATCHPILOT_TEAMS_WEBHOOK_URL or PATCHPILOT_WEBHOOK_URL",
+        )
+    routes = settings.notify_routes
+    parts = []
+    for channel, label in present.items():
+        events = allowed(routes, channel)
+        parts.append(
+            f"{label}: {'every event' if events == EVENTS else ', '.join(events) or 'nothing'}"
+        )
+    detail = "; ".join(parts)
+    unknown = [c for c in own if clusters is not None and c not in clusters]
+    if unknown:
+        return CheckResult(
+            "Notifications",
+            Status.WARN,
+            f"{detail}; teams_webhooks names clusters not in the inventory: {', '.join(unknown)}",
+            "Fix the cluster names in teams_webhooks / PATCHPILOT_TEAMS_WEBHOOKS",
+        )
+    if not any("approval-request" in allowed(routes, channel) for channel in present):
+        return CheckResult(
+            "Notifications",
+            Status.WARN,
+            f"{detail}; no configured channel gets approval requests (approvers must be told "
+            "otherwise, or use `patchpilot approve`)",
+            "Add approval-request to the notify_routes of a configured channel",
+        )
+    return CheckResult("Notifications", Status.OK, detail)
+
+
 def _secret(value: Any) -> str | None:
     if value is None:
         return None
@@ -627,6 +696,8 @@ async def run_checks(
             found.append(inventory)
         if "known_hosts" in selected:
             found.append(check_known_hosts(settings, clusters))
+        if "notifications" in selected:
+            found.append(check_notifications(settings, clusters))
         return found
 
     jobs: list[Any] = []
@@ -636,7 +707,7 @@ async def run_checks(
         jobs.append(
             bounded("Vault", asyncio.to_thread(check_vault, settings, secret_prefix, timeout))
         )
-    if "inventory" in selected or "known_hosts" in selected:
+    if {"inventory", "known_hosts", "notifications"} & set(selected):
         jobs.append(bounded("Inventory", asyncio.to_thread(files)))
     if "smtp" in selected:
         jobs.append(bounded("SMTP", asyncio.to_thread(check_smtp, settings, timeout)))

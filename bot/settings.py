@@ -7,11 +7,20 @@ field names below (e.g. `temporal_address = "temporal:7233"`). Environment varia
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,11 +31,18 @@ from pydantic_settings import (
 if TYPE_CHECKING:
     from bot.codec import EncryptionCodec
 
-from workflows.models import DEFAULT_TASK_QUEUE
+from workflows.models import DEFAULT_TASK_QUEUE, NAME_PATTERN
 
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+def _check_webhook(url: SecretStr, name: str) -> None:
+    parts = urlsplit(url.get_secret_value().strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        # The value itself is a secret: named, never shown.
+        raise ValueError(f"{name} must be an http:// or https:// URL (the value is not shown)")
 
 
 def config_file() -> Path | None:
@@ -38,7 +54,10 @@ def config_file() -> Path | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Errors never echo a value: several settings are secrets (webhook URLs, tokens).
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -102,6 +121,16 @@ class Settings(BaseSettings):
     teams_webhook_url: SecretStr | None = Field(
         None, validation_alias=_env("PATCHPILOT_TEAMS_WEBHOOK_URL")
     )
+    # cluster -> its own Teams webhook (TOML table, or JSON in the environment); others: the global.
+    teams_webhooks: dict[str, SecretStr] = Field(
+        default_factory=dict, validation_alias=_env("PATCHPILOT_TEAMS_WEBHOOKS")
+    )
+    # The generic JSON webhook (activities/webhook.py).
+    webhook_url: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_WEBHOOK_URL"))
+    # channel -> the events it gets (bot/routing.py); unset: every channel gets every event.
+    notify_routes: dict[str, list[str]] | None = Field(
+        None, validation_alias=_env("PATCHPILOT_NOTIFY_ROUTES")
+    )
     public_url: str | None = Field(None, validation_alias=_env("PATCHPILOT_PUBLIC_URL"))
     link_secret: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_LINK_SECRET"))
     link_ttl: timedelta = Field(timedelta(hours=24), validation_alias=_env("PATCHPILOT_LINK_TTL"))
@@ -112,6 +141,30 @@ class Settings(BaseSettings):
     # Payload encryption (see bot/codec.py): "id:base64key,..." or a file of such lines.
     codec_keys: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_CODEC_KEYS"))
     codec_key_file: Path | None = Field(None, validation_alias=_env("PATCHPILOT_CODEC_KEY_FILE"))
+
+    @field_validator("teams_webhook_url", "webhook_url")
+    @classmethod
+    def _one_webhook(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            _check_webhook(value, info.field_name or "webhook URL")
+        return value
+
+    @field_validator("teams_webhooks")
+    @classmethod
+    def _cluster_webhooks(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for cluster, url in value.items():
+            name = f"teams_webhooks[{cluster!r}]"
+            if not re.fullmatch(NAME_PATTERN, cluster):
+                raise ValueError(f"{name}: {cluster!r} is not a cluster name")
+            _check_webhook(url, name)
+        return value
+
+    @field_validator("notify_routes")
+    @classmethod
+    def _routes(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        from bot.routing import check_routes
+
+        return None if value is None else check_routes(value)
 
     def payload_codec(self) -> EncryptionCodec | None:
         from bot.codec import codec_from_environment
@@ -128,3 +181,15 @@ class Settings(BaseSettings):
             return None
         base = self.temporal_ui_url.rstrip("/")
         return f"{base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+
+
+def describe_settings_error(error: Exception) -> str:
+    """A settings error as people read it: one line per bad setting, never a value."""
+    if isinstance(error, ValidationError):
+        lines = [
+            f"{'.'.join(str(part) for part in problem['loc'])}: "
+            + problem["msg"].removeprefix("Value error, ")
+            for problem in error.errors(include_url=False, include_input=False)
+        ]
+        return "invalid settings:\n  " + "\n  ".join(lines)
+    return f"invalid settings: {error}"

@@ -15,6 +15,7 @@ from activities.notify import EmailNotifier, NotificationActivities, Notifier
 from activities.ssh import SshRunner
 from activities.vault import VaultCredentialSource
 from bot.codec import data_converter
+from bot.routing import route
 from bot.settings import Settings
 from workflows.host_patch import HostPatchWorkflow
 from workflows.sandbox import workflow_runner
@@ -70,9 +71,11 @@ class WorkerParts:
             )
         self.inventory = InventoryActivities(settings.inventory)
         self.host_steps = HostStepActivities(self.vault, self.ssh)
-        from bot.approval_links import link_notifiers  # e-mail links and Teams, when configured
+        from bot.approval_links import link_notifiers  # e-mail links, Teams, JSON webhook
 
-        self.notifications = NotificationActivities(link_notifiers(settings, notifiers))
+        # Each channel gets the events `notify_routes` gives it (all, when unset).
+        self.notifiers = route(link_notifiers(settings, notifiers), settings.notify_routes)
+        self.notifications = NotificationActivities(self.notifiers)
 
     def activities(self) -> list[Any]:
         return [

@@ -113,6 +113,7 @@ def test_good_settings_pass_every_check(
         "SMTP": "ok",
         "Slack": "ok",
         "Payload codec": "ok",
+        "Notifications": "ok",
     }, table
     assert "namespace 'default' exists" in rows["Temporal"]["detail"]
     assert "2 clusters: cluster-a (3 hosts), cluster-b (3 hosts)" in rows["Inventory"]["detail"]
@@ -120,6 +121,7 @@ def test_good_settings_pass_every_check(
     assert "SSH key readable at secret/patch-deploy/default" in rows["Vault KV mount"]["detail"]
     assert "workspace PatchPilot Lab" in rows["Slack"]["detail"]
     assert "with key 'k2'" in rows["Payload codec"]["detail"]
+    assert rows["Notifications"]["detail"] == "Slack thread: every event; e-mail: every event"
     assert "✓ configuration OK" in table
     assert "✗" not in table
 
@@ -200,3 +202,41 @@ def test_unknown_check_name_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "unknown check(s) dns" in result.stderr
+
+
+def test_notification_channels_routes_and_a_bad_route(worker_settings: Settings) -> None:
+    secret = "sig=c2VjcmV0LXNpZ25hdHVyZQ"
+    env = {
+        **worker_env(worker_settings),
+        "PATCHPILOT_TEAMS_WEBHOOKS": json.dumps(
+            {"cluster-a": f"https://a.example.com/hook?{secret}", "cluster-x": "https://x.example/"}
+        ),
+        "PATCHPILOT_WEBHOOK_URL": f"https://hooks.example.com/in?{secret}",
+        "PATCHPILOT_NOTIFY_ROUTES": json.dumps({"webhook": ["host-start", "summary"]}),
+    }
+    code, rows, output = check(env, "--only", "notifications", table=False)
+    assert code == 0, output
+    assert set(rows) == {"Notifications"}
+    row = rows["Notifications"]
+    assert row["status"] == "warn"
+    assert row["detail"] == (
+        "e-mail: every event; Teams (cluster-a, cluster-x own webhooks): every event; "
+        "JSON webhook at hooks.example.com: host-start, summary; teams_webhooks names clusters "
+        "not in the inventory: cluster-x"
+    )
+    assert secret not in output
+
+    env["PATCHPILOT_NOTIFY_ROUTES"] = json.dumps({"teams": ["approval-request", "host-end"]})
+    result = subprocess.run(
+        [PATCHPILOT, "config", "check", "--only", "notifications"],
+        env={**os.environ, **env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "invalid settings" in result.stderr
+    assert "teams: unknown event 'host-end' (valid events: approval-request, host-start, " in (
+        result.stderr
+    )
+    assert secret not in result.stderr + result.stdout

@@ -39,6 +39,7 @@ class TeamsStandIn:
     posts: list[dict[str, Any]] = field(default_factory=list)
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)  # bodies answered with an error
 
     async def handle(self, request: web.Request) -> web.Response:
         self.times.append(asyncio.get_running_loop().time())
@@ -46,6 +47,7 @@ class TeamsStandIn:
         assert request.content_type == "application/json"
         if self.answers:
             status, headers = self.answers.pop(0)
+            self.refused.append(json.loads(body))
             return web.Response(status=status, headers=headers, text="refused")
         self.posts.append(json.loads(body))
         return web.Response(status=202)
@@ -60,20 +62,50 @@ class TeamsStandIn:
         self.posts.clear()
         self.answers.clear()
         self.times.clear()
+        self.refused.clear()
+
+
+@dataclass
+class StandIns:
+    """One local server, any number of webhook stand-ins: `new(name)` gives an endpoint of its own
+    (a Teams-shaped URL with a secret signature in its query; the generic webhook uses one too)."""
+
+    base: str = ""
+    endpoints: dict[str, TeamsStandIn] = field(default_factory=dict)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        endpoint = self.endpoints.get(request.match_info["flow"])
+        if endpoint is None:
+            return web.Response(status=404, text="no such flow")
+        return await endpoint.handle(request)
+
+    def new(self, name: str, flow: str | None = None, secret: str | None = None) -> TeamsStandIn:
+        flow = flow or f"{name}-{uuid.uuid4().hex[:8]}"
+        secret = secret or uuid.uuid4().hex
+        endpoint = TeamsStandIn(
+            url=f"{self.base}/workflows/{flow}/triggers/manual/paths/invoke?sig={secret}"
+        )
+        self.endpoints[flow] = endpoint
+        return endpoint
 
 
 @pytest_asyncio.fixture(scope="session")
-async def teams_session() -> AsyncIterator[TeamsStandIn]:
-    stand_in = TeamsStandIn()
+async def stand_ins() -> AsyncIterator[StandIns]:
+    server = StandIns()
     app = web.Application()
-    app.router.add_post("/workflows/{flow}/triggers/manual/paths/invoke", stand_in.handle)
+    app.router.add_post("/workflows/{flow}/triggers/manual/paths/invoke", server.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    stand_in.url = f"http://127.0.0.1:{port}/workflows/abc/triggers/manual/paths/invoke?sig=s3cr3t"
-    yield stand_in
+    server.base = f"http://127.0.0.1:{port}"
+    yield server
     await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def teams_session(stand_ins: StandIns) -> TeamsStandIn:
+    return stand_ins.new("teams", flow="abc", secret="s3cr3t")
 
 
 @pytest.fixture
