@@ -4,7 +4,7 @@ and a sample of its per-host child workflows."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -15,7 +15,7 @@ LIMIT_EVENTS = 51_200  # the hard limit: a run is terminated there
 
 
 def _type_name(event_type: int) -> str:
-    return EventType.Name(event_type).removeprefix("EVENT_TYPE_")
+    return EventType.Name(event_type).removeprefix("EVENT_TYPE_")  # type: ignore[arg-type]
 
 
 async def rollout_events(
@@ -28,7 +28,7 @@ async def rollout_events(
         history = await client.get_workflow_handle(workflow_id, run_id=current).fetch_history()
         types = Counter(_type_name(e.event_type) for e in history.events)
         runs.append({"run_id": current, "events": len(history.events), "by_type": dict(types)})
-        next_run = None
+        next_run: str | None = None
         for event in history.events:
             if event.HasField("child_workflow_execution_started_event_attributes"):
                 started = event.child_workflow_execution_started_event_attributes
@@ -36,8 +36,8 @@ async def rollout_events(
                     (started.workflow_execution.workflow_id, started.workflow_execution.run_id)
                 )
             if event.HasField("workflow_execution_continued_as_new_event_attributes"):
-                next_run = event.workflow_execution_continued_as_new_event_attributes
-                next_run = next_run.new_execution_run_id
+                continued = event.workflow_execution_continued_as_new_event_attributes
+                next_run = continued.new_execution_run_id
         if not next_run or len(runs) > 10_000:
             break
         current = next_run
@@ -86,7 +86,7 @@ def time_breakdown(events: Any) -> dict[str, float]:
     turns), signal (SignalExternalWorkflowExecution initiated -> delivered), total (first -> last).
     """
     at: dict[int, float] = {}
-    out: Counter[str] = Counter()
+    out: defaultdict[str, float] = defaultdict(float)
     for e in events:
         t = e.event_time.ToNanoseconds() / 1e9
         at[e.event_id] = t

@@ -32,7 +32,12 @@ if str(ROOT) not in sys.path:
 
 from bench.fingerprint import engine_fingerprint  # noqa: E402
 from bot.lab.mass import MassLab  # noqa: E402
-from bot.lab.processes import start_openbao, start_temporal_dev_server  # noqa: E402
+from bot.lab.processes import (  # noqa: E402
+    ManagedProcess,
+    OpenBaoProcess,
+    start_openbao,
+    start_temporal_dev_server,
+)
 
 CONTENDERS = ("raw", "raw-window", "ansible", "patchpilot")
 TARGET_VS_ANSIBLE = 0.5  # at N=100, C=10
@@ -51,8 +56,8 @@ class Servers:
     def __init__(self, workdir: Path, need_patchpilot: bool) -> None:
         self.workdir = workdir
         self.need = need_patchpilot
-        self.bao = None
-        self.temporal = None
+        self.bao: OpenBaoProcess | None = None
+        self.temporal: ManagedProcess | None = None
 
     def __enter__(self) -> Servers:
         if self.need:

@@ -36,7 +36,7 @@ def host_commands(
     as PatchPilot does with its default reboot policy (a real patch run needs to know); without it
     the steps are exactly issue 6's list.
     """
-    steps: list[tuple[str, bool]] = [("true", True), (f"test -e {FLAG}", False)]
+    steps: list[tuple[str, bool | None]] = [("true", True), (f"test -e {FLAG}", False)]
     steps += [(f"systemctl is-active {shlex.quote(s)}", True) for s in services]
     steps.append((f"mkdir -p /var/lib/patchpilot && echo {shlex.quote(rollout_id)} > {FLAG}", True))
     steps += [(f"systemctl stop {shlex.quote(s)}", True) for s in services]

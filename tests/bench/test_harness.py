@@ -61,11 +61,14 @@ async def test_each_address_is_a_host_of_its_own(fleet: MassLab) -> None:
             "echo r1 > /var/lib/patchpilot/maintenance && systemctl stop nginx",
             check=True,
         )
-        assert made.stdout.strip() == first
+        assert str(made.stdout).strip() == first
     async with asyncssh.connect(**fleet.ssh_options(second)) as conn:
         seen = await conn.run("test -e /var/lib/patchpilot/maintenance", check=False)
         assert seen.exit_status == 1, "maintenance flag leaked between hosts"
-        assert (await conn.run("systemctl is-active nginx", check=False)).stdout.strip() == "active"
+        assert (
+            str((await conn.run("systemctl is-active nginx", check=False)).stdout).strip()
+            == "active"
+        )
     assert fleet.in_maintenance(first) and not fleet.in_maintenance(second)
     assert fleet.service_state(first, "nginx") == "inactive"
     assert fleet.command_log(second) == [

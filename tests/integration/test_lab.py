@@ -107,7 +107,7 @@ async def test_reboot_drops_the_host_and_brings_it_back_with_a_new_boot_id(lab: 
     assert before, f"empty boot id file {lab.host('b1').boot_id_path}"
     lab.set_reboot_required("b1")
     seen = await lab.run("b1", "cat /proc/sys/kernel/random/boot_id")
-    assert seen.stdout.strip() == before
+    assert str(seen.stdout).strip() == before
     rebooted = await lab.run("b1", "/sbin/reboot")
     assert rebooted.exit_status == 0
     assert lab.reboot_count("b1") == 1

@@ -104,7 +104,7 @@ async def test_per_cluster_teams_routes_and_a_refusing_json_webhook_on_a_real_ro
         titles = endpoint.titles()
         assert titles[:2] == [
             "Approval needed: patch cluster-a, cluster-b",
-            f"Starting {cluster}: wave 1/1: {letter}1, {letter}2, {letter}3",
+            f"Starting {cluster}: all hosts, 3 at a time: {letter}1, {letter}2, {letter}3",
         ]
         assert sorted(titles[2:5]) == [f"✅ Patched {letter}{n} ({cluster})" for n in (1, 2, 3)]
         assert titles[5:] == ["✅ Rollout succeeded: cluster-a, cluster-b"]

@@ -7,7 +7,9 @@ OpenBao and SMTP in tests/integration.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -41,7 +43,7 @@ class FakeFleet:
     def host_calls(self, activity_name: str) -> list[str]:
         return [host for host, name in self.calls if name == activity_name]
 
-    def activities(self) -> list[object]:
+    def activities(self) -> list[Callable[..., Any]]:
         def host_step(name: str):
             @activity.defn(name=name)
             async def run(step: HostStepInput) -> StepResult:
