@@ -53,16 +53,24 @@ NOISE_NOTE = (
 class Servers:
     """OpenBao and a Temporal dev server for the whole bench run."""
 
-    def __init__(self, workdir: Path, need_patchpilot: bool) -> None:
+    def __init__(self, workdir: Path, need_patchpilot: bool, eager: bool = False) -> None:
         self.workdir = workdir
         self.need = need_patchpilot
+        self.eager = eager
         self.bao: OpenBaoProcess | None = None
         self.temporal: ManagedProcess | None = None
 
     def __enter__(self) -> Servers:
         if self.need:
             self.bao = start_openbao(log_file=self.workdir / "openbao.log")
-            self.temporal = start_temporal_dev_server(log_file=self.workdir / "temporal.log")
+            # Eager activity execution: the server hands an activity the workflow task just
+            # scheduled straight back to the worker that scheduled it (off by default).
+            dynamic: dict[str, object] | None = (
+                {"system.enableActivityEagerExecution": True} if self.eager else None
+            )
+            self.temporal = start_temporal_dev_server(
+                log_file=self.workdir / "temporal.log", dynamic_config=dynamic
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", action="store_true", help="also N>=500 with C=1")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
+        "--eager-activities",
+        action="store_true",
+        help="Temporal dev server with system.enableActivityEagerExecution=true",
+    )
+    parser.add_argument(
         "--no-reboot-check",
         action="store_true",
         help="raw and Ansible skip the 2 reboot-check commands PatchPilot runs after the update",
@@ -285,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: work directory {workdir}; engine {engine_fingerprint()}; {NOISE_NOTE}")
     rows: list[dict[str, Any]] = []
     started = time.time()
-    with Servers(workdir, "patchpilot" in contenders) as servers:
+    with Servers(workdir, "patchpilot" in contenders, eager=args.eager_activities) as servers:
         for n in sorted({n for n, _ in configs}):
             lab = MassLab(workdir / f"lab-{n}", n, listeners=args.listeners)
             lab.start()

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -198,10 +199,13 @@ def start_temporal_dev_server(
     db_file: str | Path | None = None,
     namespace: str = "default",
     log_file: Path | None = None,
+    dynamic_config: dict[str, object] | None = None,
 ) -> ManagedProcess:
     """Start ``temporal server start-dev`` and return once ``namespace`` answers over gRPC.
 
     Without ``ui_port`` the server runs headless; without ``db_file`` its state is in memory.
+    ``dynamic_config`` sets server dynamic config keys (e.g.
+    ``{"system.enableActivityEagerExecution": True}``).
     """
     port = port or free_port()
     log_path = _log_file(log_file, "temporal-dev-")
@@ -221,6 +225,8 @@ def start_temporal_dev_server(
         argv += ["--db-filename", str(db_file)]
     if namespace != "default":
         argv += ["--namespace", namespace]
+    for key, value in (dynamic_config or {}).items():
+        argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
     address = f"127.0.0.1:{port}"
     managed = ManagedProcess(_spawn(argv, log_path), address, log_path)
     _wait_until(
