@@ -374,7 +374,9 @@ def status(
 
     progress, state = _run(main())
     if as_json:
-        print(json.dumps({"status": state, "progress": progress.model_dump(mode="json")}, indent=2))
+        # Every field, defaults too: a stable shape for scripts (the wire form leaves them out).
+        full = progress.model_dump(mode="json", context={"full": True})
+        print(json.dumps({"status": state, "progress": full}, indent=2))
     else:
         console.print(render_progress(progress, state))
 

@@ -342,6 +342,9 @@ async def test_cli_start_from_a_json_file_with_the_spec_field_names(
     progress = json.loads(status.stdout)["progress"]
     assert progress["phase"] == "succeeded"
     assert [h["state"] for h in progress["clusters"][0]["hosts"]] == ["done"] * 3
+    # Every field is there for scripts, defaults too (the wire form leaves defaults out).
+    assert all(h["failureReason"] is None for h in progress["clusters"][0]["hosts"])
+    assert [h["pilot"] for h in progress["clusters"][0]["hosts"]] == [True, False, False]
 
 
 async def test_cli_refuses_bad_input_before_anything_starts(
