@@ -56,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
         unpack_targets,
     )
     from workflows.planning import batches, plan_cluster, resolve_amount, should_stop, waves
-    from workflows.windows import describe, window_status
+    from workflows.windows import WindowStatus, describe, window_status
 
 
 # Set by the server on every run a Temporal Schedule starts.
@@ -463,11 +463,7 @@ class SystemPatchWorkflow:
                 if self._stop_reason is None and should_stop(
                     self._failures, tolerated, pilot_failed=pilot
                 ):
-                    self._stop_reason = (
-                        f"{'pilot ' if pilot else ''}host {result.hostname} failed at step "
-                        f"{result.step}: {result.failure_reason}; the rollout stopped and no "
-                        "further host was touched"
-                    )
+                    self._stop_reason = _stop_reason(result, pilot=pilot)
         if self._cancel_requested:
             self._skip_pending()
             raise asyncio.CancelledError()
@@ -524,36 +520,34 @@ class SystemPatchWorkflow:
             tolerated = resolve_amount(rollout.max_failures, len(self._targets[cluster.name]))
             if should_stop(self._failures, tolerated, pilot_failed=pilot_failed):
                 self._skip_pending()
-                failed = [r for r in results if not r.ok]
-                first = failed[0]
-                raise RolloutStopped(
-                    f"{'pilot ' if pilot_failed else ''}host {first.hostname} failed at step "
-                    f"{first.step}: {first.failure_reason}; the rollout stopped and no further "
-                    "host was touched"
-                )
+                first = next(r for r in results if not r.ok)
+                raise RolloutStopped(_stop_reason(first, pilot=pilot_failed))
 
-    def _window_open(self, cluster: str) -> bool:
+    def _window_status(self, cluster: str) -> WindowStatus | None:
+        """Where `cluster`'s maintenance windows stand now; None when it has none (always open)."""
         windows = self._windows.get(cluster) or []
         if not windows:
-            return True
+            return None
         specs = [(window.cron, window.timezone, window.duration) for window in windows]
-        return window_status(specs, workflow.now(), self._rollout.window_cutoff).open
+        return window_status(specs, workflow.now(), self._rollout.window_cutoff)
+
+    def _window_open(self, cluster: str) -> bool:
+        status = self._window_status(cluster)
+        return status is None or status.open
 
     async def _await_window(self, cluster: str) -> None:
         """Start hosts only inside a maintenance window with `windowCutoff` to spare."""
-        rollout, progress = self._require()
-        windows = self._windows.get(cluster) or []
-        if not windows:
-            return
-        specs = [(window.cron, window.timezone, window.duration) for window in windows]
+        _, progress = self._require()
         while True:
-            status = window_status(specs, workflow.now(), rollout.window_cutoff)
+            status = self._window_status(cluster)
+            if status is None:
+                return
             if status.open:
                 progress.waiting_for_window = None
                 return
             if status.next_opening is None:
                 raise RolloutStopped(f"no maintenance window of {cluster} opens again")
-            opening = describe(status.next_opening, windows[0].timezone)
+            opening = describe(status.next_opening, self._windows[cluster][0].timezone)
             progress.waiting_for_window = f"{cluster}: waiting for window {opening}"
             workflow.logger.info(progress.waiting_for_window)
             if workflow.patched("window-wait-notices"):
@@ -799,6 +793,13 @@ class SystemPatchWorkflow:
 
     async def _notify(self, activity_name: str, notice: RolloutNotice) -> None:
         await send_notice(activity_name, notice)
+
+
+def _stop_reason(result: HostPatchResult, *, pilot: bool) -> str:
+    return (
+        f"{'pilot ' if pilot else ''}host {result.hostname} failed at step {result.step}: "
+        f"{result.failure_reason}; the rollout stopped and no further host was touched"
+    )
 
 
 def _listing(hosts: list[HostTarget], total: int) -> str:
