@@ -4,7 +4,7 @@
     uv run --group bench python bench/run.py --quick    # N = 20, C = 1, 10 (a few minutes)
     uv run --group bench python bench/run.py --hosts 100 --concurrency 10 --only patchpilot
 
-The fleet is a `bot.lab.mass.MassLab` (real sshd, one loopback address per host, per-host state);
+The fleet is a `lab.mass.MassLab` (real sshd, one loopback address per host, per-host state);
 every contender runs the 14 per-host commands of `bench/steps.py` on every host, in its own process,
 and the lab is reset and checked (updated exactly once, out of maintenance, services up) after each
 run. Results go to stdout as tables and to bench/results/run-<time>.json.
@@ -31,13 +31,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.fingerprint import engine_fingerprint  # noqa: E402
-from bot.lab.mass import MassLab  # noqa: E402
-from bot.lab.processes import (  # noqa: E402
-    ManagedProcess,
-    OpenBaoProcess,
-    start_openbao,
-    start_temporal_dev_server,
-)
+from bot.embedded import ManagedProcess, start_temporal_dev_server  # noqa: E402
+from lab.mass import MassLab  # noqa: E402
+from lab.processes import OpenBaoProcess, start_openbao  # noqa: E402
 
 CONTENDERS = ("raw", "raw-window", "ansible", "patchpilot")
 TARGET_VS_ANSIBLE = 0.5  # at N=100, C=10

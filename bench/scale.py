@@ -32,8 +32,9 @@ if str(HERE.parent) not in sys.path:
 
 from bench.history import LIMIT_EVENTS, WARN_EVENTS  # noqa: E402
 from bench.run import fleet_spec, run_contender  # noqa: E402
-from bot.lab.mass import MassLab  # noqa: E402
-from bot.lab.processes import start_openbao, start_temporal_dev_server  # noqa: E402
+from bot.embedded import start_temporal_dev_server  # noqa: E402
+from lab.mass import MassLab  # noqa: E402
+from lab.processes import start_openbao  # noqa: E402
 
 RSS_TARGET_MIB = 1024
 

@@ -28,11 +28,11 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bot.lab import free_port
-from bot.lab.processes import start_temporal_dev_server
+from bot.embedded import start_temporal_dev_server
 from bot.settings import Settings
 from bot.slack.app import build_app, serve_http
-from bot.slack.standin import SlackStandIn, signed_headers, slash_command_body
+from lab import free_port
+from lab.slack_standin import SlackStandIn, signed_headers, slash_command_body
 
 SECRET = "bench-signing-secret"
 CHANNEL = "CBENCH"

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     http_port: int = Field(3000, ge=1, le=65535, validation_alias=_env("PATCHPILOT_HTTP_PORT"))
     slack_defaults: Path | None = Field(None, validation_alias=_env("PATCHPILOT_SLACK_DEFAULTS"))
 
-    # Teams (Workflows webhook) and signed Approve / Reject links (bot/approval_links.py).
+    # Teams (Workflows webhook) and signed Approve / Reject links (activities/notify/links.py).
     teams_webhook_url: SecretStr | None = Field(
         None, validation_alias=_env("PATCHPILOT_TEAMS_WEBHOOK_URL")
     )
@@ -125,9 +125,9 @@ class Settings(BaseSettings):
     teams_webhooks: dict[str, SecretStr] = Field(
         default_factory=dict, validation_alias=_env("PATCHPILOT_TEAMS_WEBHOOKS")
     )
-    # The generic JSON webhook (activities/webhook.py).
+    # The generic JSON webhook (activities/notify/webhook.py).
     webhook_url: SecretStr | None = Field(None, validation_alias=_env("PATCHPILOT_WEBHOOK_URL"))
-    # channel -> the events it gets (bot/routing.py); unset: every channel gets every event.
+    # channel -> the events it gets (activities/notify/routing.py); unset: all get every event.
     notify_routes: dict[str, list[str]] | None = Field(
         None, validation_alias=_env("PATCHPILOT_NOTIFY_ROUTES")
     )
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     @field_validator("notify_routes")
     @classmethod
     def _routes(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
-        from bot.routing import check_routes
+        from activities.notify.routing import check_routes
 
         return None if value is None else check_routes(value)
 

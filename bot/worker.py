@@ -12,10 +12,10 @@ from temporalio.worker import Worker
 from activities.host_steps import HostStepActivities
 from activities.inventory import InventoryActivities
 from activities.notify import EmailNotifier, NotificationActivities, Notifier
+from activities.notify.routing import route
 from activities.ssh import SshRunner
 from activities.vault import VaultCredentialSource
 from bot.codec import data_converter
-from bot.routing import route
 from bot.settings import Settings
 from workflows.host_patch import HostPatchWorkflow
 from workflows.sandbox import workflow_runner
@@ -71,7 +71,7 @@ class WorkerParts:
             )
         self.inventory = InventoryActivities(settings.inventory)
         self.host_steps = HostStepActivities(self.vault, self.ssh)
-        from bot.approval_links import link_notifiers  # e-mail links, Teams, JSON webhook
+        from activities.notify.links import link_notifiers  # e-mail links, Teams, JSON webhook
 
         # Each channel gets the events `notify_routes` gives it (all, when unset).
         self.notifiers = route(link_notifiers(settings, notifiers), settings.notify_routes)

@@ -43,7 +43,7 @@ import pytest_asyncio  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
-from bot.lab.pytest_fixtures import *  # noqa: E402, F403
+from tests.fixtures import *  # noqa: E402, F403
 from tests.support import *  # noqa: E402, F403
 
 

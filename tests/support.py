@@ -20,9 +20,9 @@ import pytest_asyncio
 from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
-from bot.lab import Lab, OpenBaoProcess, free_port
 from bot.settings import Settings
 from bot.worker import WorkerParts, build_worker
+from lab import Lab, OpenBaoProcess, free_port
 
 FLEET = {"cluster-a": ["a1", "a2", "a3"], "cluster-b": ["b1", "b2", "b3"]}
 SERVICES = ["nginx", "postgresql"]

@@ -698,7 +698,7 @@ async def run_bot(
             stack.push_async_callback(runner.cleanup)
             log.info("HTTP mode: POST http://%s:%d/slack/events", host, settings.http_port)
         # The e-mail/Teams approval-link pages, when links are configured.
-        from bot.approval_web import start_link_server
+        from bot.web.approvals import start_link_server
 
         link_pages = await start_link_server(temporal, settings, host)
         if link_pages is not None:

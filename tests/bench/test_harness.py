@@ -26,7 +26,7 @@ from bench.steps import (
     playbook,
     write_ansible_project,
 )
-from bot.lab.mass import MassLab, host_address
+from lab.mass import MassLab, host_address
 from workflows.models import HostCommands
 
 

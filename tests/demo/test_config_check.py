@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from bot.lab import Lab, free_port
 from bot.settings import Settings
+from lab import Lab, free_port
 from tests.support import worker_env
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")

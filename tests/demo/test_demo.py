@@ -18,8 +18,8 @@ import httpx
 import pytest
 from rich.console import Console
 
-from bot.demo import DemoOptions, lab_requirements_problem, run_demo
-from bot.lab import free_port
+from bot.cli.demo import DemoOptions, lab_requirements_problem, run_demo
+from lab import free_port
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
 # Not the demo's default 127.0.1.: a developer's own demo may be running next to the tests.

@@ -23,7 +23,7 @@ import pytest
 import typer
 
 from bot.cli import app
-from bot.lab import free_port
+from lab import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")

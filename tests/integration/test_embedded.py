@@ -11,8 +11,8 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bot.lab import Lab
 from bot.settings import Settings
+from lab import Lab
 from tests.integration.test_faults import PATCHPILOT
 from tests.integration.test_rollout import approve, rollout, start
 from tests.support import wait_for, worker_env

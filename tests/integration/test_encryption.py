@@ -17,9 +17,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bot.codec import data_converter
-from bot.codec_server import build_app
-from bot.lab import Lab, OpenBaoProcess, free_port
 from bot.settings import Settings
+from bot.web.codec_server import build_app
+from lab import Lab, OpenBaoProcess, free_port
 from tests.integration.test_rollout import approve, rollout, start
 from tests.support import running_worker
 from workflows.models import Phase, RolloutInput

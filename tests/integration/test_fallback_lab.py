@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from bot.lab import OpenBaoProcess, free_port
-from bot.lab.fallback import AsyncsshLab
 from bot.settings import Settings
+from lab import OpenBaoProcess, free_port
+from lab.fallback import AsyncsshLab
 from tests.integration.test_rollout import UPDATE, approve, rollout, start
 from tests.support import running_worker
 from workflows.models import Phase

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bot.lab import Lab, OpenBaoProcess, free_port, start_openbao, start_temporal_dev_server
 from bot.settings import Settings
 from bot.worker import WorkerParts
+from lab import Lab, OpenBaoProcess, free_port, start_openbao, start_temporal_dev_server
 from tests.integration.test_rollout import UPDATE, approve, commands, rollout, start
 from tests.support import (
     SECRET_PREFIX,

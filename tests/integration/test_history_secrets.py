@@ -7,7 +7,7 @@ import re
 import pytest
 from temporalio.client import Client
 
-from bot.lab import Lab, OpenBaoProcess
+from lab import Lab, OpenBaoProcess
 
 # What a leaked secret looks like even when this test does not know its value.
 SECRET_SHAPES = [

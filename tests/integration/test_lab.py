@@ -16,9 +16,9 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from bot.lab import Lab, ManagedProcess, OpenBaoProcess
+from lab import Lab, ManagedProcess, OpenBaoProcess
 
-# The fixtures (lab, lab_factory, openbao, temporal_dev_server) come from bot.lab.pytest_fixtures,
+# The fixtures (lab, lab_factory, openbao, temporal_dev_server) come from tests.fixtures,
 # which tests/conftest.py imports.
 
 

@@ -7,9 +7,9 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.ssh import unwrap_command
-from bot.lab import Lab
 from bot.settings import Settings
 from bot.worker import WorkerParts
+from lab import Lab
 from tests.integration.test_rollout import approve, commands, rollout, start
 from tests.support import Mailbox, record_history
 from workflows.models import Phase, RolloutProgress

@@ -16,9 +16,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
 from activities.ssh import unwrap_command
-from bot.lab import Lab
 from bot.settings import Settings
 from bot.worker import WorkerParts
+from lab import Lab
 from tests.support import SERVICES, Mailbox, record_history, wait_for, worker_env
 from workflows.models import (
     WORKFLOW_NAME,

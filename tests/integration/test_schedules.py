@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, ScheduleOverlapPolicy
 
-from bot.lab import Lab
 from bot.settings import Settings
 from bot.worker import WorkerParts
+from lab import Lab
 from tests.integration.test_rollout import ALICE, BOB, UPDATE, acli, approve, rollout, start
 from workflows.models import Phase, RolloutProgress, RolloutSummary
 

@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from slack_bolt.app.async_app import AsyncApp
 from temporalio.client import Client
 
-from bot.lab import free_port
 from bot.settings import Settings
 from bot.slack.app import SlackBot, build_app, serve_http
 from bot.slack.config import SlackDefaults
-from bot.slack.standin import SlackStandIn, block_action_body, signed_headers, slash_command_body
+from lab import free_port
+from lab.slack_standin import SlackStandIn, block_action_body, signed_headers, slash_command_body
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "CPATCH"

@@ -15,11 +15,11 @@ import pytest_asyncio
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from bot.lab import Lab, free_port
 from bot.settings import Settings
 from bot.slack.app import run_bot
 from bot.slack.blocks import APPROVE_ACTION
-from bot.slack.standin import (
+from lab import Lab, free_port
+from lab.slack_standin import (
     SlackStandIn,
     block_action_body,
     block_action_payload,

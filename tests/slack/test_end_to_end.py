@@ -13,12 +13,12 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from activities.ssh import unwrap_command
-from bot.lab import Lab
 from bot.settings import Settings
 from bot.slack.blocks import APPROVE_ACTION, REJECT_ACTION
 from bot.slack.notifier import SlackNotifier, web_client
-from bot.slack.standin import SlackStandIn
 from bot.worker import WorkerParts, build_worker
+from lab import Lab
+from lab.slack_standin import SlackStandIn
 from tests.slack.helpers import (
     ALICE,
     BOB,

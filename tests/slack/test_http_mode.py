@@ -14,7 +14,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack.standin import SlackStandIn, slash_command_body, slash_command_fields
+from lab.slack_standin import SlackStandIn, slash_command_body, slash_command_fields
 from tests.slack.helpers import (
     ALICE,
     BOB,

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities import notify
 from bot.slack import blocks
 from bot.slack.notifier import SlackNotifier, web_client
-from bot.slack.standin import SlackStandIn
+from lab.slack_standin import SlackStandIn
 from workflows.models import (
     ClusterProgress,
     HostProgress,

@@ -17,10 +17,10 @@ from aiohttp import web
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from bot.approval_links import LinkSigner
-from bot.approval_web import UsedLinks, create_app
-from bot.lab import free_port
+from activities.notify.links import LinkSigner
 from bot.settings import Settings
+from bot.web.approvals import UsedLinks, create_app
+from lab import free_port
 from tests.support import running_worker
 
 # The shared real parts (fleet, SMTP mailbox, Temporal, OpenBao, worker_settings) come from

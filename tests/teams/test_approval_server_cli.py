@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from bot.approval_links import LinkSigner
-from bot.lab import free_port
+from activities.notify.links import LinkSigner
+from lab import free_port
 from tests.teams.conftest import LINK_SECRET
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")

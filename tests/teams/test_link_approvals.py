@@ -12,8 +12,8 @@ import httpx
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.ssh import unwrap_command
-from bot.lab import Lab
 from bot.settings import Settings
+from lab import Lab
 from tests.support import SERVICES, Mailbox, wait_for
 from tests.teams.conftest import LINK_SECRET, LinkServer, TeamsStandIn, links_in
 from workflows.models import (

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from activities.notify import EmailNotifier, approval_request
-from bot.approval_links import (
+from activities.notify.links import (
     ApprovalLinks,
     LinkError,
     LinkSigner,

@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from bot.lab import Lab
-from bot.routing import check_routes
+from activities.notify.routing import check_routes
 from bot.settings import Settings
+from lab import Lab
 from tests.support import SERVICES, Mailbox, running_worker, wait_for
 from tests.teams.conftest import StandIns, TeamsStandIn
 from workflows.models import (

@@ -10,8 +10,8 @@ import pytest
 
 from activities import notify
 from activities.notify import Message
-from activities.teams import MAX_MESSAGE_BYTES, TeamsNotifier, envelope
-from bot.approval_links import LinkPair
+from activities.notify.links import LinkPair
+from activities.notify.teams import MAX_MESSAGE_BYTES, TeamsNotifier, envelope
 from tests.teams.conftest import TeamsStandIn
 from workflows.models import HostProgress, HostState, Phase, RolloutNotice, RolloutSummary
 

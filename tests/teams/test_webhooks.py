@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from activities import notify
-from activities.delivery import Target, WebhookDelivery
 from activities.notify import Message
-from activities.teams import TeamsNotifier
-from activities.webhook import JsonWebhookNotifier
+from activities.notify.delivery import Target, WebhookDelivery
+from activities.notify.teams import TeamsNotifier
+from activities.notify.webhook import JsonWebhookNotifier
 from tests.teams.conftest import StandIns
 from workflows.models import HostProgress, HostState, Phase, RolloutNotice, RolloutSummary
 

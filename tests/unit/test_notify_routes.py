@@ -12,9 +12,9 @@ from pydantic import SecretStr, ValidationError
 
 from activities import notify
 from activities.notify import Message
-from activities.teams import teams_from_settings
-from activities.webhook import webhook_from_settings
-from bot.routing import CHANNELS, EVENTS, RoutedNotifier, route
+from activities.notify.routing import CHANNELS, EVENTS, RoutedNotifier, route
+from activities.notify.teams import teams_from_settings
+from activities.notify.webhook import webhook_from_settings
 from bot.settings import Settings, describe_settings_error
 from workflows.models import RolloutNotice
 

@@ -10,7 +10,7 @@ POST <PATCHPILOT_WEBHOOK_URL>, `Content-Type: application/json`:
 `hostname` and `step` are null where the event has none; `subject` and `text` are the e-mail's
 subject and body (the approval request without anyone's personal links); `summary` is the rollout
 summary (camelCase, as `patchpilot status --json` prints it) on the summary event, else null.
-Delivery follows activities/delivery.py (429/5xx retried honouring Retry-After, a 4xx logged and
+Delivery follows `delivery.py` (429/5xx retried honouring Retry-After, a 4xx logged and
 reported by e-mail once, never an error for the rollout).
 """
 
@@ -20,8 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.delivery import DeliveryOptions, Report, Target, WebhookDelivery
 from activities.notify import Message
+from activities.notify.delivery import DeliveryOptions, Report, Target, WebhookDelivery
 
 log = logging.getLogger("patchpilot.webhook")
 SETTING = "PATCHPILOT_WEBHOOK_URL"

@@ -6,7 +6,7 @@ takes `{"type": "message", "attachments": [{"contentType":
 Cards are version 1.4 and kept under Teams' 28 KB message limit (long host lists are summarised).
 
 Webhooks: a global one and/or one per cluster (see `TeamsNotifier.targets`). Delivery follows
-activities/delivery.py: errors never fail the rollout and never make the activity retry, 429 and 5xx
+`delivery.py`: errors never fail the rollout and never make the activity retry, 429 and 5xx
 are retried honouring Retry-After (bounded), and a 4xx is logged and reported by e-mail once per
 webhook URL (naming its cluster and host, never the URL).
 """
@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from activities.delivery import DeliveryOptions, Report, Target, WebhookDelivery
 from activities.notify import Message
+from activities.notify.delivery import DeliveryOptions, Report, Target, WebhookDelivery
 from workflows.models import RolloutNotice, RolloutSummary
 
 log = logging.getLogger("patchpilot.teams")

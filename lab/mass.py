@@ -1,6 +1,6 @@
 """A many-host lab for scale tests and benchmarks: thousands of hosts from a few real sshd.
 
-The classic :class:`bot.lab.Lab` runs one sshd per host in a mount namespace of its own and is
+The classic :class:`lab.Lab` runs one sshd per host in a mount namespace of its own and is
 limited to 254 hosts. A :class:`MassLab` instead runs a few sshd processes (``listeners``), each
 bound to ``0.0.0.0:<port>`` (logins are only allowed from 127.0.0.0/8), all in one shared mount
 namespace where the lab's simulators are mounted over ``systemctl``, ``apt-get``, ... exactly as in
@@ -47,7 +47,8 @@ import asyncssh
 import hvac
 import yaml
 
-from bot.lab.lab import (
+from bot.embedded import free_port, kill_process_group, log_tail
+from lab.lab import (
     _SHADOW_DIRS,
     _SHADOWED,
     _SIM_ALIASES,
@@ -61,7 +62,6 @@ from bot.lab.lab import (
     _ssh_banner,
     _write_private,
 )
-from bot.lab.processes import free_port, kill_process_group, log_tail
 
 MAX_HOSTS = 254 * 256
 _READY_TIMEOUT = 20.0
@@ -392,7 +392,7 @@ class MassLab:
 
     def _install_simulators(self) -> None:
         self.sim_bin.mkdir(parents=True, exist_ok=True)
-        source = importlib.resources.files("bot.lab") / "sim"
+        source = importlib.resources.files("lab") / "sim"
         for name in _SIM_SCRIPTS:
             target = self.sim_bin / name
             target.write_bytes((source / name).read_bytes())

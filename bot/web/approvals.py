@@ -24,7 +24,7 @@ from aiohttp import web
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from bot.approval_links import Action, LinkClaims, LinkError, LinkSigner
+from activities.notify.links import Action, LinkClaims, LinkError, LinkSigner
 from bot.settings import Settings
 from workflows.models import ApprovalDecision, Phase, RolloutProgress
 

@@ -1,4 +1,4 @@
-"""Pytest fixtures for the lab; a conftest does ``from bot.lab.pytest_fixtures import *``.
+"""Pytest fixtures for the lab; a conftest does ``from tests.fixtures import *``.
 
 - ``openbao``: a session-wide OpenBao dev server (``.address``, ``.root_token``)
 - ``temporal_dev_server``: a session-wide Temporal dev server (``.address``)
@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from bot.lab.lab import Lab
-from bot.lab.processes import ManagedProcess, OpenBaoProcess, free_port, start_openbao
-from bot.lab.processes import start_temporal_dev_server as _start_temporal
+from bot.embedded import ManagedProcess, free_port
+from bot.embedded import start_temporal_dev_server as _start_temporal
+from lab.lab import Lab
+from lab.processes import OpenBaoProcess, start_openbao
 
 __all__ = ["lab", "lab_factory", "lab_session", "openbao", "temporal_dev_server"]
 

@@ -1,4 +1,4 @@
-"""Bring up a lab for a demo: ``python -m bot.lab --root /tmp/pp-lab --vault --temporal``.
+"""Bring up a lab for a demo: ``python -m lab --root /tmp/pp-lab --vault --temporal``.
 
 Runs until interrupted, then stops everything it started.
 """
@@ -11,8 +11,9 @@ import signal
 import threading
 from pathlib import Path
 
-from bot.lab.lab import Lab
-from bot.lab.processes import ManagedProcess, start_openbao, start_temporal_dev_server
+from bot.embedded import ManagedProcess, start_temporal_dev_server
+from lab.lab import Lab
+from lab.processes import start_openbao
 
 
 def _parse_cluster(text: str) -> tuple[str, list[str]]:
@@ -23,7 +24,7 @@ def _parse_cluster(text: str) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bot.lab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("--root", type=Path, required=True, help="lab state directory")
     parser.add_argument(
         "--cluster",

@@ -450,7 +450,7 @@ def result(rollout_id: str) -> None:
         raise typer.Exit(1)
 
 
-# ---- demo and config check (implemented in bot/demo.py and bot/config_check.py) ----------------
+# ---- demo and config check (bot/cli/demo.py, bot/cli/config_check.py) ------------------------
 
 
 @app.command()
@@ -494,7 +494,7 @@ def demo(
     log_format: Annotated[str, typer.Option(help="demo.log as text or json.")] = "text",
 ) -> None:
     """Run a complete rollout on embedded Temporal, OpenBao and a lab of sshd hosts."""
-    from bot.demo import DemoOptions, run_demo
+    from bot.cli.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         auto_approve=auto_approve,
@@ -534,7 +534,7 @@ def config_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Validate every setting and print a table with the fix for each problem; exit 1 on any."""
-    from bot.config_check import print_json, print_report, run_checks
+    from bot.cli.config_check import print_json, print_report, run_checks
 
     settings = Settings()  # a bad setting: main() names it
     try:
@@ -619,7 +619,7 @@ def codec_server(
     from aiohttp import web
 
     from bot.codec import CodecConfigError
-    from bot.codec_server import build_app
+    from bot.web.codec_server import build_app
 
     settings = Settings()
     try:
@@ -792,8 +792,8 @@ def approval_server(
     Needs PATCHPILOT_LINK_SECRET (the same as the workers') and PATCHPILOT_PUBLIC_URL (the address
     approvers reach this server at, e.g. https://patchpilot.example.com behind a TLS proxy).
     """
-    from bot.approval_links import LinkSigner
-    from bot.approval_web import start_link_server
+    from activities.notify.links import LinkSigner
+    from bot.web.approvals import start_link_server
 
     settings = Settings()
     if settings.link_secret is None or not settings.public_url:

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncssh
 
-from bot.lab.lab import Lab, LabHost
+from lab.lab import Lab, LabHost
 
 READY_TIMEOUT = 15.0
 

@@ -609,7 +609,7 @@ def check_notifications(settings: Settings, clusters: dict[str, list[Any]] | Non
     or event names never get here: the settings refuse them when loaded.)"""
     from urllib.parse import urlsplit
 
-    from bot.routing import EVENTS, allowed
+    from activities.notify.routing import EVENTS, allowed
 
     present: dict[str, str] = {}
     if settings.slack_bot_token or os.environ.get("SLACK_BOT_TOKEN"):

@@ -34,7 +34,7 @@ import asyncssh
 import hvac
 import yaml
 
-from bot.lab.processes import kill_process_group, log_tail
+from bot.embedded import kill_process_group, log_tail
 
 SSHD = "/usr/sbin/sshd"
 # Where PatchPilot and the simulators look inside a lab host; bind mounts make them per host.
@@ -579,7 +579,7 @@ class Lab:
 
     def _install_simulators(self) -> None:
         self.sim_bin.mkdir(parents=True, exist_ok=True)
-        source = importlib.resources.files("bot.lab") / "sim"
+        source = importlib.resources.files("lab") / "sim"
         for name in _SIM_SCRIPTS:
             target = self.sim_bin / name
             target.write_bytes((source / name).read_bytes())

