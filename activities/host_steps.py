@@ -95,7 +95,7 @@ class HostStepActivities:
                 f"host {step.host.name} is already in maintenance mode; another change may be in "
                 "progress, so it was not touched"
             )
-        for service in step.services:
+        for service in step.service_list:
             state = await session.run(
                 render(commands.service_health, service=service), step.timeout_seconds
             )
@@ -209,10 +209,10 @@ class HostStepActivities:
     @activity.defn(name=names.STOP_SERVICES)
     async def stop_services(self, step: HostStepInput) -> StepResult:
         async with self._session(step) as session:
-            for service in step.services:
+            for service in step.service_list:
                 command = render(step.host.commands.service_stop, service=service)
                 await self._must(session, command, f"stopping {service}", step.timeout_seconds)
-        return StepResult(detail=f"stopped {', '.join(step.services) or 'no services'}")
+        return StepResult(detail=f"stopped {', '.join(step.service_list) or 'no services'}")
 
     @activity.defn(name=names.WAIT_FOR_WORKLOAD_DRAIN)
     async def wait_for_workload_drain(self, step: HostStepInput) -> StepResult:
@@ -251,10 +251,10 @@ class HostStepActivities:
     async def start_services(self, step: HostStepInput) -> StepResult:
         # Reverse of the stop order, so a service comes up after what it depends on.
         async with self._session(step) as session:
-            for service in reversed(step.services):
+            for service in reversed(step.service_list):
                 command = render(step.host.commands.service_start, service=service)
                 await self._must(session, command, f"starting {service}", step.timeout_seconds)
-        return StepResult(detail=f"started {', '.join(reversed(step.services)) or 'no services'}")
+        return StepResult(detail=f"started {', '.join(reversed(step.service_list)) or 'no services'}")
 
     @activity.defn(name=names.RUN_POST_UPDATE_SCRIPTS)
     async def run_post_update_scripts(self, step: HostStepInput) -> StepResult:
@@ -268,7 +268,7 @@ class HostStepActivities:
         async with self._session(step) as session:
             while True:
                 unhealthy: dict[str, str] = {}
-                for service in step.services:
+                for service in step.service_list:
                     command = render(step.host.commands.service_health, service=service)
                     result = await session.run(command, max(1.0, deadline - loop.time()))
                     if not result.ok:

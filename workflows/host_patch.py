@@ -275,7 +275,7 @@ class HostPatchWorkflow:
             vault_address=job.vault_address,
             vault_token=job.vault_token,
             secret_path_prefix=job.secret_path_prefix,
-            services=job.service_list,
+            service_list=job.service_list,
             scripts=scripts or [],
             command=command,
             timeout_seconds=timeout.total_seconds(),

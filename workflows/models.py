@@ -364,7 +364,7 @@ class HostStepInput(ContractModel):
     vault_address: str | None = None
     vault_token: str | None = Field(default=None, repr=False)
     secret_path_prefix: str
-    services: list[ServiceName] = Field(default_factory=list)
+    service_list: list[ServiceName] = Field(default_factory=list)
     scripts: list[str] = Field(default_factory=list)
     command: str | None = None
     timeout_seconds: float = 300.0
@@ -417,7 +417,7 @@ class RolloutNotice(ContractModel):
     summary: RolloutSummary | None = None
     pilot_host_count: int = 0
     update_command: str = ""
-    services: list[str] = Field(default_factory=list)
+    service_list: list[str] = Field(default_factory=list)
     slack_channel: str | None = None
     slack_thread_ts: str | None = None
     wave: str | None = None

@@ -123,7 +123,7 @@ def approval_request(
         f"{notice.requester_email} asks to patch these hosts (rollout {notice.rollout_id}):\n\n"
         f"{_hosts_block(notice)}\n\n"
         f"Pilot hosts per cluster: {notice.pilot_host_count}\n"
-        f"Services stopped and restarted: {', '.join(notice.services) or 'none'}\n"
+        f"Services stopped and restarted: {', '.join(notice.service_list) or 'none'}\n"
         f"Update command: {notice.update_command}\n\n"
         f"{how}"
         "Nothing is touched until an approver other than the requester approves.\n"

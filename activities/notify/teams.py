@@ -118,7 +118,7 @@ def approval_card(
                 ("Requester", notice.requester_email),
                 ("Clusters", ", ".join(notice.target_clusters)),
                 ("Pilot hosts per cluster", str(notice.pilot_host_count)),
-                ("Services", ", ".join(notice.services) or "none"),
+                ("Services", ", ".join(notice.service_list) or "none"),
                 ("Update command", _clip(notice.update_command, 500)),
                 ("Approvers", ", ".join(approvers)),
             ),

@@ -110,7 +110,7 @@ class CardInfo:
             rollout_id=notice.rollout_id,
             clusters=list(notice.target_clusters),
             pilot=notice.pilot_host_count,
-            services=list(notice.services),
+            services=list(notice.service_list),
             update_command=notice.update_command,
             requester=notice.requester_email,
             approvers=list(notice.approver_emails),
