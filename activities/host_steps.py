@@ -57,7 +57,10 @@ class HostStepActivities:
     @asynccontextmanager
     async def _session(self, step: HostStepInput) -> AsyncIterator[HostSession]:
         credentials = await self._vault.credentials(
-            step.vault_address, step.secret_path_prefix, step.host.name, token=step.vault_token
+            step.job.vault_address,
+            step.job.secret_path_prefix,
+            step.host.name,
+            token=step.job.vault_token,
         )
         async with self._ssh.session(step.host, credentials) as session:
             yield session
@@ -88,14 +91,14 @@ class HostStepActivities:
                 f"{health.exit_status}: {health.tail()}"
             )
         flag = await session.run(
-            render(commands.maintenance_check, rollout_id=step.rollout_id), step.timeout_seconds
+            render(commands.maintenance_check, rollout_id=step.job.rollout_id), step.timeout_seconds
         )
         if flag.ok:
             return (
                 f"host {step.host.name} is already in maintenance mode; another change may be in "
                 "progress, so it was not touched"
             )
-        for service in step.service_list:
+        for service in step.job.service_list:
             state = await session.run(
                 render(commands.service_health, service=service), step.timeout_seconds
             )
@@ -202,17 +205,17 @@ class HostStepActivities:
     @activity.defn(name=names.SET_MAINTENANCE_MODE)
     async def set_maintenance_mode(self, step: HostStepInput) -> StepResult:
         async with self._session(step) as session:
-            command = render(step.host.commands.maintenance_on, rollout_id=step.rollout_id)
+            command = render(step.host.commands.maintenance_on, rollout_id=step.job.rollout_id)
             await self._must(session, command, "maintenance on", step.timeout_seconds)
         return StepResult(detail="maintenance mode on")
 
     @activity.defn(name=names.STOP_SERVICES)
     async def stop_services(self, step: HostStepInput) -> StepResult:
         async with self._session(step) as session:
-            for service in step.service_list:
+            for service in step.job.service_list:
                 command = render(step.host.commands.service_stop, service=service)
                 await self._must(session, command, f"stopping {service}", step.timeout_seconds)
-        return StepResult(detail=f"stopped {', '.join(step.service_list) or 'no services'}")
+        return StepResult(detail=f"stopped {', '.join(step.job.service_list) or 'no services'}")
 
     @activity.defn(name=names.WAIT_FOR_WORKLOAD_DRAIN)
     async def wait_for_workload_drain(self, step: HostStepInput) -> StepResult:
@@ -251,10 +254,12 @@ class HostStepActivities:
     async def start_services(self, step: HostStepInput) -> StepResult:
         # Reverse of the stop order, so a service comes up after what it depends on.
         async with self._session(step) as session:
-            for service in reversed(step.service_list):
+            for service in reversed(step.job.service_list):
                 command = render(step.host.commands.service_start, service=service)
                 await self._must(session, command, f"starting {service}", step.timeout_seconds)
-        return StepResult(detail=f"started {', '.join(reversed(step.service_list)) or 'no services'}")
+        return StepResult(
+            detail=f"started {', '.join(reversed(step.job.service_list)) or 'no services'}"
+        )
 
     @activity.defn(name=names.RUN_POST_UPDATE_SCRIPTS)
     async def run_post_update_scripts(self, step: HostStepInput) -> StepResult:
@@ -268,7 +273,7 @@ class HostStepActivities:
         async with self._session(step) as session:
             while True:
                 unhealthy: dict[str, str] = {}
-                for service in step.service_list:
+                for service in step.job.service_list:
                     command = render(step.host.commands.service_health, service=service)
                     result = await session.run(command, max(1.0, deadline - loop.time()))
                     if not result.ok:
@@ -288,7 +293,7 @@ class HostStepActivities:
     @activity.defn(name=names.CLEAR_MAINTENANCE_MODE)
     async def clear_maintenance_mode(self, step: HostStepInput) -> StepResult:
         async with self._session(step) as session:
-            command = render(step.host.commands.maintenance_off, rollout_id=step.rollout_id)
+            command = render(step.host.commands.maintenance_off, rollout_id=step.job.rollout_id)
             await self._must(session, command, "maintenance off", step.timeout_seconds)
         return StepResult(detail="maintenance mode off")
 

@@ -39,7 +39,7 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from bench.steps import SERVICES, UPDATE, host_commands, write_ansible_project  # noqa: E402
-from lab.mass import proc_cpu_seconds  # noqa: E402
+from lab.procfs import proc_cpu_seconds  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -30,7 +30,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bot.embedded import start_temporal_dev_server
 from bot.settings import Settings
-from bot.slack.app import build_app, serve_http
+from bot.slack.app import build_app
+from bot.slack.http import serve_http
 from lab import free_port
 from lab.slack_standin import SlackStandIn, signed_headers, slash_command_body
 

@@ -1,4 +1,9 @@
-"""Recurring rollouts as Temporal Schedules of SystemPatchWorkflow (overlap policy: skip)."""
+"""Recurring rollouts as Temporal Schedules of SystemPatchWorkflow (overlap policy: skip).
+
+The one place that talks to Temporal about schedules, for the CLI's `patchpilot schedule …` and
+the Slack bot's `/patch schedule …`. Errors are Temporal's own `RPCError` (a NOT_FOUND status for
+an unknown schedule id); the callers word them.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,14 @@ from temporalio.client import (
 from workflows.models import WORKFLOW_NAME, RolloutInput
 from workflows.windows import trigger
 
+ACTIONS = ("pause", "unpause", "trigger", "delete")
+
 
 @dataclass(frozen=True)
 class ScheduleRow:
+    """One schedule as listed: the cron as written with its IANA time zone, its state and note,
+    its next (at most 3, UTC) and recent (at most 3 workflow ids) runs, and its overlap policy."""
+
     schedule_id: str
     cron: str
     timezone: str
@@ -47,6 +57,11 @@ async def create(
     task_queue: str,
     note: str = "",
 ) -> None:
+    """Create schedule `schedule_id` that starts `rollout` on `cron` in `timezone`.
+
+    Raises ValueError for a bad cron or time zone, `RPCError` when Temporal refuses (e.g. the id
+    is taken).
+    """
     check_cron(cron, timezone)
     await client.create_schedule(
         schedule_id,
@@ -65,6 +80,7 @@ async def create(
 
 
 async def row(schedule_id: str, description: ScheduleDescription) -> ScheduleRow:
+    """The listing row of a described schedule."""
     spec = description.schedule.spec
     state = description.schedule.state
     memo = await description.memo()
@@ -85,8 +101,28 @@ async def row(schedule_id: str, description: ScheduleDescription) -> ScheduleRow
 
 
 async def list_rows(client: Client) -> list[ScheduleRow]:
+    """Every schedule of the namespace, described (one RPC each)."""
     rows = []
     async for entry in await client.list_schedules():
         description = await client.get_schedule_handle(entry.id).describe()
         rows.append(await row(entry.id, description))
     return rows
+
+
+async def act(client: Client, schedule_id: str, action: str, note: str = "") -> None:
+    """Pause, unpause, trigger (start one run now) or delete a schedule.
+
+    `note` is recorded with a pause or unpause (a default says it was patchpilot). Raises
+    ValueError for an action not in `ACTIONS`, `RPCError` (NOT_FOUND for an unknown id).
+    """
+    handle = client.get_schedule_handle(schedule_id)
+    if action == "pause":
+        await handle.pause(note=note or "paused with patchpilot")
+    elif action == "unpause":
+        await handle.unpause(note=note or "unpaused with patchpilot")
+    elif action == "trigger":
+        await handle.trigger()
+    elif action == "delete":
+        await handle.delete()
+    else:
+        raise ValueError(f"unknown schedule action {action!r}; choose from {', '.join(ACTIONS)}")

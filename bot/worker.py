@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,8 +10,7 @@ from temporalio.worker import Worker
 
 from activities.host_steps import HostStepActivities
 from activities.inventory import InventoryActivities
-from activities.notify import EmailNotifier, NotificationActivities, Notifier
-from activities.notify.routing import route
+from activities.notify import NotificationActivities, Notifier, build_notifiers
 from activities.ssh import SshRunner
 from activities.vault import VaultCredentialSource
 from bot.codec import data_converter
@@ -21,7 +19,6 @@ from workflows.host_patch import HostPatchWorkflow
 from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
-log = logging.getLogger("patchpilot.worker")
 WORKFLOWS: Sequence[type] = (SystemPatchWorkflow, HostPatchWorkflow)
 
 
@@ -48,33 +45,9 @@ class WorkerParts:
             cache_ttl_seconds=settings.vault_cache_ttl,
         )
         self.ssh = SshRunner(settings.known_hosts, connect_timeout=settings.ssh_connect_timeout)
-        notifiers: list[Notifier] = list(extra_notifiers)
-        if settings.smtp_host:
-            notifiers.append(
-                EmailNotifier(
-                    host=settings.smtp_host,
-                    port=settings.smtp_port,
-                    sender=settings.smtp_from,
-                    starttls=settings.smtp_starttls,
-                    username=settings.smtp_username,
-                    password=(
-                        settings.smtp_password.get_secret_value()
-                        if settings.smtp_password
-                        else None
-                    ),
-                )
-            )
-        else:
-            log.warning(
-                "SMTP is not configured (PATCHPILOT_SMTP_HOST unset): e-mail notifications are "
-                "disabled"
-            )
         self.inventory = InventoryActivities(settings.inventory)
         self.host_steps = HostStepActivities(self.vault, self.ssh)
-        from activities.notify.links import link_notifiers  # e-mail links, Teams, JSON webhook
-
-        # Each channel gets the events `notify_routes` gives it (all, when unset).
-        self.notifiers = route(link_notifiers(settings, notifiers), settings.notify_routes)
+        self.notifiers = build_notifiers(settings, extra_notifiers)
         self.notifications = NotificationActivities(self.notifiers)
 
     def activities(self) -> list[Any]:

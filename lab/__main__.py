@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.embedded import ManagedProcess, start_temporal_dev_server
 from lab.lab import Lab
-from lab.processes import start_openbao
+from lab.processes import OpenBaoProcess, start_openbao
 
 
 def _parse_cluster(text: str) -> tuple[str, list[str]]:
@@ -23,7 +23,7 @@ def _parse_cluster(text: str) -> tuple[str, list[str]]:
     return name, hosts.split(",")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("--root", type=Path, required=True, help="lab state directory")
     parser.add_argument(
@@ -37,8 +37,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vault", action="store_true", help="start OpenBao and seed the key")
     parser.add_argument("--temporal", action="store_true", help="start a Temporal dev server")
     parser.add_argument("--ui-port", type=int, default=None, help="Temporal Web UI port")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _start_servers(args: argparse.Namespace, lab: Lab, servers: list[ManagedProcess]) -> None:
+    """Start what ``args`` asks for beside the lab, appending each to ``servers`` at once so
+    that the caller stops it even if a later one fails."""
+    if args.vault:
+        bao = start_openbao(log_file=args.root / "openbao.log")
+        servers.append(bao)
+        lab.seed_vault(bao.address, bao.root_token, per_host=True)
+        print(f"VAULT_ADDR={bao.address} VAULT_TOKEN={bao.root_token}")
+    if args.temporal:
+        temporal = start_temporal_dev_server(
+            ui_port=args.ui_port,
+            db_file=args.root / "temporal.db",
+            log_file=args.root / "temporal.log",
+        )
+        servers.append(temporal)
+        print(f"TEMPORAL_ADDRESS={temporal.address}")
+
+
+def _print_environment(lab: Lab, servers: list[ManagedProcess]) -> None:
+    print("\n# for `patchpilot worker` / `patchpilot start` in another shell:")
+    print(f"export PATCHPILOT_INVENTORY={lab.inventory_path}")
+    print(f"export PATCHPILOT_KNOWN_HOSTS={lab.known_hosts_path}")
+    for server in servers:
+        if isinstance(server, OpenBaoProcess):
+            print(f"export VAULT_ADDR={server.address} VAULT_TOKEN={server.root_token}")
+        else:
+            print(f"export TEMPORAL_ADDRESS={server.address}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the lab (and OpenBao / Temporal if asked), print how to reach them, wait for
+    Ctrl-C or SIGTERM, stop everything. argparse exits with 2 on bad arguments."""
+    args = _parser().parse_args(argv)
     clusters = dict(args.cluster or [("cluster-a", ["a1", "a2"]), ("cluster-b", ["b1", "b2"])])
     servers: list[ManagedProcess] = []
     lab = Lab(args.root, clusters, port=args.port, address_prefix=args.address_prefix)
@@ -49,27 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"inventory    {lab.inventory_path}")
         print(f"known_hosts  {lab.known_hosts_path}")
         print(f"client key   {lab.client_key_path}")
-        if args.vault:
-            bao = start_openbao(log_file=args.root / "openbao.log")
-            servers.append(bao)
-            lab.seed_vault(bao.address, bao.root_token, per_host=True)
-            print(f"VAULT_ADDR={bao.address} VAULT_TOKEN={bao.root_token}")
-        if args.temporal:
-            temporal = start_temporal_dev_server(
-                ui_port=args.ui_port,
-                db_file=args.root / "temporal.db",
-                log_file=args.root / "temporal.log",
-            )
-            servers.append(temporal)
-            print(f"TEMPORAL_ADDRESS={temporal.address}")
-        print("\n# for `patchpilot worker` / `patchpilot start` in another shell:")
-        print(f"export PATCHPILOT_INVENTORY={lab.inventory_path}")
-        print(f"export PATCHPILOT_KNOWN_HOSTS={lab.known_hosts_path}")
-        for server in servers:
-            if server is not None and hasattr(server, "root_token"):
-                print(f"export VAULT_ADDR={server.address} VAULT_TOKEN={server.root_token}")
-            elif server is not None:
-                print(f"export TEMPORAL_ADDRESS={server.address}")
+        _start_servers(args, lab, servers)
+        _print_environment(lab, servers)
         print("lab is up; Ctrl-C to stop")
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -26,6 +25,7 @@ READY_TIMEOUT = 15.0
 
 
 class _HostServer(asyncssh.SSHServer):
+    # Keeps the lab's list of a host's open connections, which stopping the host aborts.
     def __init__(self, lab: AsyncsshLab, host: LabHost) -> None:
         self._lab = lab
         self._host = host
@@ -57,19 +57,9 @@ class AsyncsshLab(Lab):
         if not self._thread.is_alive():
             self._thread.start()
 
-    def write_inventory(
-        self,
-        path: Path | None = None,
-        host_vars: dict[str, dict[str, Any]] | None = None,
-        group_vars: dict[str, dict[str, Any]] | None = None,
-    ) -> Path:
-        own = {h.name: self._host_commands(h) for h in self.hosts}
-        for name, extra in (host_vars or {}).items():
-            own[name] = {**own.get(name, {}), **extra}
-        return super().write_inventory(path, own, group_vars)
-
-    @staticmethod
-    def _host_commands(h: LabHost) -> dict[str, str]:
+    def _inventory_host_vars(self, h: LabHost) -> dict[str, Any]:
+        # PatchPilot's fixed paths (/var/lib/patchpilot, /run, the boot id) are the machine's
+        # own here, so each host's commands point at its own directories instead.
         flag = h.state_dir / "maintenance"
         return {
             "patchpilot_maintenance_check": f"test -e {flag}",
@@ -102,6 +92,8 @@ class AsyncsshLab(Lab):
                 os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
+        """Close every server and kill every session and hang (see ``Lab.stop``), then end the
+        servers' event loop thread: an AsyncsshLab is not started again after this."""
         super().stop()
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)

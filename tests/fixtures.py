@@ -33,6 +33,7 @@ FACTORY_PREFIX = "127.0.3."
 
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoProcess]:
+    """An OpenBao dev server for the session (KV v2 at ``secret/``, shared by every test)."""
     log = tmp_path_factory.mktemp("openbao") / "openbao.log"
     with start_openbao(log_file=log) as server:
         yield server
@@ -40,6 +41,7 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoProcess
 
 @pytest.fixture(scope="session")
 def temporal_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A Temporal dev server for the session, state in memory."""
     log = tmp_path_factory.mktemp("temporal") / "temporal.log"
     with _start_temporal(log_file=log) as server:
         yield server
@@ -47,6 +49,7 @@ def temporal_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ma
 
 @pytest.fixture(scope="session")
 def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The session's 2 x 2 lab on 127.0.2.x, as the last test left it (see ``lab``)."""
     root = tmp_path_factory.mktemp("lab")
     with Lab(root, DEFAULT_CLUSTERS, port=free_port(), address_prefix=SESSION_PREFIX) as started:
         yield started
@@ -54,12 +57,15 @@ def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture
 def lab(lab_session: Lab) -> Lab:
+    """The session's lab, reset: every host up, in its initial state, known_hosts current."""
     lab_session.reset()
     return lab_session
 
 
 @pytest.fixture
 def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    """``make(clusters=None, **Lab kwargs)`` builds and starts a lab on 127.0.3.x (default
+    clusters: the session lab's); every lab made is stopped when the test ends."""
     labs: list[Lab] = []
 
     def make(clusters: dict[str, list[str]] | None = None, **kwargs: Any) -> Lab:

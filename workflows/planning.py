@@ -18,12 +18,6 @@ class ClusterPlan(Generic[T]):
     rest: list[T]
     whole_cluster_is_pilot: bool
 
-    def waves(self, max_concurrency: int) -> list[tuple[bool, list[T]]]:
-        """Pilot waves first, then the rest; each wave holds at most `max_concurrency` hosts."""
-        return [(True, wave) for wave in waves(self.pilots, max_concurrency)] + [
-            (False, wave) for wave in waves(self.rest, max_concurrency)
-        ]
-
 
 def plan_cluster(hosts: Sequence[T], pilot_host_count: int) -> ClusterPlan[T]:
     """Pilots are the first `pilot_host_count` hosts in inventory order."""
@@ -38,7 +32,45 @@ def plan_cluster(hosts: Sequence[T], pilot_host_count: int) -> ClusterPlan[T]:
     )
 
 
+@dataclass(frozen=True)
+class Stage(Generic[T]):
+    """Hosts of one cluster started together: up to `limit` of them in flight at once."""
+
+    label: str  # how the wave notice names the stage
+    hosts: list[T]
+    limit: int
+    pilot: bool
+
+
+def stages(
+    hosts: Sequence[T],
+    pilot_host_count: int,
+    max_concurrency: int | str,
+    wave_sizes: Sequence[int | str] = (),
+) -> list[Stage[T]]:
+    """The pilots first (all of them finish before any other host starts), then the rest: in a
+    sliding window of `max_concurrency` hosts, or in the batches `wave_sizes` lists (each batch
+    finishing before the next starts), like Ansible's `serial`."""
+    size = len(hosts)
+    plan = plan_cluster(hosts, pilot_host_count)
+    window = resolve_amount(max_concurrency, size, at_least=1)
+    result: list[Stage[T]] = []
+    if plan.pilots:
+        result.append(Stage("pilot hosts", plan.pilots, window, pilot=True))
+    if wave_sizes:
+        cut = batches(plan.rest, wave_sizes, size)
+        offset = 1 if plan.pilots else 0
+        for number, batch in enumerate(cut, start=1 + offset):
+            label = f"wave {number}/{len(cut) + offset}"
+            result.append(Stage(label, batch, len(batch), pilot=False))
+    elif plan.rest:
+        rest = "the rest" if plan.pilots else "all hosts"
+        result.append(Stage(f"{rest}, {window} at a time", plan.rest, window, pilot=False))
+    return result
+
+
 def waves(hosts: Sequence[T], size: int) -> list[list[T]]:
+    """`hosts` in groups of `size`, the last one shorter (a dry run inspects a group at a time)."""
     if size < 1:
         raise ValueError("wave size must be >= 1")
     return [list(hosts[index : index + size]) for index in range(0, len(hosts), size)]

@@ -16,13 +16,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from activities.notify import Message
+from activities.notify.messages import Message
 
+# Told of a webhook's refusal: (the message that was refused, the problem as a sentence).
 Report = Callable[[Message, str], Awaitable[object]]
 
 
@@ -46,7 +47,8 @@ if not any(isinstance(f, HideUrlSecrets) for f in logging.getLogger("httpx").fil
 
 
 def retry_after(response: httpx.Response, default: float) -> float:
-    """Seconds to wait as the answer's Retry-After says (seconds or HTTP date), else `default`."""
+    """Seconds to wait as the answer's Retry-After header says (delay-seconds or an HTTP date, as
+    RFC 9110 section 10.2.3 allows; a date in the past is 0), else `default`."""
     value = response.headers.get("Retry-After")
     if not value:
         return default
@@ -76,28 +78,11 @@ class Target:
         return f"{host} ({self.label})" if self.label else host
 
 
-@dataclass(kw_only=True)
-class DeliveryOptions:
-    """The delivery settings a webhook notifier takes (keyword-only) and its WebhookDelivery."""
-
-    report: Report | None = None
-    timeout: float = 10.0
-    max_attempts: int = 4
-    max_retry_wait: float = 20.0  # longest honoured Retry-After; the activity has 60 s in all
-
-    def delivery_for(self, kind: str, logger: logging.Logger) -> WebhookDelivery:
-        return WebhookDelivery(
-            kind,
-            logger,
-            report=self.report,
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            max_retry_wait=self.max_retry_wait,
-        )
-
-
 @dataclass
 class WebhookDelivery:
+    """Posts JSON payloads for one notifier under the rules above; remembers which URLs refused,
+    so that each is reported once per process. Times are seconds."""
+
     kind: str  # "Teams webhook", "JSON webhook": how logs and reports name it
     log: logging.Logger
     report: Report | None = None
@@ -165,3 +150,30 @@ class WebhookDelivery:
                 await self.report(message, problem)
             except Exception as error:
                 self.log.warning("could not report the %s error by e-mail: %s", self.kind, error)
+
+
+@dataclass(kw_only=True)
+class WebhookNotifier:
+    """Base of the notifiers that post to webhooks (Teams, the JSON webhook): the delivery
+    options they take, keyword-only, and the WebhookDelivery built from them. `report` is told of
+    a refusing webhook (build.report_by_mail); `timeout` is seconds per request; a Retry-After
+    longer than `max_retry_wait` seconds is not waited for."""
+
+    KIND: ClassVar[str]  # how logs and reports name the webhook ("Teams webhook")
+    LOG: ClassVar[logging.Logger]
+
+    report: Report | None = None
+    timeout: float = 10.0
+    max_attempts: int = 4
+    max_retry_wait: float = 20.0
+    delivery: WebhookDelivery = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.delivery = WebhookDelivery(
+            self.KIND,
+            self.LOG,
+            report=self.report,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            max_retry_wait=self.max_retry_wait,
+        )

@@ -18,14 +18,16 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from activities.notify import EmailNotifier, Message, Notifier, approval_request
-from activities.notify.delivery import Report
+from temporalio import activity
+
+from activities.notify.email import EmailNotifier
+from activities.notify.messages import Message, approval_request
 from workflows.models import RolloutInput, RolloutNotice
 
 log = logging.getLogger("patchpilot.approval_links")
@@ -47,6 +49,9 @@ class LinkError(Exception):
 
 @dataclass(frozen=True)
 class LinkClaims:
+    """What a verified link says: who (`approver`, lower-cased e-mail) may do what to which
+    rollout, until when; `nonce` tells two links of the same claim apart."""
+
     rollout_id: str
     approver: str
     action: Action
@@ -64,6 +69,9 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class LinkSigner:
+    """Signs and verifies link tokens with `secret` (PATCHPILOT_LINK_SECRET, at least
+    MIN_SECRET_BYTES: ValueError otherwise)."""
+
     secret: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +92,8 @@ class LinkSigner:
         expires: float,
         nonce: str | None = None,
     ) -> str:
+        """A token for `approver` to `action` `rollout_id` until `expires` (unix seconds); a fresh
+        random nonce unless one is given. ValueError for an unknown action."""
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         payload = {
@@ -131,6 +141,8 @@ class LinkSigner:
 
 @dataclass(frozen=True)
 class LinkPair:
+    """One approver's two link URLs."""
+
     approve: str
     reject: str
 
@@ -158,21 +170,22 @@ class ApprovalLinks:
         self._ttl_cache: dict[str, timedelta] = {}
 
     def url(self, token: str, action: Action) -> str:
+        """`<public_url>/<action>?t=<token>`: the approval server's confirmation page."""
         return f"{self.public_url}/{action}?{urlencode({'t': token})}"
 
     def pair(self, rollout_id: str, approver: str, expires: float) -> LinkPair:
+        """`approver`'s Approve and Reject URLs for `rollout_id`, both expiring at `expires`."""
         return LinkPair(
             approve=self.url(self.signer.sign(rollout_id, approver, "approve", expires), "approve"),
             reject=self.url(self.signer.sign(rollout_id, approver, "reject", expires), "reject"),
         )
 
     async def approval_timeout(self, rollout_id: str) -> timedelta:
+        """How long links of `rollout_id` last: its approval timeout (cached per rollout)."""
         if rollout_id in self._ttl_cache:
             return self._ttl_cache[rollout_id]
         ttl = self.default_ttl
         try:
-            from temporalio import activity
-
             client = activity.client()
             handle = client.get_workflow_handle(rollout_id)
             async for event in handle.fetch_history_events():
@@ -227,61 +240,3 @@ class PersonalLinksEmail:
             )
             delivered = await self.inner.send(one) or delivered
         return delivered
-
-
-def links_from_settings(settings: object) -> ApprovalLinks | None:
-    """ApprovalLinks when PATCHPILOT_PUBLIC_URL and PATCHPILOT_LINK_SECRET are both set."""
-    public_url = getattr(settings, "public_url", None)
-    secret = getattr(settings, "link_secret", None)
-    if not public_url or secret is None:
-        return None
-    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
-    ttl = getattr(settings, "link_ttl", None) or DEFAULT_TTL
-    return ApprovalLinks(LinkSigner(value.encode()), public_url, default_ttl=ttl)
-
-
-def report_by_mail(mail: EmailNotifier, channel: str, event: str) -> Report:
-    """Tells a rollout's requester by e-mail that `channel` refuses PatchPilot's messages. Not a
-    rollout event: notification routing never holds it back."""
-
-    async def report(message: Message, problem: str) -> object:
-        notice = message.notice
-        return await mail.send(
-            Message(
-                event=event,
-                recipients=[notice.requester_email],
-                subject=f"[PatchPilot] {channel} notifications failing "
-                f"(rollout {notice.rollout_id})",
-                body=problem + "\n",
-                notice=notice,
-            )
-        )
-
-    return report
-
-
-def link_notifiers(settings: object, notifiers: Sequence[Notifier]) -> list[Notifier]:
-    """The worker's notifiers with personal links on e-mail, plus Teams and the generic JSON
-    webhook when configured (their 4xx errors reported by e-mail, when there is e-mail)."""
-    from activities.notify.teams import teams_from_settings
-    from activities.notify.webhook import webhook_from_settings
-
-    links = links_from_settings(settings)
-    mail = next((n for n in notifiers if isinstance(n, EmailNotifier)), None)
-    result: list[Notifier] = [
-        PersonalLinksEmail(n, links) if links and isinstance(n, EmailNotifier) else n
-        for n in notifiers
-    ]
-    teams = teams_from_settings(
-        settings,
-        links.for_notice if links else None,
-        report_by_mail(mail, "Teams", "teams-error") if mail else None,
-    )
-    if teams is not None:
-        result.append(teams)
-    webhook = webhook_from_settings(
-        settings, report_by_mail(mail, "JSON webhook", "webhook-error") if mail else None
-    )
-    if webhook is not None:
-        result.append(webhook)
-    return result

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from activities.notify import Message, Notifier
+from activities.notify.messages import Message, Notifier
 
 log = logging.getLogger("patchpilot.routing")
 

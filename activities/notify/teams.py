@@ -20,19 +20,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from activities.notify import Message
-from activities.notify.delivery import DeliveryOptions, Report, Target, WebhookDelivery
+from activities.notify.delivery import Target, WebhookNotifier
+from activities.notify.messages import Message, clip, failure_place, host_outcome
 from workflows.models import RolloutNotice, RolloutSummary
-
-log = logging.getLogger("patchpilot.teams")
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"
-MAX_MESSAGE_BYTES = 28 * 1024
+MAX_MESSAGE_BYTES = 28 * 1024  # Teams refuses a webhook message over 28 KB (Microsoft's limit)
 SIZE_BUDGET = MAX_MESSAGE_BYTES - 2048  # headroom for what Teams adds around the card
 
 
 class LinkPairLike(Protocol):
+    """An approver's pair of personal link URLs (links.LinkPair)."""
+
     @property
     def approve(self) -> str: ...
 
@@ -40,11 +40,13 @@ class LinkPairLike(Protocol):
     def reject(self) -> str: ...
 
 
+# notice -> approver e-mail -> that approver's links (links.ApprovalLinks.for_notice)
 LinksFor = Callable[[RolloutNotice], Awaitable[Mapping[str, LinkPairLike]]]
 GLOBAL_SETTING = "PATCHPILOT_TEAMS_WEBHOOK_URL"
 
 
 def envelope(card: dict[str, Any]) -> dict[str, Any]:
+    """The message a Workflows webhook takes, carrying one Adaptive Card."""
     return {
         "type": "message",
         "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}],
@@ -52,6 +54,7 @@ def envelope(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def size_of(payload: dict[str, Any]) -> int:
+    """Bytes of `payload` as posted (UTF-8 JSON), to hold against Teams' 28 KB limit."""
     return len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 
 
@@ -63,23 +66,14 @@ def _facts(*pairs: tuple[str, str]) -> dict[str, Any]:
     return {"type": "FactSet", "facts": [{"title": t, "value": v} for t, v in pairs if v]}
 
 
-def _card(
-    body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    card: dict[str, Any] = {
+def _card(body: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": CARD_VERSION,
         "msteams": {"width": "Full"},
         "body": body,
     }
-    if actions:
-        card["actions"] = actions
-    return card
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fit(build: Callable[[int], dict[str, Any]], total: int) -> dict[str, Any]:
@@ -100,9 +94,40 @@ def _hosts_line(hosts: list[str], shown: int) -> str:
     return f"{len(hosts)} hosts: {listed}"
 
 
+def _link_button(title: str, url: str, style: str) -> dict[str, Any]:
+    return {"type": "Action.OpenUrl", "title": title, "url": url, "style": style}
+
+
+def _decide_blocks(
+    notice: RolloutNotice, approvers: list[str], links: Mapping[str, LinkPairLike] | None
+) -> list[dict[str, Any]]:
+    """How to decide: each approver's own Approve / Reject buttons, or the CLI without links."""
+    if not links:
+        return [_text(f"Approve with: patchpilot approve {notice.rollout_id} --as <your e-mail>")]
+    blocks = [
+        _text(
+            "Each approver has their own buttons (the link identifies who decides); "
+            "a confirmation page opens first.",
+            isSubtle=True,
+        )
+    ]
+    for approver in approvers:
+        pair = links.get(approver)
+        if pair is None:
+            continue
+        actions = [
+            _link_button(f"Approve as {approver}", pair.approve, "positive"),
+            _link_button(f"Reject as {approver}", pair.reject, "destructive"),
+        ]
+        blocks.append({"type": "ActionSet", "actions": actions})
+    return blocks
+
+
 def approval_card(
     notice: RolloutNotice, links: Mapping[str, LinkPairLike] | None
 ) -> dict[str, Any]:
+    """The approval request: what will run where, and how to decide (`links`: approver e-mail ->
+    personal links). Host lists are cut, per cluster, as far as the size budget needs."""
     hosts = notice.hosts_by_cluster
     approvers = [a for a in notice.approver_emails if a != notice.requester_email]
 
@@ -119,7 +144,7 @@ def approval_card(
                 ("Clusters", ", ".join(notice.target_clusters)),
                 ("Pilot hosts per cluster", str(notice.pilot_host_count)),
                 ("Services", ", ".join(notice.service_list) or "none"),
-                ("Update command", _clip(notice.update_command, 500)),
+                ("Update command", clip(notice.update_command, 500)),
                 ("Approvers", ", ".join(approvers)),
             ),
         ]
@@ -127,48 +152,14 @@ def approval_card(
             _text(f"**{cluster}** — {_hosts_line(names, shown)}", spacing="Small")
             for cluster, names in hosts.items()
         )
-        if links:
-            body.append(
-                _text(
-                    "Each approver has their own buttons (the link identifies who decides); "
-                    "a confirmation page opens first.",
-                    isSubtle=True,
-                )
-            )
-            for approver in approvers:
-                pair = links.get(approver)
-                if pair is None:
-                    continue
-                body.append(
-                    {
-                        "type": "ActionSet",
-                        "actions": [
-                            {
-                                "type": "Action.OpenUrl",
-                                "title": f"Approve as {approver}",
-                                "url": pair.approve,
-                                "style": "positive",
-                            },
-                            {
-                                "type": "Action.OpenUrl",
-                                "title": f"Reject as {approver}",
-                                "url": pair.reject,
-                                "style": "destructive",
-                            },
-                        ],
-                    }
-                )
-        else:
-            body.append(
-                _text(f"Approve with: patchpilot approve {notice.rollout_id} --as <your e-mail>")
-            )
-        return _card(body)
+        return _card(body + _decide_blocks(notice, approvers, links))
 
     longest = max((len(v) for v in hosts.values()), default=0)
     return _fit(build, longest)
 
 
 def host_card(event: str, notice: RolloutNotice) -> dict[str, Any]:
+    """A host's start or success (`event` "host-start" / "host-success")."""
     title = {
         "host-start": f"▶ Patching {notice.hostname} ({notice.cluster})",
         "host-success": f"✅ Patched {notice.hostname} ({notice.cluster})",
@@ -188,17 +179,22 @@ def host_card(event: str, notice: RolloutNotice) -> dict[str, Any]:
 
 
 def failure_card(notice: RolloutNotice) -> dict[str, Any]:
-    where = f"{notice.hostname} at step {notice.step}" if notice.hostname else "the rollout"
+    """A failure: where, and its details (cut to 4,000 characters)."""
     return _card(
         [
-            _text(f"❌ FAILED: {where}", weight="Bolder", color="Attention", size="Medium"),
+            _text(
+                f"❌ FAILED: {failure_place(notice)}",
+                weight="Bolder",
+                color="Attention",
+                size="Medium",
+            ),
             _facts(
                 ("Rollout", notice.rollout_id),
                 ("Cluster", notice.cluster or ""),
                 ("Host", notice.hostname or ""),
                 ("Step", notice.step or ""),
             ),
-            _text(_clip(notice.failure_details or "", 4000)),
+            _text(clip(notice.failure_details or "", 4000)),
             _text(
                 "The rollout stops: no further host will be touched. "
                 f"Check it with: patchpilot status {notice.rollout_id}",
@@ -208,18 +204,8 @@ def failure_card(notice: RolloutNotice) -> dict[str, Any]:
     )
 
 
-def _host_entry(host: Any) -> str:
-    line = f"{host.cluster}/{host.name}: {host.state.value}"
-    if host.failure_reason:
-        line += f" at {host.step}: {_clip(host.failure_reason, 300)}"
-    if host.rebooted:
-        line += " (rebooted)"
-    if host.in_maintenance:
-        line += " [IN MAINTENANCE]"
-    return line
-
-
 def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, Any]:
+    """The rollout's end: counts, then one line per host, cut as far as the size budget needs."""
     ok = summary.failed == 0 and summary.phase.value in ("succeeded", "dry-run-done")
     # Failed and stuck hosts first: if the list must be cut, they are the ones still shown.
     hosts = sorted(summary.hosts, key=lambda h: (h.state.value != "failed", not h.in_maintenance))
@@ -233,7 +219,7 @@ def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, An
                 size="Medium",
                 color="Good" if ok else "Attention",
             ),
-            _text(_clip(summary.message, 2000)),
+            _text(clip(summary.message, 2000)),
             _facts(
                 ("Rollout", summary.rollout_id),
                 ("Patched", str(summary.patched)),
@@ -243,7 +229,7 @@ def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, An
             ),
         ]
         if hosts:
-            lines = [_host_entry(h) for h in hosts[:shown]]
+            lines = [host_outcome(h, reason_limit=300) for h in hosts[:shown]]
             if shown < len(hosts):
                 lines.append(
                     f"… and {len(hosts) - shown} more hosts "
@@ -256,24 +242,23 @@ def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, An
 
 
 @dataclass
-class TeamsNotifier(DeliveryOptions):
+class TeamsNotifier(WebhookNotifier):
     """Posts each message's card to the Teams webhook(s) it belongs to.
 
     `url` is the global webhook, `cluster_urls` the per-cluster ones (cluster -> URL). A message
     naming a cluster (a host's start, success or failure, a wave) goes to its cluster's webhook,
     else the global one; a rollout-level message (approval request, summary, a failure outside any
     host) goes to the webhook of every target cluster, falling back to the global one, each URL at
-    most once.
+    most once. `links` gives the approvers' personal links for the approval card.
     """
+
+    KIND = "Teams webhook"
+    LOG = logging.getLogger("patchpilot.teams")
 
     url: str | None = field(default=None, repr=False)  # webhook URLs embed a signature: secrets
     links: LinksFor | None = None
     cluster_urls: Mapping[str, str] = field(default_factory=dict, repr=False)
     name: str = "teams"
-    delivery: WebhookDelivery = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.delivery = self.delivery_for("Teams webhook", log)
 
     def targets(self, notice: RolloutNotice) -> list[Target]:
         """The webhooks this notice goes to, each URL once."""
@@ -282,10 +267,8 @@ class TeamsNotifier(DeliveryOptions):
         for cluster in clusters:
             own = self.cluster_urls.get(cluster)
             if own:
-                target = Target(
-                    own, f'teams_webhooks["{cluster}"] (PATCHPILOT_TEAMS_WEBHOOKS)', cluster
-                )
-                found.setdefault(own, target)
+                setting = f'teams_webhooks["{cluster}"] (PATCHPILOT_TEAMS_WEBHOOKS)'
+                found.setdefault(own, Target(own, setting, cluster))
             elif self.url:
                 found.setdefault(self.url, Target(self.url, GLOBAL_SETTING))
         if not clusters and self.url:
@@ -293,6 +276,7 @@ class TeamsNotifier(DeliveryOptions):
         return list(found.values())
 
     def card(self, message: Message, links: Mapping[str, LinkPairLike] | None = None) -> dict:
+        """The Adaptive Card for `message`: one per rollout event, a plain one for anything else."""
         notice = message.notice
         if message.event == "approval-request":
             return approval_card(notice, links)
@@ -302,7 +286,7 @@ class TeamsNotifier(DeliveryOptions):
             return failure_card(notice)
         if message.event == "summary" and notice.summary is not None:
             return summary_card(notice, notice.summary)
-        return _card([_text(message.subject, weight="Bolder"), _text(_clip(message.body, 8000))])
+        return _card([_text(message.subject, weight="Bolder"), _text(clip(message.body, 8000))])
 
     async def send(self, message: Message) -> bool:
         targets = self.targets(message.notice)
@@ -312,32 +296,7 @@ class TeamsNotifier(DeliveryOptions):
         if message.event == "approval-request" and self.links is not None:
             links = await self.links(message.notice)
         payload = envelope(self.card(message, links))
-        posted = await asyncio.gather(*(self.post(payload, message, t) for t in targets))
+        posted = await asyncio.gather(
+            *(self.delivery.post(target, payload, message) for target in targets)
+        )
         return any(posted)
-
-    async def post(
-        self, payload: dict[str, Any], message: Message, target: Target | None = None
-    ) -> bool:
-        if target is None:
-            if not self.url:
-                return False
-            target = Target(self.url, GLOBAL_SETTING)
-        return await self.delivery.post(target, payload, message)
-
-
-def _secret_value(value: object) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if getter else value)
-
-
-def teams_from_settings(
-    settings: object, links: LinksFor | None = None, report: Report | None = None
-) -> TeamsNotifier | None:
-    """A TeamsNotifier when PATCHPILOT_TEAMS_WEBHOOK_URL or PATCHPILOT_TEAMS_WEBHOOKS is set."""
-    url = getattr(settings, "teams_webhook_url", None)
-    value = _secret_value(url) if url is not None else ""
-    per_cluster = getattr(settings, "teams_webhooks", None) or {}
-    cluster_urls = {cluster: _secret_value(v) for cluster, v in per_cluster.items()}
-    if not value and not cluster_urls:
-        return None
-    return TeamsNotifier(value or None, links=links, report=report, cluster_urls=cluster_urls)

@@ -20,14 +20,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.notify import Message
-from activities.notify.delivery import DeliveryOptions, Report, Target, WebhookDelivery
+from activities.notify.delivery import Target, WebhookNotifier
+from activities.notify.messages import Message
 
-log = logging.getLogger("patchpilot.webhook")
 SETTING = "PATCHPILOT_WEBHOOK_URL"
 
 
 def payload(message: Message) -> dict[str, Any]:
+    """The JSON document for `message` (shape in the module's docstring)."""
     notice = message.notice
     summary = notice.summary.model_dump(mode="json") if notice.summary is not None else None
     return {
@@ -43,25 +43,14 @@ def payload(message: Message) -> dict[str, Any]:
 
 
 @dataclass
-class JsonWebhookNotifier(DeliveryOptions):
+class JsonWebhookNotifier(WebhookNotifier):
+    """Posts every message's `payload` to `url` (PATCHPILOT_WEBHOOK_URL)."""
+
+    KIND = "JSON webhook"
+    LOG = logging.getLogger("patchpilot.webhook")
+
     url: str = field(repr=False)  # may carry a token: a secret
     name: str = "webhook"
-    delivery: WebhookDelivery = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.delivery = self.delivery_for("JSON webhook", log)
 
     async def send(self, message: Message) -> bool:
         return await self.delivery.post(Target(self.url, SETTING), payload(message), message)
-
-
-def webhook_from_settings(
-    settings: object, report: Report | None = None
-) -> JsonWebhookNotifier | None:
-    """A JsonWebhookNotifier when PATCHPILOT_WEBHOOK_URL is set."""
-    url = getattr(settings, "webhook_url", None)
-    if url is None:
-        return None
-    getter = getattr(url, "get_secret_value", None)
-    value = str(getter() if getter else url)
-    return JsonWebhookNotifier(value, report=report) if value else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -32,14 +32,22 @@ from workflows.models import (
     RolloutSummary,
 )
 
+# The buttons' action_ids: build_app routes clicks on them to the decision handler.
 APPROVE_ACTION = "patchpilot_approve"
 REJECT_ACTION = "patchpilot_reject"
 DECISION_BLOCK = "patchpilot_decision"
+# Block Kit limits (https://api.slack.com/reference/block-kit/blocks): blocks in one message,
+# characters of a section's text, of one of its fields, of a header.
 MAX_BLOCKS = 50
 SECTION_TEXT = 3000
 FIELD_TEXT = 2000
 HEADER_TEXT = 150
+# Clusters shown one section each; the rest are counted, leaving room under MAX_BLOCKS.
 MAX_CLUSTER_BLOCKS = 40
+# Characters of a message's top-level `text` kept by the card (the fallback in notifications) and
+# by the summary (Slack advises under 4,000: https://api.slack.com/methods/chat.postMessage).
+CARD_TEXT = 3000
+SUMMARY_TEXT = 3900
 
 PHASE_ICON = {
     Phase.RESOLVING: ":mag:",
@@ -55,21 +63,43 @@ PHASE_ICON = {
 
 
 def cut(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters, else its start and "…" in `limit`."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def mrkdwn_escape(text: str) -> str:
-    """Slack's three control characters; everything else is shown as typed."""
+    """Slack's three control characters escaped; everything else is shown as typed
+    (https://api.slack.com/reference/surfaces/formatting#escaping)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def code(text: str, limit: int = 500) -> str:
+    """`text` as inline code, escaped and cut to `limit` characters; a backtick becomes ' so that
+    it cannot end the code span."""
     return "`" + cut(mrkdwn_escape(text).replace("`", "'"), limit) + "`"
+
+
+class _RolloutRequest(Protocol):
+    """What RolloutInput (before the start) and RolloutNotice (after it) both say of a rollout."""
+
+    @property
+    def target_clusters(self) -> Sequence[str]: ...
+    @property
+    def pilot_host_count(self) -> int: ...
+    @property
+    def service_list(self) -> Sequence[str]: ...
+    @property
+    def update_command(self) -> str: ...
+    @property
+    def requester_email(self) -> str: ...
+    @property
+    def approver_emails(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)
 class CardInfo:
-    """What the status card shows; built by the bot (before the start) and the worker (after)."""
+    """What the status card shows; built by the bot (before the start, and for `/patch status`)
+    and by the worker's SlackNotifier (after the start). A field that is None is not shown."""
 
     rollout_id: str
     clusters: list[str]
@@ -87,17 +117,8 @@ class CardInfo:
     def from_input(
         cls, rollout_id: str, rollout: RolloutInput, ui_link: str | None = None, **extra: Any
     ) -> CardInfo:
-        return cls(
-            rollout_id=rollout_id,
-            clusters=list(rollout.target_clusters),
-            pilot=rollout.pilot_host_count,
-            services=list(rollout.service_list),
-            update_command=rollout.update_command,
-            requester=rollout.requester_email,
-            approvers=list(rollout.approver_emails),
-            ui_link=ui_link,
-            **extra,
-        )
+        """The card of a rollout about to start; `extra` sets further fields (e.g. `note`)."""
+        return cls._of_request(rollout_id, rollout, ui_link, **extra)
 
     @classmethod
     def from_notice(
@@ -106,21 +127,54 @@ class CardInfo:
         progress: RolloutProgress | None,
         ui_link: str | None = None,
     ) -> CardInfo:
-        return cls(
-            rollout_id=notice.rollout_id,
-            clusters=list(notice.target_clusters),
-            pilot=notice.pilot_host_count,
-            services=list(notice.service_list),
-            update_command=notice.update_command,
-            requester=notice.requester_email,
-            approvers=list(notice.approver_emails),
-            ui_link=ui_link,
+        """The card of a running rollout, from a notification and (when Temporal answered) its
+        progress; without progress the hosts are counted from `notice.hosts_by_cluster`."""
+        return cls._of_request(
+            notice.rollout_id,
+            notice,
+            ui_link,
             hosts_by_cluster=dict(notice.hosts_by_cluster),
             progress=progress,
         )
 
+    @classmethod
+    def from_progress(
+        cls, rollout_id: str, progress: RolloutProgress, ui_link: str | None = None
+    ) -> CardInfo:
+        """The card from the `progress` query alone (`/patch status`): the input's pilot count,
+        services and update command are not part of it and are not shown."""
+        return cls(
+            rollout_id=rollout_id,
+            clusters=[cluster.name for cluster in progress.clusters],
+            pilot=None,
+            services=None,
+            update_command=None,
+            requester=progress.requester_email,
+            approvers=progress.approver_emails,
+            ui_link=ui_link,
+            progress=progress,
+        )
+
+    @classmethod
+    def _of_request(
+        cls, rollout_id: str, request: _RolloutRequest, ui_link: str | None, **extra: Any
+    ) -> CardInfo:
+        return cls(
+            rollout_id=rollout_id,
+            clusters=list(request.target_clusters),
+            pilot=request.pilot_host_count,
+            services=list(request.service_list),
+            update_command=request.update_command,
+            requester=request.requester_email,
+            approvers=list(request.approver_emails),
+            ui_link=ui_link,
+            **extra,
+        )
+
 
 def cluster_line(cluster: ClusterProgress) -> str:
+    """One cluster's line: done/total, failed, skipped, the first 10 running hosts and their step,
+    and the cluster's note in italics."""
     total = len(cluster.hosts)
     done = cluster.count(HostState.DONE)
     parts = [f"*{mrkdwn_escape(cluster.name)}*: {done}/{total} done"]
@@ -145,20 +199,19 @@ def cluster_line(cluster: ClusterProgress) -> str:
 
 
 def phase_label(progress: RolloutProgress | None) -> str:
+    """The phase with its emoji, e.g. ":gear: patching"; "starting" before any progress."""
     if progress is None:
         return ":hourglass_flowing_sand: starting"
     return f"{PHASE_ICON.get(progress.phase, '')} {progress.phase.value}".strip()
 
 
-def status_card(info: CardInfo) -> list[Block]:
+def _section(text: str) -> SectionBlock:
+    """A mrkdwn section, cut to Slack's 3,000 characters of section text."""
+    return SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_TEXT)))
+
+
+def _card_fields(info: CardInfo) -> list[str]:
     progress = info.progress
-    blocks: list[Block] = [
-        HeaderBlock(
-            text=PlainTextObject(
-                text=cut(f"Patch rollout: {', '.join(info.clusters)}", HEADER_TEXT)
-            )
-        )
-    ]
     fields = [
         f"*Phase*\n{phase_label(progress)}",
         f"*Requester*\n{mrkdwn_escape(info.requester)}",
@@ -173,58 +226,59 @@ def status_card(info: CardInfo) -> list[Block]:
     if progress is not None and progress.decided_by:
         verdict = "Rejected" if progress.phase == Phase.REJECTED else "Approved"
         fields.append(f"*{verdict} by*\n{mrkdwn_escape(progress.decided_by)}")
-    blocks.append(
-        SectionBlock(fields=[MarkdownTextObject(text=cut(text, FIELD_TEXT)) for text in fields])
-    )
+    return fields
+
+
+def _progress_sections(progress: RolloutProgress) -> list[Block]:
+    """One section per cluster (at most MAX_CLUSTER_BLOCKS), then the failed hosts."""
+    shown = progress.clusters[:MAX_CLUSTER_BLOCKS]
+    sections: list[Block] = [_section(cluster_line(cluster)) for cluster in shown]
+    if len(progress.clusters) > len(shown):
+        sections.append(_section(f"… and {len(progress.clusters) - len(shown)} more clusters"))
+    failures = [
+        f":x: *{mrkdwn_escape(host.name)}* ({mrkdwn_escape(host.cluster)}) at "
+        f"{host.step or '?'}: {mrkdwn_escape(host.failure_reason or 'failed')}"
+        + (" *[in maintenance]*" if host.in_maintenance else "")
+        for host in progress.hosts()
+        if host.state == HostState.FAILED
+    ]
+    if failures:
+        sections.append(_section("\n".join(failures)))
+    return sections
+
+
+def status_card(info: CardInfo) -> list[Block]:
+    """The rollout's top message: header, fields, clusters, failures, notes and a context line.
+
+    At most MAX_BLOCKS blocks and every text cut to its Block Kit limit
+    (https://api.slack.com/reference/block-kit/blocks), however large the rollout.
+    """
+    progress = info.progress
+    blocks: list[Block] = [
+        HeaderBlock(
+            text=PlainTextObject(
+                text=cut(f"Patch rollout: {', '.join(info.clusters)}", HEADER_TEXT)
+            )
+        ),
+        SectionBlock(
+            fields=[MarkdownTextObject(text=cut(text, FIELD_TEXT)) for text in _card_fields(info)]
+        ),
+    ]
     if progress is not None and progress.clusters:
-        shown = progress.clusters[:MAX_CLUSTER_BLOCKS]
-        for cluster in shown:
-            blocks.append(
-                SectionBlock(text=MarkdownTextObject(text=cut(cluster_line(cluster), 3000)))
-            )
-        if len(progress.clusters) > len(shown):
-            blocks.append(
-                SectionBlock(
-                    text=MarkdownTextObject(
-                        text=f"… and {len(progress.clusters) - len(shown)} more clusters"
-                    )
-                )
-            )
-        failures = [
-            f":x: *{mrkdwn_escape(host.name)}* ({mrkdwn_escape(host.cluster)}) at "
-            f"{host.step or '?'}: {mrkdwn_escape(host.failure_reason or 'failed')}"
-            + (" *[in maintenance]*" if host.in_maintenance else "")
-            for host in progress.hosts()
-            if host.state == HostState.FAILED
-        ]
-        if failures:
-            blocks.append(
-                SectionBlock(text=MarkdownTextObject(text=cut("\n".join(failures), SECTION_TEXT)))
-            )
+        blocks.extend(_progress_sections(progress))
     elif info.hosts_by_cluster:
         lines = [
             f"*{mrkdwn_escape(name)}*: 0/{len(hosts)} done"
             for name, hosts in info.hosts_by_cluster.items()
         ]
-        blocks.append(
-            SectionBlock(text=MarkdownTextObject(text=cut("\n".join(lines), SECTION_TEXT)))
-        )
+        blocks.append(_section("\n".join(lines)))
     if progress is not None and progress.waiting_for_window:
         blocks.append(
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=cut(
-                        f":hourglass_flowing_sand: {mrkdwn_escape(progress.waiting_for_window)}",
-                        SECTION_TEXT,
-                    )
-                )
-            )
+            _section(f":hourglass_flowing_sand: {mrkdwn_escape(progress.waiting_for_window)}")
         )
     message = info.note or (progress.message if progress else None)
     if message:
-        blocks.append(
-            SectionBlock(text=MarkdownTextObject(text=cut(mrkdwn_escape(message), SECTION_TEXT)))
-        )
+        blocks.append(_section(mrkdwn_escape(message)))
     context = f"Rollout {code(info.rollout_id, 250)}"
     if info.ui_link:
         context += f" · <{info.ui_link}|Temporal Web UI>"
@@ -233,14 +287,14 @@ def status_card(info: CardInfo) -> list[Block]:
 
 
 def card_text(info: CardInfo) -> str:
-    """The notification / fallback text of the card."""
+    """The notification / fallback text of the card, at most CARD_TEXT characters."""
     head = f"Patch rollout {info.rollout_id} ({', '.join(info.clusters)})"
     progress = info.progress
     if progress is None:
-        return cut(f"{head}: starting", 3000)
+        return cut(f"{head}: starting", CARD_TEXT)
     hosts = progress.hosts()
     done = sum(1 for host in hosts if host.state == HostState.DONE)
-    return cut(f"{head}: {progress.phase.value}, {done}/{len(hosts)} hosts done", 3000)
+    return cut(f"{head}: {progress.phase.value}, {done}/{len(hosts)} hosts done", CARD_TEXT)
 
 
 def approval_request(
@@ -253,7 +307,7 @@ def approval_request(
         "the requester approves."
     )
     return [
-        SectionBlock(text=MarkdownTextObject(text=cut(text, SECTION_TEXT))),
+        _section(text),
         ActionsBlock(
             block_id=DECISION_BLOCK,
             elements=[
@@ -281,19 +335,12 @@ def decided(verdict: str, by: str, rollout_id: str) -> list[Block]:
     """The approval message once decided: no more buttons."""
     icon = ":white_check_mark:" if verdict == "Approved" else ":no_entry_sign:"
     follow = "the rollout starts now." if verdict == "Approved" else "nothing will be touched."
-    return [
-        SectionBlock(
-            text=MarkdownTextObject(
-                text=cut(
-                    f"{icon} {verdict} by {by} — rollout {code(rollout_id, 250)}: {follow}",
-                    SECTION_TEXT,
-                )
-            )
-        )
-    ]
+    return [_section(f"{icon} {verdict} by {by} — rollout {code(rollout_id, 250)}: {follow}")]
 
 
 def summary_message(summary: RolloutSummary) -> str:
+    """The thread's last message: counts, duration (whole seconds), the rollout's message and
+    the per-host table of `activities.notify.summary_text` in a code block."""
     icon = PHASE_ICON.get(summary.phase, "")
     head = (
         f"{icon} *Rollout {summary.phase.value}* — patched {summary.patched}, failed "
@@ -301,7 +348,7 @@ def summary_message(summary: RolloutSummary) -> str:
         f"{mrkdwn_escape(summary.message)}"
     )
     body = summary_text(summary).split("\n", 4)[-1].strip()
-    return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, 3900)
+    return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, SUMMARY_TEXT)
 
 
 def as_dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:

@@ -74,26 +74,32 @@ class ApproverRef:
 
 @dataclass(frozen=True)
 class HelpCommand:
-    pass
+    """`/patch`, `/patch help`: the usage text."""
 
 
 @dataclass(frozen=True)
 class StatusCommand:
+    """`/patch status [<rollout id>]`: one rollout's card, or (None) every running rollout's."""
+
     rollout_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ListCommand:
-    pass
+    """`/patch list`: the recent rollouts."""
 
 
 @dataclass(frozen=True)
 class CancelCommand:
+    """`/patch cancel <rollout id>`."""
+
     rollout_id: str
 
 
 @dataclass(frozen=True)
 class PatchCommand:
+    """`/patch <cluster> … [options] [dry-run]` as typed; None is "not given": a default applies."""
+
     clusters: list[str]
     pilot: int | None = None
     services: list[str] | None = None
@@ -150,6 +156,9 @@ def _rollout_id(value: str) -> str:
 
 
 def parse_approver(token: str) -> ApproverRef:
+    """One approver as typed: a mention `<@U…>` (Slack escapes mentions in commands that set
+    should_escape, https://api.slack.com/interactivity/slash-commands#creating_commands), a user
+    id, `@handle`, `<mailto:…>` or an e-mail address. Raises CommandError for anything else."""
     token = token.strip()
     if match := MENTION.fullmatch(token):
         return ApproverRef(user_id=match.group(1))
@@ -177,7 +186,7 @@ def _pilot(value: str) -> int:
 
 
 def parse_command(text: str) -> Command:
-    """Read the text after `/patch`."""
+    """Read the text after `/patch` (at most MAX_TEXT characters); raises only CommandError."""
     tokens = _tokens(text)
     if not tokens:
         return HelpCommand()

@@ -35,6 +35,8 @@ def _as_list(value: object) -> object:
 
 
 class RolloutDefaults(BaseModel):
+    """One layer of defaults; a field left None leaves the choice to the next layer."""
+
     model_config = ConfigDict(extra="forbid")
 
     pilot: int | None = Field(default=None, ge=0)
@@ -46,6 +48,8 @@ class RolloutDefaults(BaseModel):
 
 
 class SlackDefaults(BaseModel):
+    """The whole defaults file: global `defaults`, per cluster name, per Slack channel id."""
+
     model_config = ConfigDict(extra="forbid")
 
     defaults: RolloutDefaults = Field(default_factory=RolloutDefaults)
@@ -63,6 +67,8 @@ class SlackDefaults(BaseModel):
 
 
 def load_defaults(path: Path | None) -> SlackDefaults:
+    """The defaults in YAML file `path` (none when `path` is None); raises DefaultsError naming
+    the file and what is wrong (unreadable, not YAML, an unknown or invalid field)."""
     if path is None:
         return SlackDefaults()
     try:

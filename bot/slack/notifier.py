@@ -17,29 +17,21 @@ import logging
 from collections.abc import Callable
 
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncRateLimitErrorRetryHandler,
-    async_default_handlers,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.notify import Message, Notifier
-from bot.progress import query_progress
-from bot.slack.blocks import (
-    CardInfo,
-    as_dicts,
-    card_text,
-    mrkdwn_escape,
-    status_card,
-    summary_message,
-)
+from bot.rollouts import Rollouts
+from bot.slack import blocks
+from bot.slack.blocks import mrkdwn_escape
+from bot.slack.client import slack_error
 from workflows.models import RolloutProgress
 
 log = logging.getLogger("patchpilot.slack.notifier")
 
-# Slack errors that no retry will fix: report, never fail the rollout.
+# Slack errors that no retry will fix (https://api.slack.com/methods/chat.postMessage#errors):
+# report, never fail the rollout.
 PERMANENT_ERRORS = frozenset(
     {
         "channel_not_found",
@@ -62,25 +54,14 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
-def web_client(token: str | None, base_url: str, *, rate_limit_retries: int = 3) -> AsyncWebClient:
-    """An AsyncWebClient that retries connection errors and 429s (honouring Retry-After)."""
-    if not base_url.endswith("/"):
-        base_url += "/"
-    handlers = [
-        *async_default_handlers(),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
-    ]
-    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=handlers, timeout=15)
-
-
-def slack_error(error: SlackApiError) -> str:
-    data = getattr(error.response, "data", None)
-    if isinstance(data, dict):
-        return str(data.get("error") or "unknown_error")
-    return f"http_{getattr(error.response, 'status_code', '?')}"
-
-
 class SlackNotifier:
+    """The `Notifier` that posts a rollout's news into its Slack thread and keeps its card current.
+
+    `send` returns False for a rollout without a Slack thread or a channel Slack refuses for good
+    (PERMANENT_ERRORS), and raises ApplicationError (retried by Temporal) when Slack answered with
+    another error or could not be reached.
+    """
+
     name = "slack"
 
     def __init__(
@@ -90,15 +71,19 @@ class SlackNotifier:
         ui_link: Callable[[str], str | None] | None = None,
         fallback: Notifier | None = None,
     ) -> None:
-        """`fallback` (e.g. the EmailNotifier) is told once per rollout when Slack refuses it."""
+        """`temporal` lets the card show the rollout's live progress (without it, the notice's
+        hosts); `ui_link` maps a rollout id to its Temporal Web UI page; `fallback` (e.g. the
+        EmailNotifier) is told once per rollout when Slack refuses its channel."""
         self._client = client
-        self._temporal = temporal
+        self._rollouts = Rollouts(temporal) if temporal is not None else None
         self._ui_link = ui_link or (lambda _rollout_id: None)
         self._fallback = fallback
         self._card_locks: dict[str, asyncio.Lock] = {}
         self._reported: set[tuple[str, str]] = set()
 
     async def send(self, message: Message) -> bool:
+        """Post `message` in its rollout's thread (most events) and update the card; True when
+        Slack took it."""
         notice = message.notice
         channel, thread_ts = notice.slack_channel, notice.slack_thread_ts
         if not channel or not thread_ts:
@@ -127,7 +112,7 @@ class SlackNotifier:
         if message.event == "failure":
             return f":x: *Failure*: {mrkdwn_escape(notice.failure_details or 'unknown failure')}"
         if message.event == "summary" and notice.summary is not None:
-            return summary_message(notice.summary)
+            return blocks.summary_message(notice.summary)
         return mrkdwn_escape(message.subject)
 
     async def _post(self, channel: str, thread_ts: str, text: str, message: Message) -> bool:
@@ -182,29 +167,30 @@ class SlackNotifier:
             log.warning("cannot report the Slack failure of %s: %s", notice.rollout_id, error)
 
     async def _progress(self, rollout_id: str) -> RolloutProgress | None:
-        if self._temporal is None:
+        if self._rollouts is None:
             return None
         try:
-            return await query_progress(self._temporal, rollout_id)
+            return await self._rollouts.progress(rollout_id)
         except Exception as error:  # the card is a nicety: never fail a notification for it
             log.info("cannot query the progress of %s for its card: %s", rollout_id, error)
             return None
 
     async def update_card(self, message: Message) -> bool:
-        """Replace the rollout's top message with the current card; never raises."""
+        """Replace the rollout's top message with the current card (chat.update); False when
+        Slack refused or was not reached. Never raises: the card is a nicety."""
         notice = message.notice
         if not notice.slack_channel or not notice.slack_thread_ts:
             return False
         lock = self._card_locks.setdefault(notice.rollout_id, asyncio.Lock())
         async with lock:
             progress = await self._progress(notice.rollout_id)
-            info = CardInfo.from_notice(notice, progress, self._ui_link(notice.rollout_id))
+            info = blocks.CardInfo.from_notice(notice, progress, self._ui_link(notice.rollout_id))
             try:
                 await self._client.chat_update(
                     channel=notice.slack_channel,
                     ts=notice.slack_thread_ts,
-                    text=card_text(info),
-                    blocks=as_dicts(status_card(info)),
+                    text=blocks.card_text(info),
+                    blocks=blocks.as_dicts(blocks.status_card(info)),
                 )
             except (SlackClientError, OSError, TimeoutError) as error:
                 detail = slack_error(error) if isinstance(error, SlackApiError) else str(error)

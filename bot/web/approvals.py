@@ -3,10 +3,10 @@
 GET /approve?t=<token> (or /reject) verifies the link and shows a confirmation page: rollout,
 clusters, requester (read with the workflow's `progress` query), approver and action, with one
 button. A GET never decides anything (mail scanners and link previews open links).
-POST /approve (or /reject) with the token in the form body calls the workflow's `approve` /
-`reject` update as the approver the link names, so the workflow's own rules hold: approver list,
-no self-approval, decided once. The token in the body is what makes the POST unforgeable (CSRF):
-only someone holding the link can make it.
+POST /approve (or /reject) with the token in the form body sends the workflow's `approve` /
+`reject` update (through the rollout facade, `bot.rollouts`) as the approver the link names, so
+the workflow's own rules hold: approver list, no self-approval, decided once. The token in the
+body is what makes the POST unforgeable (CSRF): only someone holding the link can make it.
 
 Tampered links are refused with 403, malformed ones with 400, expired or reused ones with 410, and
 none of them changes anything. A link is used once: after a POST the workflow answered, its nonce
@@ -21,17 +21,17 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from activities.notify.links import Action, LinkClaims, LinkError, LinkSigner
+from bot.rollouts import Problem, RolloutError, Rollouts
 from bot.settings import Settings
 from workflows.models import ApprovalDecision, Phase, RolloutProgress
 
 log = logging.getLogger("patchpilot.approval_web")
 
 SIGNER_KEY: web.AppKey[LinkSigner] = web.AppKey("signer", LinkSigner)
-CLIENT_KEY: web.AppKey[Client] = web.AppKey("client", Client)
+ROLLOUTS_KEY: web.AppKey[Rollouts] = web.AppKey("rollouts", Rollouts)
 USED_KEY: web.AppKey[UsedLinks] = web.AppKey("used_links")
 
 CSP = (
@@ -48,6 +48,7 @@ class UsedLinks:
         self._used: dict[str, int] = {}  # nonce -> expiry (forgotten once the link expired anyway)
 
     def claim(self, claims: LinkClaims) -> bool:
+        """Mark the link used; False when it already was."""
         now = time.time()
         if len(self._used) > 10_000:
             self._used = {n: e for n, e in self._used.items() if e > now}
@@ -57,9 +58,11 @@ class UsedLinks:
         return True
 
     def used(self, claims: LinkClaims) -> bool:
+        """True when the link was already used."""
         return claims.nonce in self._used
 
     def release(self, claims: LinkClaims) -> None:
+        """Make the link usable again (the decision did not reach the workflow)."""
         self._used.pop(claims.nonce, None)
 
 
@@ -104,11 +107,6 @@ def _verify(request: web.Request, token: str | None, action: Action) -> LinkClai
     return claims
 
 
-async def _progress(client: Client, rollout_id: str) -> RolloutProgress:
-    handle = client.get_workflow_handle(rollout_id)
-    return await handle.query("progress", result_type=RolloutProgress)
-
-
 def _decided(progress: RolloutProgress) -> str | None:
     if progress.phase == Phase.AWAITING_APPROVAL:
         return None
@@ -122,18 +120,19 @@ def _decided(progress: RolloutProgress) -> str | None:
     return f"This rollout is no longer waiting for an approval (now: {progress.phase.value})."
 
 
-async def _ended(client: Client, claims: LinkClaims) -> web.Response:
+def _not_accepted(reason: str) -> web.Response:
+    """409: the workflow's rules refused the decision (or someone decided first)."""
+    return _page("Not accepted", f'<p class="error" id="reason">{html.escape(reason)}</p>', 409)
+
+
+async def _ended(rollouts: Rollouts, claims: LinkClaims) -> web.Response:
     """The answer when the rollout no longer runs: who decided, if anyone, else why it ended."""
     try:
-        progress = await _progress(client, claims.rollout_id)
-    except RPCError:
+        progress = await rollouts.progress(claims.rollout_id, steps=False)
+    except RolloutError:
         return _error("Unknown rollout", f"rollout {claims.rollout_id} was not found", 410)
     if progress.decided_by:
-        return _page(
-            "Not accepted",
-            f'<p class="error" id="reason">{html.escape(_decided(progress) or "")}</p>',
-            409,
-        )
+        return _not_accepted(_decided(progress) or "")
     return _error(
         "No longer possible",
         f"rollout {claims.rollout_id} is no longer waiting for a decision "
@@ -143,86 +142,100 @@ async def _ended(client: Client, claims: LinkClaims) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+LINK_REFUSED = "This link cannot be used"
+UNREACHABLE = "PatchPilot cannot reach Temporal right now"
 
 
 def _handlers(action: Action) -> tuple[Handler, Handler]:
-    verb = "Approve" if action == "approve" else "Reject"
+    """The GET (confirmation page) and POST (decision) handlers of /approve or /reject."""
 
     async def show(request: web.Request) -> web.Response:
-        try:
-            claims = _verify(request, request.query.get("t"), action)
-        except LinkError as refused:
-            return _error("This link cannot be used", str(refused), refused.status)
-        if request.app[USED_KEY].used(claims):
-            return _error("This link cannot be used", "this link was already used", 410)
-        try:
-            progress = await _progress(request.app[CLIENT_KEY], claims.rollout_id)
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return _error("Unknown rollout", f"rollout {claims.rollout_id} was not found", 410)
-            log.warning("progress query for %s failed: %s", claims.rollout_id, error)
-            return _error("Try again later", "PatchPilot cannot reach Temporal right now", 503)
-        clusters = ", ".join(c.name for c in progress.clusters) or "(resolving)"
-        hosts = sum(len(c.hosts) for c in progress.clusters)
-        facts = (
-            f"<dl><dt>Rollout</dt><dd id='rollout'>{html.escape(progress.rollout_id)}</dd>"
-            f"<dt>Clusters</dt><dd id='clusters'>{html.escape(clusters)} ({hosts} hosts)</dd>"
-            f"<dt>Requested by</dt><dd id='requester'>{html.escape(progress.requester_email)}</dd>"
-            f"<dt>You, the approver</dt><dd id='approver'>{html.escape(claims.approver)}</dd>"
-            f"<dt>Action</dt><dd id='action'>{verb}</dd></dl>"
-        )
-        decided = _decided(progress)
-        if decided:
-            return _page("Already decided", f"{facts}<p id='reason'>{html.escape(decided)}</p>")
-        form = (
-            f'<form method="post" action="{action}">'
-            f'<input type="hidden" name="t" value="{html.escape(request.query["t"])}">'
-            '<p><label for="comment">Comment (optional)</label><br>'
-            '<textarea id="comment" name="comment" rows="2" maxlength="2000"></textarea></p>'
-            f'<button type="submit" id="confirm" class="{action}">{verb} this rollout</button>'
-            "</form>"
-        )
-        return _page(f"{verb} rollout {progress.rollout_id}?", facts + form)
+        return await _show(request, action)
 
     async def decide(request: web.Request) -> web.Response:
-        form = await request.post()
-        token = form.get("t")
-        try:
-            claims = _verify(request, token if isinstance(token, str) else None, action)
-        except LinkError as refused:
-            return _error("This link cannot be used", str(refused), refused.status)
-        used = request.app[USED_KEY]
-        if not used.claim(claims):
-            return _error("This link cannot be used", "this link was already used", 410)
-        comment = form.get("comment")
-        decision = ApprovalDecision(
-            approver=claims.approver,
-            comment=(comment if isinstance(comment, str) else "").strip()[:2000],
-        )
-        handle = request.app[CLIENT_KEY].get_workflow_handle(claims.rollout_id)
-        try:
-            result = await handle.execute_update(action, decision, result_type=str)
-        except WorkflowUpdateFailedError as refused:
-            reason = str(getattr(refused.cause, "message", None) or refused.cause or refused)
-            return _page(
-                "Not accepted",
-                f'<p class="error" id="reason">{html.escape(reason)}</p>',
-                409,
-            )
-        except RPCError as error:
-            if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                return await _ended(request.app[CLIENT_KEY], claims)
-            used.release(claims)  # Temporal did not answer: the link may be tried again
-            log.warning("update %s on %s failed: %s", action, claims.rollout_id, error)
-            return _error("Try again later", "PatchPilot cannot reach Temporal right now", 503)
-        log.info("rollout %s: %s through a signed link", claims.rollout_id, result)
-        return _page(
-            "Done",
-            f'<p class="ok" id="reason">Rollout {html.escape(claims.rollout_id)}: '
-            f"{html.escape(result)}.</p>",
-        )
+        return await _decide(request, action)
 
     return show, decide
+
+
+def _verb(action: Action) -> str:
+    return "Approve" if action == "approve" else "Reject"
+
+
+async def _show(request: web.Request, action: Action) -> web.Response:
+    try:
+        claims = _verify(request, request.query.get("t"), action)
+    except LinkError as refused:
+        return _error(LINK_REFUSED, str(refused), refused.status)
+    if request.app[USED_KEY].used(claims):
+        return _error(LINK_REFUSED, "this link was already used", 410)
+    try:
+        progress = await request.app[ROLLOUTS_KEY].progress(claims.rollout_id, steps=False)
+    except RolloutError as error:
+        if error.problem == Problem.NOT_FOUND:
+            return _error("Unknown rollout", f"rollout {claims.rollout_id} was not found", 410)
+        log.warning("progress query for %s failed: %s", claims.rollout_id, error)
+        return _error("Try again later", UNREACHABLE, 503)
+    facts = _facts(progress, claims, _verb(action))
+    decided = _decided(progress)
+    if decided:
+        return _page("Already decided", f"{facts}<p id='reason'>{html.escape(decided)}</p>")
+    form = (
+        f'<form method="post" action="{action}">'
+        f'<input type="hidden" name="t" value="{html.escape(request.query["t"])}">'
+        '<p><label for="comment">Comment (optional)</label><br>'
+        '<textarea id="comment" name="comment" rows="2" maxlength="2000"></textarea></p>'
+        f'<button type="submit" id="confirm" class="{action}">{_verb(action)} this rollout</button>'
+        "</form>"
+    )
+    return _page(f"{_verb(action)} rollout {progress.rollout_id}?", facts + form)
+
+
+def _facts(progress: RolloutProgress, claims: LinkClaims, verb: str) -> str:
+    """What the approver is deciding: rollout, clusters, requester, approver, action."""
+    clusters = ", ".join(c.name for c in progress.clusters) or "(resolving)"
+    hosts = sum(len(c.hosts) for c in progress.clusters)
+    return (
+        f"<dl><dt>Rollout</dt><dd id='rollout'>{html.escape(progress.rollout_id)}</dd>"
+        f"<dt>Clusters</dt><dd id='clusters'>{html.escape(clusters)} ({hosts} hosts)</dd>"
+        f"<dt>Requested by</dt><dd id='requester'>{html.escape(progress.requester_email)}</dd>"
+        f"<dt>You, the approver</dt><dd id='approver'>{html.escape(claims.approver)}</dd>"
+        f"<dt>Action</dt><dd id='action'>{verb}</dd></dl>"
+    )
+
+
+async def _decide(request: web.Request, action: Action) -> web.Response:
+    form = await request.post()
+    token = form.get("t")
+    try:
+        claims = _verify(request, token if isinstance(token, str) else None, action)
+    except LinkError as refused:
+        return _error(LINK_REFUSED, str(refused), refused.status)
+    used = request.app[USED_KEY]
+    if not used.claim(claims):
+        return _error(LINK_REFUSED, "this link was already used", 410)
+    comment = form.get("comment")
+    decision = ApprovalDecision(
+        approver=claims.approver,
+        comment=(comment if isinstance(comment, str) else "").strip()[:2000],
+    )
+    rollouts = request.app[ROLLOUTS_KEY]
+    try:
+        result = await rollouts.decide(claims.rollout_id, decision, approve=action == "approve")
+    except RolloutError as error:
+        if error.problem == Problem.REFUSED:
+            return _not_accepted(str(error))
+        if error.problem in (Problem.ENDED, Problem.NOT_FOUND):
+            return await _ended(rollouts, claims)
+        used.release(claims)  # Temporal did not answer: the link may be tried again
+        log.warning("update %s on %s failed: %s", action, claims.rollout_id, error)
+        return _error("Try again later", UNREACHABLE, 503)
+    log.info("rollout %s: %s through a signed link", claims.rollout_id, result)
+    return _page(
+        "Done",
+        f'<p class="ok" id="reason">Rollout {html.escape(claims.rollout_id)}: '
+        f"{html.escape(result)}.</p>",
+    )
 
 
 @web.middleware
@@ -241,8 +254,11 @@ async def _headers(
 def add_routes(
     app: web.Application, client: Client, signer: LinkSigner, used: UsedLinks | None = None
 ) -> None:
-    """Mount the link pages on an existing aiohttp app (e.g. the Slack bot's HTTP server)."""
-    app[CLIENT_KEY] = client
+    """Mount the link pages on an existing aiohttp app (e.g. the Slack bot's HTTP server).
+
+    `used` remembers used links; pass one to share it between apps (default: a fresh one).
+    """
+    app[ROLLOUTS_KEY] = Rollouts(client)
     app[SIGNER_KEY] = signer
     app[USED_KEY] = used or UsedLinks()
     for action in ("approve", "reject"):
@@ -254,6 +270,7 @@ def add_routes(
 def create_app(
     client: Client, signer: LinkSigner, used: UsedLinks | None = None
 ) -> web.Application:
+    """The link pages as an app of their own, with security headers and GET /healthz."""
     app = web.Application(middlewares=[_headers], client_max_size=64 * 1024)
     add_routes(app, client, signer, used)
 

@@ -22,6 +22,13 @@ ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
 def build_app(
     codec: PayloadCodec, *, token: str | None, cors_origins: list[str]
 ) -> web.Application:
+    """The codec server: POST /encode and /decode transcode a JSON `Payloads` body with `codec`.
+
+    With a `token`, requests without `Authorization: Bearer <token>` get 401; `cors_origins` are
+    the Web UI origins allowed to call from a browser. A body that is not `Payloads` JSON, or a
+    payload the codec refuses (e.g. an unknown key id), gets 400 with the reason.
+    """
+
     @web.middleware
     async def cors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin", "")

@@ -82,6 +82,14 @@ class DemoRun:
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
 
+    def stop_when_kept_open(self, metrics_port: int) -> dict[str, float]:
+        """Wait for the demo to keep its servers open, scrape the worker's metrics, press Enter;
+        returns the metrics."""
+        self.wait_for_line(r"Press Enter \(or Ctrl-C\) to stop them")
+        metrics = scrape(metrics_port)
+        self.press_enter()
+        return metrics
+
     def interrupt(self) -> None:
         """Ctrl-C as a terminal sends it: SIGINT to the foreground process group."""
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -174,10 +182,8 @@ def test_ctrl_c_stops_everything_then_a_demo_rollout_succeeds(tmp_path: Path) ->
     run.wait_for_line(r"follow it in the Temporal Web UI: http://localhost:\d+/")
     ui = httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10, follow_redirects=True)
     assert ui.status_code == 200 and "<html" in ui.text.lower()
-    run.wait_for_line(r"Press Enter \(or Ctrl-C\) to stop them")
+    metrics = run.stop_when_kept_open(metrics_port)
     took = time.monotonic() - started
-    metrics = scrape(metrics_port)
-    run.press_enter()
     code = run.finish()
     out = run.output
     assert code == 0, out
@@ -234,9 +240,7 @@ def test_fail_host_ends_in_the_failure_summary_with_a_non_zero_exit(tmp_path: Pa
         str(metrics_port),
         "--keep-open",
     )
-    run.wait_for_line(r"Press Enter \(or Ctrl-C\) to stop them")
-    metrics = scrape(metrics_port)
-    run.press_enter()
+    metrics = run.stop_when_kept_open(metrics_port)
     code = run.finish()
     out = run.output
     assert code == 1, out

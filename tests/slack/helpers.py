@@ -14,8 +14,10 @@ from slack_bolt.app.async_app import AsyncApp
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack.app import SlackBot, build_app, serve_http
+from bot.slack.app import build_app
 from bot.slack.config import SlackDefaults
+from bot.slack.context import SlackBot
+from bot.slack.http import serve_http
 from lab import free_port
 from lab.slack_standin import SlackStandIn, block_action_body, signed_headers, slash_command_body
 

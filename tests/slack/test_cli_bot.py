@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest_asyncio
@@ -16,8 +17,8 @@ from pydantic import SecretStr
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack.app import run_bot
 from bot.slack.blocks import APPROVE_ACTION
+from bot.slack.runner import run_bot
 from lab import Lab, free_port
 from lab.slack_standin import (
     SlackStandIn,
@@ -39,6 +40,28 @@ async def slack() -> AsyncIterator[SlackStandIn]:
     async with SlackStandIn(channels={CHANNEL}) as standin:
         people(standin)
         yield standin
+
+
+async def approval_request(slack: SlackStandIn) -> tuple[str, dict[str, Any], str]:
+    """(card ts, the approval request in its thread, the rollout id its buttons carry)."""
+    await wait_for(lambda: slack.top_level(CHANNEL), timeout=60)
+    card_ts = slack.top_level(CHANNEL)[0]["ts"]
+    await wait_for(lambda: slack.thread(CHANNEL, card_ts), timeout=60)
+    request = slack.thread(CHANNEL, card_ts)[0]
+    return card_ts, request, request["blocks"][1]["elements"][0]["value"]
+
+
+async def rollout_succeeded(
+    temporal_client: Client, slack: SlackStandIn, rollout_id: str, card_ts: str
+) -> None:
+    """The rollout patches the 3 hosts of cluster-a and its thread ends with the summary."""
+    handle = temporal_client.get_workflow_handle(rollout_id, result_type=RolloutSummary)
+    summary = await asyncio.wait_for(handle.result(), 120)
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
+    await wait_for(
+        lambda: any("Rollout succeeded" in m["text"] for m in slack.thread(CHANNEL, card_ts)),
+        timeout=60,
+    )
 
 
 async def test_patchpilot_bot_serves_slash_commands_and_runs_the_rollout(
@@ -90,21 +113,11 @@ async def test_patchpilot_bot_serves_slash_commands_and_runs_the_rollout(
             )
             async with session.post(url, data=body, headers=signed_headers(SECRET, body)) as r:
                 assert r.status == 200
-            await wait_for(lambda: slack.top_level(CHANNEL), timeout=60)
-            card_ts = slack.top_level(CHANNEL)[0]["ts"]
-            await wait_for(lambda: slack.thread(CHANNEL, card_ts), timeout=60)
-            request = slack.thread(CHANNEL, card_ts)[0]
-            rollout_id = request["blocks"][1]["elements"][0]["value"]
+            card_ts, request, rollout_id = await approval_request(slack)
             click = block_action_body(APPROVE_ACTION, rollout_id, ALICE, CHANNEL, request["ts"])
             async with session.post(url, data=click, headers=signed_headers(SECRET, click)) as r:
                 assert r.status == 200
-        handle = temporal_client.get_workflow_handle(rollout_id, result_type=RolloutSummary)
-        summary = await asyncio.wait_for(handle.result(), 120)
-        assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
-        await wait_for(
-            lambda: any("Rollout succeeded" in m["text"] for m in slack.thread(CHANNEL, card_ts)),
-            timeout=60,
-        )
+        await rollout_succeeded(temporal_client, slack, rollout_id, card_ts)
         # The card is updated right after the summary is posted.
         await wait_for(
             lambda: "3/3 done" in str(slack.messages[(CHANNEL, card_ts)]["blocks"]), timeout=60
@@ -154,22 +167,12 @@ async def test_run_bot_in_socket_mode_runs_a_rollout_end_to_end(
             timeout=60,
         )
         assert not ack.get("payload"), "an empty ack: the rollout card is the answer"
-        await wait_for(lambda: slack.top_level(CHANNEL), timeout=60)
-        card_ts = slack.top_level(CHANNEL)[0]["ts"]
-        await wait_for(lambda: slack.thread(CHANNEL, card_ts), timeout=60)
-        request = slack.thread(CHANNEL, card_ts)[0]
-        rollout_id = request["blocks"][1]["elements"][0]["value"]
+        card_ts, request, rollout_id = await approval_request(slack)
         await slack.socket_request(
             "interactive",
             block_action_payload(APPROVE_ACTION, rollout_id, ALICE, CHANNEL, request["ts"]),
         )
-        handle = temporal_client.get_workflow_handle(rollout_id, result_type=RolloutSummary)
-        summary = await asyncio.wait_for(handle.result(), 120)
-        assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
-        await wait_for(
-            lambda: any("Rollout succeeded" in m["text"] for m in slack.thread(CHANNEL, card_ts)),
-            timeout=60,
-        )
+        await rollout_succeeded(temporal_client, slack, rollout_id, card_ts)
         assert slack.messages[(CHANNEL, request["ts"])]["text"] == f"Approved by <@{ALICE}>"
         assert [call.method for call in slack.calls][:2] == ["auth.test", "apps.connections.open"]
     finally:

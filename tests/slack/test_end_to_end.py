@@ -15,7 +15,8 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from activities.ssh import unwrap_command
 from bot.settings import Settings
 from bot.slack.blocks import APPROVE_ACTION, REJECT_ACTION
-from bot.slack.notifier import SlackNotifier, web_client
+from bot.slack.client import web_client
+from bot.slack.notifier import SlackNotifier
 from bot.worker import WorkerParts, build_worker
 from lab import Lab
 from lab.slack_standin import SlackStandIn

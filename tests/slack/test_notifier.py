@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import notify
 from bot.slack import blocks
-from bot.slack.notifier import SlackNotifier, web_client
+from bot.slack.client import web_client
+from bot.slack.notifier import SlackNotifier
 from lab.slack_standin import SlackStandIn
 from workflows.models import (
     ClusterProgress,
@@ -52,7 +53,7 @@ def notice(thread_ts: str | None, channel: str | None = CHANNEL, **extra: object
             "hostsByCluster": {"cluster-a": ["a1", "a2"]},
             "pilotHostCount": 1,
             "updateCommand": "apt-get -y upgrade",
-            "services": ["nginx"],
+            "serviceList": ["nginx"],
             "slackChannel": channel,
             "slackThreadTs": thread_ts,
             **extra,

@@ -12,18 +12,12 @@ import httpx
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.ssh import unwrap_command
+from bot.rollouts import Rollouts
 from bot.settings import Settings
 from lab import Lab
 from tests.support import SERVICES, Mailbox, wait_for
 from tests.teams.conftest import LINK_SECRET, LinkServer, TeamsStandIn, links_in
-from workflows.models import (
-    WORKFLOW_NAME,
-    ApprovalDecision,
-    Phase,
-    RolloutInput,
-    RolloutProgress,
-    RolloutSummary,
-)
+from workflows.models import ApprovalDecision, Phase, RolloutInput, RolloutProgress
 
 ALICE, CAROL, BOB, EVE = (
     "alice@example.com",
@@ -55,13 +49,8 @@ def token_of(url: str) -> str:
 
 
 async def start(client: Client, settings: Settings, rollout_input: RolloutInput):
-    return await client.start_workflow(
-        WORKFLOW_NAME,
-        rollout_input,
-        id=f"links-{uuid.uuid4().hex[:8]}",
-        task_queue=settings.task_queue,
-        result_type=RolloutSummary,
-    )
+    rollouts = Rollouts(client, settings.task_queue)
+    return await rollouts.start(rollout_input, f"links-{uuid.uuid4().hex[:8]}")
 
 
 async def progress(handle) -> RolloutProgress:

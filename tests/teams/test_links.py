@@ -10,13 +10,8 @@ from datetime import timedelta
 import pytest
 
 from activities.notify import EmailNotifier, approval_request
-from activities.notify.links import (
-    ApprovalLinks,
-    LinkError,
-    LinkSigner,
-    PersonalLinksEmail,
-    links_from_settings,
-)
+from activities.notify.build import links_from_settings
+from activities.notify.links import ApprovalLinks, LinkError, LinkSigner, PersonalLinksEmail
 from bot.settings import Settings
 from tests.support import Mailbox
 from workflows.models import RolloutNotice

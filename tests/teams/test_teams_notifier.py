@@ -28,7 +28,7 @@ def notice(**extra: object) -> RolloutNotice:
             "hosts_by_cluster": {"cluster-a": ["a1", "a2", "a3"]},
             "pilot_host_count": 1,
             "update_command": "apt-get -y upgrade",
-            "services": ["nginx"],
+            "service_list": ["nginx"],
             **extra,
         }
     )

@@ -159,3 +159,26 @@ def test_carried_targets_keep_each_command_set_once() -> None:
     assert sets == [custom] and index_of == {"c": [0, 0, 0, -1]}
     assert "curl" not in carry.model_dump_json().replace(custom.health_check, "", 1)
     assert unpack_targets(carry) == {"c": hosts}
+
+
+def test_the_host_job_is_the_rollout_fields_of_the_same_name() -> None:
+    from workflows.models import HostJob, HostStepInput, HostTarget
+
+    raw = {
+        **GOOD,
+        "vaultToken": "hvs.secret-token-value",
+        "preUpdateScripts": ["echo before"],
+        "drainTimeout": "PT2M",
+        "rebootPolicy": "never",
+        "slackChannel": "C123",
+    }
+    rollout = RolloutInput.at_edge(raw, payload_encryption=True)
+    job = HostJob.from_rollout("rollout-1", rollout)
+    assert job.rollout_id == "rollout-1"
+    for name in HostJob.model_fields:
+        if name != "rollout_id":
+            assert getattr(job, name) == getattr(rollout, name), name
+    step = HostStepInput(job=job, host=HostTarget(name="h1", cluster="cluster-a", address="h1"))
+    assert step.rollout_id == "rollout-1"
+    assert "hvs.secret-token-value" not in repr(step)
+    assert HostStepInput.model_validate_json(step.model_dump_json()) == step

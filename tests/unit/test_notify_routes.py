@@ -12,9 +12,8 @@ from pydantic import SecretStr, ValidationError
 
 from activities import notify
 from activities.notify import Message
+from activities.notify.build import teams_from_settings, webhook_from_settings
 from activities.notify.routing import CHANNELS, EVENTS, RoutedNotifier, route
-from activities.notify.teams import teams_from_settings
-from activities.notify.webhook import webhook_from_settings
 from bot.settings import Settings, describe_settings_error
 from workflows.models import RolloutNotice
 

@@ -1,11 +1,13 @@
 import pytest
 
 from workflows.planning import (
+    Stage,
     batch_sizes,
     batches,
     plan_cluster,
     resolve_amount,
     should_stop,
+    stages,
     waves,
 )
 
@@ -25,17 +27,37 @@ def test_pilot_count_larger_than_cluster_makes_the_whole_cluster_pilot() -> None
 
 def test_zero_pilots_means_every_host_is_in_the_waves() -> None:
     plan = plan_cluster(["h1", "h2", "h3"], 0)
-    assert plan.waves(2) == [(False, ["h1", "h2"]), (False, ["h3"])]
+    assert plan.pilots == [] and waves(plan.rest, 2) == [["h1", "h2"], ["h3"]]
+    assert stages(["h1", "h2", "h3"], 0, 2) == [
+        Stage("all hosts, 2 at a time", ["h1", "h2", "h3"], 2, pilot=False)
+    ]
 
 
 def test_waves_hold_pilots_first_then_the_rest_each_at_most_max_concurrency() -> None:
-    plan = plan_cluster([f"h{i}" for i in range(1, 8)], 3)
-    assert plan.waves(2) == [
-        (True, ["h1", "h2"]),
-        (True, ["h3"]),
-        (False, ["h4", "h5"]),
-        (False, ["h6", "h7"]),
+    hosts = [f"h{i}" for i in range(1, 8)]
+    plan = plan_cluster(hosts, 3)
+    assert [waves(plan.pilots, 2), waves(plan.rest, 2)] == [
+        [["h1", "h2"], ["h3"]],
+        [["h4", "h5"], ["h6", "h7"]],
     ]
+    assert stages(hosts, 3, 2) == [
+        Stage("pilot hosts", ["h1", "h2", "h3"], 2, pilot=True),
+        Stage("the rest, 2 at a time", ["h4", "h5", "h6", "h7"], 2, pilot=False),
+    ]
+
+
+def test_wave_sizes_cut_the_rest_into_batches_each_run_whole() -> None:
+    hosts = [f"h{i}" for i in range(1, 7)]
+    assert stages(hosts, 1, "50%", [2, "50%"]) == [
+        Stage("pilot hosts", ["h1"], 3, pilot=True),
+        Stage("wave 2/3", ["h2", "h3"], 2, pilot=False),
+        Stage("wave 3/3", ["h4", "h5", "h6"], 3, pilot=False),
+    ]
+    assert stages(hosts, 0, 1, [4]) == [
+        Stage("wave 1/2", hosts[:4], 4, pilot=False),
+        Stage("wave 2/2", hosts[4:], 2, pilot=False),
+    ]
+    assert stages([], 2, 1) == []
 
 
 def test_one_by_one_is_the_default_shape() -> None:

@@ -21,9 +21,7 @@ HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.j
 
 def test_recorded_histories_exist() -> None:
     names = {path.name.split(".")[0] for path in HISTORIES}
-    # v1-*: the engine with waves and a signal per host step (before the sliding window).
     assert {"succeeded", "failed-pilot", "cancelled"} <= names
-    assert {"v1-succeeded", "v1-failed-pilot", "v1-cancelled"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])

@@ -3,9 +3,8 @@
 No Slack workspace is reachable from here, so the bot's slack_sdk clients are pointed at this
 server (`SLACK_API_URL=http://127.0.0.1:PORT/api/`). It answers the methods PatchPilot uses the way
 Slack does (`{"ok": true, ...}` or `{"ok": false, "error": "..."}`, 429 with Retry-After), keeps the
-messages it was sent so a test can read a thread back, and records every call. It also builds
-correctly signed requests as Slack would send them to the bot in HTTP mode, and can play Slack's
-side of a Socket Mode connection.
+messages it was sent so a test can read a thread back, and records every call. It can also play
+Slack's side of a Socket Mode connection.
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
-from slack_sdk.signature import SignatureVerifier
 
 TEAM_ID = "T0PATCHPILOT"
 BOT_USER_ID = "UPATCHBOT"
@@ -29,6 +26,9 @@ BOT_USER_ID = "UPATCHBOT"
 
 @dataclass
 class Call:
+    """One Web API call the stand-in received: ``method`` (e.g. ``chat.postMessage``), its
+    parameters (query, form or JSON; ``blocks`` decoded), and ``time.monotonic()`` at arrival."""
+
     method: str
     params: dict[str, Any]
     at: float
@@ -36,11 +36,14 @@ class Call:
 
 @dataclass
 class User:
+    """A member of the stand-in's workspace (``users.info``, ``users.lookupByEmail``)."""
+
     id: str
     name: str
     email: str | None
 
     def as_slack(self) -> dict[str, Any]:
+        """The user object as Slack's API returns it."""
         profile: dict[str, Any] = {"display_name": self.name, "real_name": self.name.title()}
         if self.email:
             profile["email"] = self.email
@@ -49,6 +52,8 @@ class User:
 
 @dataclass
 class Failure:
+    """An error the next ``times`` calls of a method get (see ``SlackStandIn.fail``)."""
+
     error: str
     status: int = 200
     retry_after: int | None = None
@@ -77,6 +82,7 @@ class SlackStandIn:
     # ---- set-up -----------------------------------------------------------------------------
 
     def add_user(self, user_id: str, name: str, email: str | None) -> User:
+        """Add a workspace member; ``email`` None for one whose profile hides it."""
         user = User(user_id, name, email)
         self.users[user_id] = user
         return user
@@ -116,14 +122,17 @@ class SlackStandIn:
 
     @property
     def api_url(self) -> str:
+        """What to set ``SLACK_API_URL`` (slack_sdk's ``base_url``) to; set once started."""
         return f"{self.base_url}/api/"
 
     def response_url(self) -> str:
+        """A fresh ``response_url`` whose POSTs are recorded (see ``responses``)."""
         return f"{self.base_url}/response/{uuid.uuid4().hex}"
 
     # ---- reading back -----------------------------------------------------------------------
 
     def calls_to(self, method: str) -> list[Call]:
+        """The calls of one Web API method, oldest first."""
         return [call for call in self.calls if call.method == method]
 
     def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
@@ -135,6 +144,7 @@ class SlackStandIn:
         ]
 
     def top_level(self, channel: str) -> list[dict[str, Any]]:
+        """The messages in ``channel`` that are not thread replies, oldest first."""
         return [
             message
             for (chan, _), message in sorted(self.messages.items(), key=lambda kv: float(kv[0][1]))
@@ -142,10 +152,12 @@ class SlackStandIn:
         ]
 
     def ephemerals(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Parameters of every ``chat.postEphemeral`` (to ``user`` only, if given)."""
         found = [call.params for call in self.calls if call.method == "chat.postEphemeral"]
         return [params for params in found if user is None or params.get("user") == user]
 
     def responses(self) -> list[dict[str, Any]]:
+        """Bodies posted to any ``response_url``, oldest first."""
         return [call.params for call in self.calls if call.method == "response_url"]
 
     # ---- the Web API --------------------------------------------------------------------------
@@ -322,91 +334,3 @@ class SlackStandIn:
             }
         )
         return await asyncio.wait_for(waiter, timeout)
-
-
-# ---- requests as Slack sends them to the bot -------------------------------------------------
-
-
-def signed_headers(
-    signing_secret: str, body: str, timestamp: int | None = None, content_type: str | None = None
-) -> dict[str, str]:
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(signing_secret).generate_signature(timestamp=stamp, body=body)
-    return {
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": signature or "",
-        "Content-Type": content_type or "application/x-www-form-urlencoded",
-    }
-
-
-def slash_command_fields(
-    text: str,
-    user_id: str,
-    channel_id: str = "CPATCH",
-    response_url: str = "",
-    command: str = "/patch",
-) -> dict[str, str]:
-    return {
-        "token": "deprecated-verification-token",
-        "team_id": TEAM_ID,
-        "team_domain": "patchpilot-test",
-        "channel_id": channel_id,
-        "channel_name": "ops",
-        "user_id": user_id,
-        "user_name": user_id.lower(),
-        "command": command,
-        "text": text,
-        "api_app_id": "APATCHPILOT",
-        "response_url": response_url,
-        "trigger_id": f"trigger-{uuid.uuid4().hex[:12]}",
-    }
-
-
-def slash_command_body(*args: Any, **kwargs: Any) -> str:
-    return urlencode(slash_command_fields(*args, **kwargs))
-
-
-def block_action_payload(
-    action_id: str,
-    value: str,
-    user_id: str,
-    channel_id: str,
-    message_ts: str,
-    *,
-    block_id: str = "patchpilot_decision",
-    thread_ts: str | None = None,
-    response_url: str = "",
-) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": ""}
-    if thread_ts:
-        message["thread_ts"] = thread_ts
-    return {
-        "type": "block_actions",
-        "team": {"id": TEAM_ID, "domain": "patchpilot-test"},
-        "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
-        "api_app_id": "APATCHPILOT",
-        "token": "deprecated-verification-token",
-        "container": {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel_id,
-            "is_ephemeral": False,
-        },
-        "trigger_id": f"trigger-{uuid.uuid4().hex[:12]}",
-        "channel": {"id": channel_id, "name": "ops"},
-        "message": message,
-        "response_url": response_url,
-        "actions": [
-            {
-                "type": "button",
-                "action_id": action_id,
-                "block_id": block_id,
-                "value": value,
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
-    }
-
-
-def block_action_body(*args: Any, **kwargs: Any) -> str:
-    return urlencode({"payload": json.dumps(block_action_payload(*args, **kwargs))})

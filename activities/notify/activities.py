@@ -1,0 +1,65 @@
+"""The spec's notification activities: each builds its event's message and hands it to every
+channel in turn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from temporalio import activity
+
+from activities.notify import messages
+from activities.notify.messages import Message, Notifier
+from workflows import names
+from workflows.models import RolloutNotice
+
+log = logging.getLogger("patchpilot.notify")
+
+# Activity name (the spec's, from workflows/names.py) -> the message that activity sends.
+MESSAGES: dict[str, Callable[[RolloutNotice], Message]] = {
+    names.SEND_APPROVAL_REQUEST: messages.approval_request,
+    names.SEND_START_NOTIFICATION: messages.start_notice,
+    names.SEND_SUCCESS_NOTIFICATION: messages.success_notice,
+    names.SEND_FAILURE_ALERT: messages.failure_alert,
+    names.SEND_ROLLOUT_SUMMARY: messages.rollout_summary,
+    names.SEND_WAVE_NOTIFICATION: messages.wave_notice,
+}
+
+
+class NotificationActivities:
+    """The notification activities over the worker's channels (`notifiers`, called in order).
+
+    Each activity takes a RolloutNotice and answers True when at least one channel delivered its
+    message. A channel that raises fails the activity, which Temporal retries with the workflow's
+    retry policy (see `Notifier`).
+    """
+
+    def __init__(self, notifiers: Sequence[Notifier]) -> None:
+        self._notifiers = list(notifiers)
+
+    async def _deliver(self, message: Message) -> bool:
+        """Sends `message` on every channel; True when one of them delivered it."""
+        delivered = False
+        for notifier in self._notifiers:
+            if await notifier.send(message):
+                delivered = True
+        if not self._notifiers:
+            log.info(
+                "no notifier configured; %s for %s not sent", message.event, message.recipients
+            )
+        return delivered
+
+    def _activity(
+        self, name: str, build: Callable[[RolloutNotice], Message]
+    ) -> Callable[[RolloutNotice], Awaitable[bool]]:
+        """The activity `name`: build the notice's message, deliver it."""
+
+        async def send(notice: RolloutNotice) -> bool:
+            return await self._deliver(build(notice))
+
+        send.__name__ = send.__qualname__ = f"send_{build.__name__}"
+        return activity.defn(name=name)(send)
+
+    def all(self) -> list[Callable[[RolloutNotice], Awaitable[bool]]]:
+        """Every notification activity, for the worker's activity list."""
+        return [self._activity(name, build) for name, build in MESSAGES.items()]

@@ -1,0 +1,155 @@
+"""Vault (or OpenBao): reachable and unsealed, the worker's credentials valid, and an SSH key
+readable where rollouts will look for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.cli.checks import CheckResult, fail, ok, short, skip, warn
+from bot.settings import Settings
+
+AUTH = "Vault auth"
+KV = "Vault KV mount"
+BAD_CREDENTIALS = "needs valid Vault credentials"
+
+
+def _auth_failed(detail: str, fix: str, kv_needs: str) -> list[CheckResult]:
+    """The auth check failed, so the KV check cannot run: say what it needs."""
+    return [fail(AUTH, detail, fix), skip(KV, kv_needs)]
+
+
+def check_vault(settings: Settings, secret_prefix: str, timeout: float) -> list[CheckResult]:
+    """The auth result, then the KV result (skipped when auth failed); blocking, `timeout` s
+    per request."""
+    import hvac
+    import hvac.exceptions
+    import requests
+
+    if not settings.vault_addr:
+        return _auth_failed(
+            "VAULT_ADDR is not set: the worker cannot fetch SSH keys",
+            "Set VAULT_ADDR=https://vault.example.com:8200 (Vault or OpenBao)",
+            "needs VAULT_ADDR",
+        )
+    address = settings.vault_addr
+    token = settings.vault_token.get_secret_value() if settings.vault_token else None
+    client = hvac.Client(url=address, token=token, timeout=timeout)
+    try:
+        health = client.sys.read_health_status(method="GET")
+        if not isinstance(health, dict):
+            health = health.json()
+    except (requests.exceptions.RequestException, hvac.exceptions.VaultError, ValueError) as error:
+        return _auth_failed(
+            f"cannot reach Vault at {address}: {short(error)}",
+            "Check VAULT_ADDR (scheme, host, port) and that Vault is running",
+            "needs a reachable Vault",
+        )
+    if health.get("sealed"):
+        return _auth_failed(
+            f"Vault at {address} is sealed",
+            "Unseal it (`vault operator unseal` / `bao operator unseal`)",
+            "needs an unsealed Vault",
+        )
+    try:
+        auth = _authenticate(client, settings, address, token)
+    except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest) as error:
+        what = "token" if token else "AppRole login"
+        return _auth_failed(
+            f"Vault at {address} refused the {what}: {short(error, 120)}",
+            "Set VAULT_TOKEN to a valid, unexpired token (check with `vault token lookup`), "
+            "or VAULT_ROLE_ID + VAULT_SECRET_ID for AppRole",
+            BAD_CREDENTIALS,
+        )
+    except (requests.exceptions.RequestException, hvac.exceptions.VaultError) as error:
+        return _auth_failed(
+            f"Vault at {address}: authentication failed: {short(error)}",
+            "Check VAULT_ADDR and the Vault server's logs",
+            BAD_CREDENTIALS,
+        )
+    if auth is None:
+        return _auth_failed(
+            "no Vault credentials for the worker",
+            "Set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID (AppRole)",
+            "needs Vault credentials",
+        )
+    return [auth, _check_kv(client, settings.vault_kv_mount, secret_prefix)]
+
+
+def _authenticate(
+    client: Any, settings: Settings, address: str, token: str | None
+) -> CheckResult | None:
+    """The token's lookup or an AppRole login; None without credentials. hvac errors propagate."""
+    if token:
+        info = client.auth.token.lookup_self()["data"]
+        ttl = int(info.get("ttl") or 0)
+        expires = (
+            "never expires" if ttl == 0 else f"expires in {ttl // 3600}h{ttl % 3600 // 60:02d}m"
+        )
+        detail = (
+            f"{address}: token valid (policies {', '.join(info.get('policies') or [])}; {expires})"
+        )
+        if 0 < ttl < 24 * 3600:
+            return warn(AUTH, detail, "The token expires within a day: renew it or use AppRole")
+        return ok(AUTH, detail)
+    if settings.vault_role_id and settings.vault_secret_id:
+        client.auth.approle.login(
+            role_id=settings.vault_role_id,
+            secret_id=settings.vault_secret_id.get_secret_value(),
+        )
+        return ok(AUTH, f"{address}: AppRole login succeeded")
+    return None
+
+
+def _check_kv(client: Any, mount: str, prefix: str) -> CheckResult:
+    import hvac.exceptions
+    import requests
+
+    path = f"{prefix}/default"
+    shown = f"{mount}/{path}"
+    policy_fix = (
+        f"Check PATCHPILOT_VAULT_KV_MOUNT (now {mount!r}) names a KV v2 mount, and that the "
+        f"worker's policy allows read on {mount}/data/{prefix}/*"
+    )
+    mount_known = False
+    try:
+        info = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
+        data = info.get("data", {}) if isinstance(info, dict) else {}
+        kind, version = data.get("type"), str((data.get("options") or {}).get("version", "1"))
+        if kind != "kv" or version != "2":
+            return fail(
+                KV,
+                f"{mount}/ is a {kind or 'unknown'} mount (version {version}), not KV v2",
+                f"Enable KV v2 there (`vault secrets enable -path={mount} kv-v2`) or set "
+                "PATCHPILOT_VAULT_KV_MOUNT to your KV v2 mount",
+            )
+        mount_known = True
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
+        pass  # policies often hide mount metadata; reading the key below says enough
+    try:
+        secret = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=mount, raise_on_deleted_version=True
+        )
+    except hvac.exceptions.InvalidPath:
+        if mount_known:
+            return warn(
+                KV,
+                f"KV v2 mount {mount}/ readable, but there is no key at {shown}; rollouts need "
+                f"{mount}/{prefix}/<host> for every host then",
+                f"Store the SSH key: `vault kv put -mount={mount} {path} "
+                "private_key=@id_ed25519 username=<user>`",
+            )
+        return fail(
+            KV, f"nothing at {shown}: the mount {mount!r} or the key does not exist", policy_fix
+        )
+    except hvac.exceptions.Forbidden:
+        return fail(KV, f"permission denied reading {shown}", policy_fix)
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
+        return fail(KV, f"reading {shown} failed: {short(error)}", policy_fix)
+    fields = (secret.get("data") or {}).get("data") or {}
+    if not fields.get("private_key"):
+        return fail(
+            KV,
+            f"{shown} exists but has no 'private_key' field",
+            "Store the key under the field name private_key (and optionally username)",
+        )
+    return ok(KV, f"SSH key readable at {shown}")

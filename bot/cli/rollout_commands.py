@@ -1,0 +1,244 @@
+"""The rollout commands: start, approve, reject, status, watch, cancel, result.
+
+Each one validates what the user typed, then asks the rollout facade (`bot.rollouts.Rollouts`);
+a `RolloutError` becomes a `UserError` (exit code 2) with the facade's sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from bot.cli.common import (
+    UserError,
+    build_rollout,
+    console,
+    read_json_object,
+    rollouts,
+    run,
+    split,
+)
+from bot.cli.render import render_progress
+from bot.rollouts import Problem, RolloutError, Rollouts, RolloutStatus
+from bot.settings import Settings
+from workflows.models import ApprovalDecision, describe_validation_error
+
+T = TypeVar("T")
+
+DURATION_FIELDS = ("approvalTimeout", "rebootTimeout", "updateTimeout", "windowCutoff")
+As = Annotated[str, typer.Option("--as", help="Your e-mail (must be an approver).")]
+Comment = Annotated[str, typer.Option(help="Why.")]
+
+
+def start(
+    clusters_option: Annotated[
+        list[str] | None,
+        typer.Option("--clusters", "--cluster", "-c", help="Cluster(s) to patch, in order."),
+    ] = None,
+    more_clusters: Annotated[
+        list[str] | None, typer.Argument(help="More clusters (after --clusters).")
+    ] = None,
+    pilot: Annotated[int | None, typer.Option(help="Pilot hosts per cluster.")] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option("--approver", "--approvers", help="Approver e-mail(s).")
+    ] = None,
+    requester: Annotated[str | None, typer.Option(help="Your e-mail.")] = None,
+    services: Annotated[str | None, typer.Option(help="Comma-separated services.")] = None,
+    update: Annotated[str | None, typer.Option(help="Update command run on each host.")] = None,
+    vault_address: Annotated[str | None, typer.Option(help="Vault URL (else VAULT_ADDR).")] = None,
+    secret_prefix: Annotated[str | None, typer.Option(help="Vault KV path prefix.")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Hosts patched at once.")] = None,
+    max_failures: Annotated[int | None, typer.Option(help="Host failures tolerated.")] = None,
+    approval_timeout: Annotated[
+        str | None, typer.Option(help="Seconds or ISO 8601 (default 24 h).")
+    ] = None,
+    pre_downtime_script: Annotated[list[str] | None, typer.Option()] = None,
+    pre_update_script: Annotated[list[str] | None, typer.Option()] = None,
+    post_update_script: Annotated[list[str] | None, typer.Option()] = None,
+    reboot_policy: Annotated[
+        str | None, typer.Option(help="if-required (default), always or never.")
+    ] = None,
+    reboot_timeout: Annotated[
+        str | None, typer.Option(help="Seconds or ISO 8601 to wait for a rebooted host.")
+    ] = None,
+    update_timeout: Annotated[str | None, typer.Option(help="Seconds or ISO 8601.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Inspect only: pending updates, reboot need.")
+    ] = False,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Maintenance window 'CRON|DURATION[|TIMEZONE]', e.g. '0 2 * * sat|PT4H|UTC' "
+            "(repeatable; default: the clusters' patchpilot_windows)."
+        ),
+    ] = None,
+    window_cutoff: Annotated[
+        str | None, typer.Option(help="Start no host with less than this left (default 15 min).")
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="Rollout JSON with the spec's field names.")
+    ] = None,
+    rollout_id: Annotated[str | None, typer.Option("--id", help="Workflow id to use.")] = None,
+) -> None:
+    """Start a rollout. It waits for an approver before touching any host."""
+    # Long only by its signature: each parameter is one of the command's flags (the contract).
+    settings = Settings()
+    raw = read_json_object(input_file) if input_file is not None else {}
+    flags: dict[str, Any] = {
+        "targetClusters": split(clusters_option) + split(more_clusters) or None,
+        "pilotHostCount": pilot,
+        "approverEmails": split(approver) or None,
+        "requesterEmail": requester,
+        "serviceList": split([services]) if services is not None else None,
+        "updateCommand": update,
+        "vaultAddress": vault_address,
+        "secretPathPrefix": secret_prefix,
+        "maxConcurrency": max_concurrency,
+        "maxFailures": max_failures,
+        "approvalTimeout": approval_timeout,
+        "preDowntimeScripts": pre_downtime_script,
+        "preUpdateScripts": pre_update_script,
+        "postUpdateScripts": post_update_script,
+        "rebootPolicy": reboot_policy,
+        "rebootTimeout": reboot_timeout,
+        "updateTimeout": update_timeout,
+        "dryRun": True if dry_run else None,
+        "maintenanceWindows": [parse_window(text) for text in window] if window else None,
+        "windowCutoff": window_cutoff,
+    }
+    raw.update({key: value for key, value in flags.items() if value is not None})
+    for duration in DURATION_FIELDS:  # "3600" on the command line means seconds
+        value = raw.get(duration)
+        if isinstance(value, str) and value.isdigit():
+            raw[duration] = int(value)
+    rollout = build_rollout(raw, settings)
+    workflow_id = _ask(settings, lambda facade: facade.start(rollout, rollout_id)).id
+    console.print(f"Started rollout [bold]{workflow_id}[/]")
+    if rollout.dry_run:
+        console.print("Dry run: no approval needed, nothing will be changed.")
+        console.print(f"  patchpilot result {workflow_id}")
+    else:
+        console.print(f"It waits for approval by: {', '.join(rollout.approver_emails)}")
+        console.print(f"  patchpilot approve {workflow_id} --as <approver e-mail>")
+    console.print(f"  patchpilot status {workflow_id}")
+    link = settings.ui_link(workflow_id)
+    if link:
+        console.print(f"  {link}")
+
+
+def _ask(
+    settings: Settings, request: Callable[[Rollouts], Awaitable[T]], *, refused: str = ""
+) -> T:
+    """Run one request on the facade; a `RolloutError` becomes a `UserError` with its sentence
+    (after `refused` when the workflow's rules said no)."""
+
+    async def main() -> T:
+        facade = await rollouts(settings)
+        try:
+            return await request(facade)
+        except RolloutError as error:
+            prefix = refused if error.problem == Problem.REFUSED else ""
+            raise UserError(f"{prefix}{error}") from None
+
+    return run(main())
+
+
+def parse_window(text: str) -> dict[str, Any]:
+    """--window 'CRON|DURATION[|TIMEZONE]' as a maintenanceWindows entry; `UserError` if not."""
+    parts = [part.strip() for part in text.split("|")]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UserError(f"--window {text!r}: expected 'CRON|DURATION[|TIMEZONE]'")
+    duration: str | int = int(parts[1]) if parts[1].isdigit() else parts[1]
+    window: dict[str, Any] = {"cron": parts[0], "duration": duration}
+    if len(parts) == 3:
+        window["timezone"] = parts[2]
+    return window
+
+
+def approve(rollout_id: str, as_: As, comment: Comment = "") -> None:
+    """Approve a rollout (you must be an approver, and not its requester)."""
+    _decide(rollout_id, as_, comment, approve=True)
+
+
+def reject(rollout_id: str, as_: As, comment: Comment = "") -> None:
+    """Reject a rollout: no host is touched."""
+    _decide(rollout_id, as_, comment, approve=False)
+
+
+def _decide(rollout_id: str, approver: str, comment: str, *, approve: bool) -> None:
+    settings = Settings()
+    try:
+        decision = ApprovalDecision(approver=approver, comment=comment)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error).replace("approver:", "--as:")) from None
+
+    answer = _ask(
+        settings,
+        lambda facade: facade.decide(rollout_id, decision, approve=approve),
+        refused=f"{'approve' if approve else 'reject'} refused: ",
+    )
+    console.print(answer)
+
+
+def status(
+    rollout_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the progress as JSON.")] = False,
+) -> None:
+    """Show a rollout's phase and every host's state and step."""
+    settings = Settings()
+
+    found = _ask(settings, lambda facade: facade.status(rollout_id))
+    if as_json:
+        # Every field, defaults too: a stable shape for scripts (the wire form leaves them out).
+        full = found.progress.model_dump(mode="json", context={"full": True})
+        print(json.dumps({"status": found.status, "progress": full}, indent=2))
+    else:
+        console.print(render_progress(found.progress, status=found.status))
+
+
+def watch(
+    rollout_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """Follow a rollout live until it ends; exit 0 only if it succeeded."""
+    from rich.live import Live
+
+    settings = Settings()
+
+    async def follow(facade: Rollouts) -> RolloutStatus:
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                found = await facade.status(rollout_id)
+                live.update(render_progress(found.progress, status=found.status))
+                if not found.running:
+                    return found
+                await asyncio.sleep(interval)
+
+    if _ask(settings, follow).progress.phase.value != "succeeded":
+        raise typer.Exit(1)
+
+
+def cancel(rollout_id: str) -> None:
+    """Cancel a rollout: no new host starts; hosts in progress finish their steps."""
+    settings = Settings()
+
+    _ask(settings, lambda facade: facade.cancel(rollout_id))
+    console.print(f"cancellation requested for {rollout_id}")
+
+
+def result(rollout_id: str) -> None:
+    """Wait for a rollout to end and print its summary; exit 1 unless it succeeded."""
+    from activities.notify import summary_text
+
+    settings = Settings()
+
+    summary = _ask(settings, lambda facade: facade.result(rollout_id))
+    console.print(summary_text(summary), highlight=False, markup=False)
+    if summary.phase.value not in ("succeeded", "dry-run-done"):
+        raise typer.Exit(1)

@@ -1,0 +1,214 @@
+"""The long-running processes: `worker`, `bot`, `codec-server` and `approval-server`.
+
+`worker` and `bot` start an embedded Temporal dev server when TEMPORAL_ADDRESS is not set
+(`bot.embedded.temporal_for`); each refuses to start, with the setting to fix, when its own
+configuration is incomplete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import typer
+
+from bot.cli.common import UserError, connect, console, run
+from bot.settings import Settings
+
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error")]
+LogFormat = Annotated[str, typer.Option(help="text or json")]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(envvar="PATCHPILOT_METRICS_PORT", help="Serve Prometheus metrics here."),
+]
+
+
+def _serve(
+    settings: Callable[[], Settings],
+    serve: Callable[[Settings], Coroutine[Any, Any, None]],
+    *,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    stopped: str,
+) -> None:
+    """Log as asked, serve metrics if asked, then run `serve` with the `settings()` against
+    Temporal (embedded when TEMPORAL_ADDRESS is unset) until Ctrl-C, which prints `stopped`."""
+    from bot.embedded import temporal_for
+    from bot.observability import configure_logging, start_metrics
+
+    configure_logging(log_level, log_format)
+    if metrics_port:
+        console.print(f"metrics at {start_metrics(metrics_port)}")
+    try:
+        with temporal_for(settings(), say=console.print) as connected:
+            run(serve(connected))
+    except KeyboardInterrupt:
+        console.print(stopped)
+
+
+def worker(
+    log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Run a worker for SystemPatchWorkflow and its activities until interrupted.
+
+    Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server (database in
+    PATCHPILOT_DATA_DIR) so rollouts survive a restart.
+    """
+
+    async def main(settings: Settings) -> None:
+        from bot.observability import worker_options
+        from bot.worker import build_worker
+
+        client = await connect(settings)
+        console.print(
+            f"worker polling task queue [bold]{settings.task_queue}[/] on "
+            f"{settings.temporal_address} ({settings.temporal_namespace})"
+        )
+        await build_worker(client, settings, **worker_options()).run()
+
+    _serve(
+        Settings,
+        main,
+        log_level=log_level,
+        log_format=log_format,
+        metrics_port=metrics_port,
+        stopped="worker stopped",
+    )
+
+
+def bot(
+    log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    host: Annotated[str, typer.Option(help="HTTP mode: address to listen on.")] = "0.0.0.0",
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Run the Slack bot (Socket Mode if SLACK_APP_TOKEN, else HTTP mode) and an embedded worker.
+
+    Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server, as `worker` does.
+    """
+    first = Settings()
+    if first.slack_bot_token is None:
+        raise UserError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
+    if first.slack_app_token is None and first.slack_signing_secret is None:
+        raise UserError(
+            "set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode, "
+            "POST /slack/events on PATCHPILOT_HTTP_PORT)"
+        )
+    from bot.slack.config import DefaultsError, load_defaults
+
+    try:
+        load_defaults(first.slack_defaults)  # a clear error now rather than a traceback later
+    except DefaultsError as error:
+        raise UserError(f"PATCHPILOT_SLACK_DEFAULTS: {error}") from None
+
+    async def main(settings: Settings) -> None:
+        from bot.observability import worker_options
+        from bot.slack.runner import run_bot
+
+        await connect(settings)  # a clear error when Temporal is unreachable
+        mode = (
+            "Socket Mode"
+            if settings.slack_app_token
+            else f"HTTP mode on {host}:{settings.http_port}/slack/events"
+        )
+        console.print(
+            f"Slack bot ({mode}) with a worker on task queue [bold]{settings.task_queue}[/] on "
+            f"{settings.temporal_address} ({settings.temporal_namespace})"
+        )
+        await run_bot(settings, host=host, worker_options=worker_options())
+
+    _serve(
+        lambda: first,
+        main,
+        log_level=log_level,
+        log_format=log_format,
+        metrics_port=metrics_port,
+        stopped="bot stopped",
+    )
+
+
+def codec_server(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Web UI origin allowed to call (repeatable).")
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool, typer.Option(help="Serve without a bearer token (local use only).")
+    ] = False,
+) -> None:
+    """Serve /encode and /decode so the Temporal Web UI can show encrypted payloads."""
+    from aiohttp import web
+
+    from bot.codec import CodecConfigError
+    from bot.web.codec_server import build_app
+
+    settings = Settings()
+    try:
+        codec = settings.payload_codec()
+    except CodecConfigError as error:
+        raise UserError(str(error)) from None
+    if codec is None:
+        raise UserError("no payload encryption configured: set PATCHPILOT_CODEC_KEYS")
+    token = os.environ.get("PATCHPILOT_CODEC_SERVER_TOKEN") or None
+    if token is None and not allow_unauthenticated:
+        raise UserError(
+            "set PATCHPILOT_CODEC_SERVER_TOKEN (callers send 'Authorization: Bearer <token>'), "
+            "or pass --allow-unauthenticated for local use"
+        )
+    origins = cors_origin or ["http://localhost:8233"]
+    console.print(f"codec server on http://{host}:{port} (CORS: {', '.join(origins)})")
+    web.run_app(
+        build_app(codec, token=token, cors_origins=origins), host=host, port=port, print=None
+    )
+
+
+def approval_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[
+        int | None, typer.Option(help="Port (default PATCHPILOT_APPROVAL_PORT, 3001).")
+    ] = None,
+) -> None:
+    """Serve the pages behind the signed Approve / Reject links of e-mails and Teams cards.
+
+    Needs PATCHPILOT_LINK_SECRET (the same as the workers') and PATCHPILOT_PUBLIC_URL (the address
+    approvers reach this server at, e.g. https://patchpilot.example.com behind a TLS proxy).
+    """
+    from activities.notify.links import LinkSigner
+    from bot.web.approvals import start_link_server
+
+    settings = Settings()
+    if settings.link_secret is None or not settings.public_url:
+        raise UserError(
+            "set PATCHPILOT_LINK_SECRET (shared with the workers) and PATCHPILOT_PUBLIC_URL "
+            "(where approvers reach this server)"
+        )
+    try:
+        LinkSigner(settings.link_secret.get_secret_value().encode())
+    except ValueError as error:
+        raise UserError(f"PATCHPILOT_LINK_SECRET: {error}") from None
+    listen = port or settings.approval_port
+
+    async def main() -> None:
+        client = await connect(settings)
+        # No access log: the request line carries the link's token.
+        runner = await start_link_server(client, settings, host, listen)
+        assert runner is not None
+        console.print(
+            f"approval links served on {host}:{listen} (public URL {settings.public_url}); "
+            f"Temporal {settings.temporal_address} ({settings.temporal_namespace})"
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        run(main())
+    except KeyboardInterrupt:
+        console.print("approval server stopped")

@@ -1,0 +1,122 @@
+"""SlackBot: what every listener and handler shares, and the work it runs after an ack.
+
+Slack wants every command and button click acknowledged within 3 seconds
+(https://api.slack.com/interactivity/handling#acknowledgment_response). Listeners therefore ack
+first and hand anything slow (Slack's users.* methods, Temporal) to `SlackBot.after_ack` /
+`SlackBot.spawn`, which run it in the background and keep it until it has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client
+
+from activities.inventory import InventoryError, load_inventory
+from bot.rollouts import Rollouts
+from bot.settings import Settings
+from bot.slack.commands import USAGE, CommandError
+from bot.slack.config import SlackDefaults
+from bot.slack.identity import Directory, IdentityError
+
+log = logging.getLogger("patchpilot.slack")
+
+# Bolt's `respond` (posts to the command's response_url) and `ack`; both take Slack's message
+# arguments as keywords (text=, blocks=, response_type="ephemeral" | "in_channel").
+Respond = Callable[..., Awaitable[Any]]
+Ack = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class SlackBot:
+    """The listeners' dependencies; `bot.slack.app.build_app` wires them into an AsyncApp.
+
+    `rollouts` (the client facade on `temporal` and the settings' task queue) is the only way the
+    Slack code starts, decides, cancels or reads rollouts; `temporal` itself serves schedules.
+    """
+
+    settings: Settings
+    temporal: Client
+    client: AsyncWebClient
+    defaults: SlackDefaults = field(default_factory=SlackDefaults)
+    # Background work started after an ack; kept so it is not garbage-collected mid-flight.
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The workspace this installation serves (from auth.test); requests from others are refused.
+    team_id: str | None = None
+    rollouts: Rollouts = field(init=False)
+    directory: Directory = field(init=False)
+    _clusters: tuple[tuple[str, int, int], frozenset[str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.rollouts = Rollouts(self.temporal, self.settings.task_queue)
+        self.directory = Directory(self.client)
+
+    def foreign_team(self, team_id: str | None) -> str | None:
+        """Why a request from workspace `team_id` is refused, or None when it is ours (or when
+        auth.test has not said which workspace is ours)."""
+        if self.team_id is None or team_id == self.team_id:
+            return None
+        return (
+            f"this PatchPilot serves Slack workspace {self.team_id} only; a request from "
+            f"{team_id or 'an unknown workspace'} is refused"
+        )
+
+    def known_clusters(self) -> set[str] | None:
+        """The inventory's cluster names, or None when no inventory is configured.
+
+        Runs before the ack, so the file is parsed again only when its mtime or size changed.
+        Raises InventoryError when the file cannot be read or parsed.
+        """
+        path = self.settings.inventory
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise InventoryError(f"cannot read inventory {path}: {error.strerror}") from None
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if self._clusters is None or self._clusters[0] != key:
+            self._clusters = (key, frozenset(load_inventory(path)))
+        return set(self._clusters[1])
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        """Run `work` in the background; a failure is logged, never raised to the listener."""
+
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def after_ack(self, respond: Respond, work: Awaitable[None]) -> None:
+        """Spawn the slow part of a `/patch` command; what goes wrong is told to the user who
+        typed it, ephemerally, not only logged."""
+        self.spawn(self._guard(respond, work))
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait up to `timeout` seconds for acknowledged work (a rollout being started, a
+        decision) to finish, so that stopping the bot does not drop what a user was told."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Slack background work failed", exc_info=task.exception())
+
+    async def _guard(self, respond: Respond, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except (CommandError, IdentityError) as error:
+            await respond(text=f":warning: {error}\n\n{USAGE}", response_type="ephemeral")
+        except Exception as error:
+            log.exception("/patch failed after the ack")
+            await respond(
+                text=f":x: PatchPilot could not do that: {error}", response_type="ephemeral"
+            )

@@ -1,0 +1,96 @@
+"""Telling people: the notices both workflows send, their wording, and `send_notice`, which every
+notification goes through."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import (
+        HostJob,
+        HostPatchResult,
+        HostTarget,
+        RolloutInput,
+        RolloutNotice,
+    )
+    from workflows.policies import LOOKUP, NOTIFY_RETRY
+
+# A wave notice names this many hosts and counts the rest.
+LISTED_HOSTS = 20
+
+
+async def send_notice(activity_name: str, notice: RolloutNotice) -> None:
+    """Run a notification activity; a lost e-mail is worth a log line, never a failed rollout."""
+    try:
+        await workflow.execute_activity(
+            activity_name,
+            notice,
+            result_type=bool,
+            start_to_close_timeout=LOOKUP,
+            retry_policy=NOTIFY_RETRY,
+        )
+    except ActivityError as error:
+        workflow.logger.warning("notification %s failed: %s", activity_name, error)
+
+
+def rollout_notice(
+    rollout: RolloutInput,
+    rollout_id: str,
+    hosts_by_cluster: dict[str, list[str]] | None = None,
+    **extra: object,
+) -> RolloutNotice:
+    """A notice about the whole rollout; only the approval request and the summary list the hosts
+    (10,000 names in every notice would be 100 kB of history each)."""
+    return RolloutNotice.model_validate(
+        {
+            "rollout_id": rollout_id,
+            "requester_email": rollout.requester_email,
+            "approver_emails": rollout.approver_emails,
+            "target_clusters": rollout.target_clusters,
+            "hosts_by_cluster": hosts_by_cluster or {},
+            "pilot_host_count": rollout.pilot_host_count,
+            "update_command": rollout.update_command,
+            "service_list": rollout.service_list,
+            "slack_channel": rollout.slack_channel,
+            "slack_thread_ts": rollout.slack_thread_ts,
+            **extra,
+        }
+    )
+
+
+def host_notice(job: HostJob, host: HostTarget) -> RolloutNotice:
+    """A notice about one host (its start and its success)."""
+    return RolloutNotice(
+        rollout_id=job.rollout_id,
+        requester_email=job.requester_email,
+        approver_emails=job.approver_emails,
+        hostname=host.name,
+        cluster=host.cluster,
+        slack_channel=job.slack_channel,
+        slack_thread_ts=job.slack_thread_ts,
+    )
+
+
+def failure_details(cluster: str, result: HostPatchResult) -> str:
+    """The failure alert's text: which host, which step, why, and whether it is in maintenance."""
+    maintenance = {True: "in maintenance", False: "not in maintenance", None: "unknown"}
+    return (
+        f"host {result.hostname} (cluster {cluster}) failed at step {result.step}: "
+        f"{result.failure_reason}. Maintenance mode: {maintenance[result.in_maintenance]}."
+    )
+
+
+def stop_reason(result: HostPatchResult, *, pilot: bool) -> str:
+    return (
+        f"{'pilot ' if pilot else ''}host {result.hostname} failed at step {result.step}: "
+        f"{result.failure_reason}; the rollout stopped and no further host was touched"
+    )
+
+
+def listing(hosts: list[HostTarget], total: int) -> str:
+    """'h1, h2 … and 80 more (82 of 90 left)': the hosts a wave notice is about."""
+    shown = ", ".join(host.name for host in hosts[:LISTED_HOSTS])
+    more = f" … and {len(hosts) - LISTED_HOSTS} more" if len(hosts) > LISTED_HOSTS else ""
+    left = f" ({len(hosts)} of {total} left)" if len(hosts) < total else ""
+    return f"{shown}{more}{left}"

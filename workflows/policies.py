@@ -1,0 +1,76 @@
+"""How hard the workflows try and how long they wait, and how a failure reads to a person.
+
+The rollout, the host workflow and the front ends share these (front ends show `failure_reason`
+and find a host's workflow by `host_workflow_id`); nothing here calls Temporal.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+TRANSIENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=3,
+)
+# A retried upgrade is usually harmless (package managers are idempotent); never more than twice.
+# A retry follows a lost worker (heartbeat timeout), not a lost connection: when the SSH connection
+# drops mid-update nobody knows what ran, so the host is reported as unknown and the rollout stops.
+UPDATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=2,
+    non_retryable_error_types=["SshConnectionLost"],
+)
+# A sealed or restarting Vault usually returns within half a minute.
+VAULT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=6,
+)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
+# Activities heartbeat every 5 s; a dead worker is noticed within this.
+HEARTBEAT = timedelta(seconds=10)
+# A step that runs a few quick commands over one SSH connection.
+QUICK_STEP = timedelta(minutes=3)
+# Added to a step's own time limit, so the activity reports its own timeout before Temporal's.
+MARGIN = timedelta(seconds=60)
+# One call to the inventory, Vault or a notifier.
+LOOKUP = timedelta(seconds=60)
+# A dry run's read-only commands on one host, and the activity around them.
+INSPECT_COMMANDS = timedelta(seconds=120)
+INSPECT_STEP = timedelta(minutes=3)
+
+HOST_WORKFLOW_PREFIX = "patch-host-"
+
+
+def host_workflow_id(hostname: str) -> str:
+    """One id per host, so Temporal itself refuses a second rollout patching it at the same time."""
+    return f"{HOST_WORKFLOW_PREFIX}{hostname}"
+
+
+def failure_reason(error: BaseException) -> str:
+    """The most specific human-readable message in a chain of Temporal failures."""
+    messages: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, TimeoutError):
+            kind = current.type.name.lower().replace("_", "-") if current.type else "timeout"
+            messages.append(f"timed out ({kind})")
+        elif isinstance(current, ApplicationError | CancelledError) and current.message:
+            messages.append(current.message)
+        elif not isinstance(current, ActivityError) and str(current):
+            messages.append(str(current))
+        current = current.__cause__
+    return messages[-1] if messages else type(error).__name__

@@ -1,0 +1,186 @@
+"""What a rollout reports: its progress (the `progress` query), each host's step (the host
+workflow's `host_progress` query), its summary, and what one run carries to the next.
+
+Each of these is one Temporal payload (2 MB at most) that lists every host of a 10,000-host rollout,
+so each keeps its per-host part small.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+
+from workflows.fields import ContractModel
+from workflows.targets import DEFAULT_COMMANDS, HostCommands, HostTarget, MaintenanceWindow
+
+
+class HostState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Phase(StrEnum):
+    RESOLVING = "resolving-hosts"
+    AWAITING_APPROVAL = "awaiting-approval"
+    PREFLIGHT = "vault-preflight"
+    PATCHING = "patching"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    APPROVAL_TIMED_OUT = "approval-timed-out"
+    CANCELLED = "cancelled"
+    DRY_RUN = "dry-run"
+    DRY_RUN_DONE = "dry-run-done"
+
+
+class HostInspection(ContractModel):
+    """A dry run's findings for one host; nothing on the host was changed."""
+
+    hostname: str
+    cluster: str
+    preconditions_ok: bool
+    reason: str = ""
+    pending_updates: list[str] = Field(default_factory=list)
+    reboot_required: bool | None = None
+
+
+class HostProgress(ContractModel):
+    name: str
+    cluster: str
+    pilot: bool = False
+    state: HostState = HostState.PENDING
+    step: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failure_reason: str | None = None
+    in_maintenance: bool | None = False
+    rebooted: bool = False
+    note: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # A 10,000-host progress answer or summary must stay under Temporal's 2 MB payload
+        # limit: fields still at their default are left out unless a reader asks for them all
+        # (`model_dump(context={"full": True})`).
+        data: dict[str, Any] = handler(self)
+        if isinstance(info.context, dict) and info.context.get("full"):
+            return data
+        for name, field in type(self).model_fields.items():
+            if field.is_required() or getattr(self, name) != field.default:
+                continue
+            data.pop(field.alias or name, None)
+            data.pop(name, None)
+        return data
+
+
+class ClusterProgress(ContractModel):
+    name: str
+    hosts: list[HostProgress] = Field(default_factory=list)
+    note: str | None = None
+
+    def count(self, state: HostState) -> int:
+        return sum(1 for host in self.hosts if host.state == state)
+
+
+class RolloutProgress(ContractModel):
+    rollout_id: str
+    phase: Phase
+    requester_email: str
+    approver_emails: list[str]
+    decided_by: str | None = None
+    decision_comment: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str | None = None
+    waiting_for_window: str | None = None
+    clusters: list[ClusterProgress] = Field(default_factory=list)
+
+    def hosts(self) -> list[HostProgress]:
+        return [host for cluster in self.clusters for host in cluster.hosts]
+
+
+class RolloutSummary(ContractModel):
+    rollout_id: str
+    phase: Phase
+    patched: int
+    failed: int
+    skipped: int
+    duration_seconds: float
+    message: str
+    hosts: list[HostProgress] = Field(default_factory=list)
+    dry_run: list[HostInspection] | None = None
+
+
+class HostStepReport(ContractModel):
+    """Answer of a host workflow's `host_progress` query: the step its host is on now.
+
+    The rollout's own `progress` leaves a running host's step empty; readers fill it in from this
+    (bot/progress.py), so the rollout's history holds no event per step.
+    """
+
+    hostname: str
+    step: str
+    in_maintenance: bool | None = None
+
+
+class RolloutCarry(ContractModel):
+    """What a rollout run hands to the next when it continues as new: kept small, because it is
+    one payload (2 MB limit) and a 10,000-host fleet must fit. The hosts it lists as finished are
+    never started again, so no host is patched twice across runs."""
+
+    started_at: datetime
+    decided_by: str | None = None
+    decision_comment: str | None = None
+    runs: int = 1
+    failures: int = 0
+    # Hosts without their commands; `command_of[cluster][i]` indexes `command_sets` (-1: the
+    # defaults), so group-level command overrides are carried once, not once per host.
+    targets: dict[str, list[HostTarget]]
+    command_sets: list[HostCommands] = Field(default_factory=list)
+    command_of: dict[str, list[int]] = Field(default_factory=dict)
+    windows: dict[str, list[MaintenanceWindow]] = Field(default_factory=dict)
+    notes: dict[str, str] = Field(default_factory=dict)
+    # Hosts patched successfully, by cluster (names only); every other finished host in full.
+    patched: dict[str, list[str]] = Field(default_factory=dict)
+    rebooted: dict[str, list[str]] = Field(default_factory=dict)
+    finished: list[HostProgress] = Field(default_factory=list)
+
+
+def pack_targets(
+    targets: dict[str, list[HostTarget]],
+) -> tuple[dict[str, list[HostTarget]], list[HostCommands], dict[str, list[int]]]:
+    """Targets with each distinct command set kept once (see RolloutCarry)."""
+    sets: list[HostCommands] = []
+    packed: dict[str, list[HostTarget]] = {}
+    index_of: dict[str, list[int]] = {}
+    for cluster, hosts in targets.items():
+        packed[cluster], index_of[cluster] = [], []
+        for host in hosts:
+            if host.commands == DEFAULT_COMMANDS:
+                index = -1
+            else:
+                if host.commands not in sets:
+                    sets.append(host.commands)
+                index = sets.index(host.commands)
+            packed[cluster].append(host.model_copy(update={"commands": DEFAULT_COMMANDS}))
+            index_of[cluster].append(index)
+    return packed, sets, index_of
+
+
+def unpack_targets(carry: RolloutCarry) -> dict[str, list[HostTarget]]:
+    targets: dict[str, list[HostTarget]] = {}
+    for cluster, hosts in carry.targets.items():
+        indexes = carry.command_of.get(cluster) or [-1] * len(hosts)
+        targets[cluster] = [
+            host if index < 0 else host.model_copy(update={"commands": carry.command_sets[index]})
+            for host, index in zip(hosts, indexes, strict=True)
+        ]
+    return targets
