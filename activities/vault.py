@@ -16,6 +16,14 @@ from temporalio.exceptions import ApplicationError
 from workflows import names
 from workflows.models import StepResult, VaultPreflightInput
 
+# A sealed, restarting or unreachable Vault: worth a retry, unlike a 403.
+VAULT_UNAVAILABLE = (
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    requests.exceptions.RequestException,
+)
+
 
 @dataclass(frozen=True)
 class SshCredentials:
@@ -130,12 +138,7 @@ class VaultCredentialSource:
         except hvac.exceptions.Forbidden:
             self._clients.pop(address, None)
             raise _forbidden(shown) from None
-        except (
-            hvac.exceptions.VaultDown,
-            hvac.exceptions.InternalServerError,
-            hvac.exceptions.BadGateway,
-            requests.exceptions.RequestException,
-        ) as error:
+        except VAULT_UNAVAILABLE as error:
             self._clients.pop(address, None)
             raise _unavailable(address, error) from None
         except hvac.exceptions.VaultError as error:
@@ -211,11 +214,7 @@ class VaultCredentialSource:
             except hvac.exceptions.Forbidden:
                 self._clients.pop(address, None)
                 raise _forbidden("auth/token/lookup-self") from None
-            except (
-                hvac.exceptions.VaultDown,
-                hvac.exceptions.InternalServerError,
-                requests.exceptions.RequestException,
-            ) as error:
+            except VAULT_UNAVAILABLE as error:
                 self._clients.pop(address, None)
                 raise _unavailable(address, error) from None
             return self._lookup(
