@@ -57,10 +57,6 @@ class HostPatchWorkflow:
         self._rebooted = False
         self._reboot_note = ""
 
-    @workflow.query(name="step")
-    def step(self) -> str:
-        return self._step
-
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
         return HostStepReport(

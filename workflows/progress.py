@@ -38,6 +38,12 @@ class Phase(StrEnum):
     DRY_RUN = "dry-run"
     DRY_RUN_DONE = "dry-run-done"
 
+    @property
+    def ok(self) -> bool:
+        """The rollout ended as asked: every host patched (within the error budget), or a dry run
+        that inspected every host. What `watch`, `result` and the demo exit 0 for."""
+        return self in (Phase.SUCCEEDED, Phase.DRY_RUN_DONE)
+
 
 class HostInspection(ContractModel):
     """A dry run's findings for one host; nothing on the host was changed."""
@@ -123,7 +129,7 @@ class HostStepReport(ContractModel):
     """Answer of a host workflow's `host_progress` query: the step its host is on now.
 
     The rollout's own `progress` leaves a running host's step empty; readers fill it in from this
-    (bot/progress.py), so the rollout's history holds no event per step.
+    (`bot.rollouts.Rollouts.fill_running_steps`), so the rollout's history holds no event per step.
     """
 
     hostname: str

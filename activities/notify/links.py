@@ -30,7 +30,7 @@ from activities.notify.email import EmailNotifier
 from activities.notify.messages import Message, approval_request
 from workflows.models import RolloutInput, RolloutNotice
 
-log = logging.getLogger("patchpilot.approval_links")
+log = logging.getLogger("patchpilot.notify.links")
 
 Action = Literal["approve", "reject"]
 ACTIONS: tuple[Action, ...] = ("approve", "reject")

@@ -206,7 +206,7 @@ def failure_card(notice: RolloutNotice) -> dict[str, Any]:
 
 def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, Any]:
     """The rollout's end: counts, then one line per host, cut as far as the size budget needs."""
-    ok = summary.failed == 0 and summary.phase.value in ("succeeded", "dry-run-done")
+    ok = summary.failed == 0 and summary.phase.ok
     # Failed and stuck hosts first: if the list must be cut, they are the ones still shown.
     hosts = sorted(summary.hosts, key=lambda h: (h.state.value != "failed", not h.in_maintenance))
 

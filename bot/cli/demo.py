@@ -82,7 +82,7 @@ def demo(
         typer.Option(help="sshd (real OpenSSH hosts), asyncssh (built-in stand-in) or auto."),
     ] = "auto",
     pilot: Annotated[int, typer.Option(help="Pilot hosts per cluster.")] = 1,
-    max_concurrency: Annotated[int, typer.Option(help="Hosts patched at once after pilots.")] = 2,
+    max_concurrency: Annotated[int, typer.Option(help="Hosts patched at once (pilots too).")] = 2,
     ui_port: Annotated[
         int | None, typer.Option(help="Temporal Web UI port (default 8233, else a free one).")
     ] = None,
@@ -265,7 +265,7 @@ async def _drive(
             f"Started rollout [bold]{rollout_id}[/] (workflow {WORKFLOW_NAME}, task queue "
             f"{settings.task_queue}): update [bold]{DEMO_UPDATE}[/], services "
             f"{', '.join(DEMO_SERVICES)}, {options.pilots} pilot host(s) per cluster, "
-            f"waves of {options.max_concurrency}"
+            f"then {options.max_concurrency} at a time"
         )
         if link:
             console.print(f"  follow it in the Temporal Web UI: {link}")

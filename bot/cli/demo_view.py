@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from bot.cli.demo_servers import DemoOptions, Started
-from workflows.models import Phase, RolloutSummary
+from workflows.models import RolloutSummary
 
 
 async def ask(question: str) -> bool:
@@ -58,7 +58,7 @@ def print_summary(
 
     succeeded = False
     if summary is not None:
-        succeeded = summary.phase == Phase.SUCCEEDED
+        succeeded = summary.phase.ok
         console.print(
             Panel(
                 Text(summary_text(summary).rstrip()),

@@ -125,12 +125,15 @@ def _not_accepted(reason: str) -> web.Response:
     return _page("Not accepted", f'<p class="error" id="reason">{html.escape(reason)}</p>', 409)
 
 
-async def _ended(rollouts: Rollouts, claims: LinkClaims) -> web.Response:
-    """The answer when the rollout no longer runs: who decided, if anyone, else why it ended."""
+async def _ended(rollouts: Rollouts, claims: LinkClaims, refused: RolloutError) -> web.Response:
+    """The answer when the rollout no longer runs: who decided, if anyone, else how it ended
+    (`refused` is the facade's answer to the decision, which already says how)."""
+    if refused.problem == Problem.NOT_FOUND:
+        return _error("Unknown rollout", f"rollout {claims.rollout_id} was not found", 410)
     try:
         progress = await rollouts.progress(claims.rollout_id, steps=False)
-    except RolloutError:
-        return _error("Unknown rollout", f"rollout {claims.rollout_id} was not found", 410)
+    except RolloutError:  # no worker to answer the query: the facade's sentence must do
+        return _error("No longer possible", str(refused), 410)
     if progress.decided_by:
         return _not_accepted(_decided(progress) or "")
     return _error(
@@ -226,7 +229,7 @@ async def _decide(request: web.Request, action: Action) -> web.Response:
         if error.problem == Problem.REFUSED:
             return _not_accepted(str(error))
         if error.problem in (Problem.ENDED, Problem.NOT_FOUND):
-            return await _ended(rollouts, claims)
+            return await _ended(rollouts, claims, error)
         used.release(claims)  # Temporal did not answer: the link may be tried again
         log.warning("update %s on %s failed: %s", action, claims.rollout_id, error)
         return _error("Try again later", UNREACHABLE, 503)
