@@ -56,35 +56,45 @@ def test_the_issue_example_loads_with_people_groups_and_rules_in_file_order() ->
     assert policy.rule_for("db-1") is None
 
 
+def ask(
+    policy: Policy,
+    requester: str,
+    cluster: str,
+    *,
+    hosts: int = 3,
+    profile: str | None = "security",
+    custom: bool = False,
+    dry_run: bool = False,
+) -> str | None:
+    return policy.may_request(
+        requester, cluster, hosts=hosts, profile=profile, custom_update=custom, dry_run=dry_run
+    )
+
+
 def test_requests_are_judged_by_the_cluster_rule() -> None:
     policy = good()
-    ask = {"hosts": 3, "profile": "security", "custom_update": False, "dry_run": False}
-    assert policy.may_request("bob", "cluster-a", **ask) is None
-    assert "may not start rollouts on cluster cluster-a" in str(
-        policy.may_request("carol", "cluster-a", **ask)
-    )
-    assert "maxHosts 500" in str(policy.may_request("bob", "cluster-a", **{**ask, "hosts": 501}))
-    refused = policy.may_request("bob", "cluster-a", **{**ask, "profile": "full"})
+    assert ask(policy, "bob", "cluster-a") is None
+    assert "may not start rollouts on cluster cluster-a" in str(ask(policy, "carol", "cluster-a"))
+    assert "maxHosts 500" in str(ask(policy, "bob", "cluster-a", hosts=501))
+    refused = ask(policy, "bob", "cluster-a", profile="full")
     assert refused == "update profile 'full' is not allowed on cluster-a (allowed: security)"
-    custom = {**ask, "profile": None, "custom_update": True}
-    assert "free-form update commands" in str(policy.may_request("bob", "cluster-a", **custom))
-    assert policy.may_request("bob", "cluster-b", **custom) is None
+    custom = ask(policy, "bob", "cluster-a", profile=None, custom=True)
+    assert "free-form update commands" in str(custom)
+    assert ask(policy, "bob", "cluster-b", profile=None, custom=True) is None
     # A dry run is judged by dryRunBy, and changes nothing, so profiles do not matter.
-    assert policy.may_request("carol", "cluster-a", **{**custom, "dry_run": True}) is None
-    assert "nobody may patch it" in str(policy.may_request("bob", "db-1", **ask))
+    assert ask(policy, "carol", "cluster-a", profile=None, custom=True, dry_run=True) is None
+    assert "nobody may patch it" in str(ask(policy, "bob", "db-1"))
 
 
 def test_a_requester_who_is_an_approver_must_leave_enough_other_approvers() -> None:
     policy = good()
     # cluster-*: alice and carol approve, one approval needed: alice may ask, carol approves.
-    ask = {"hosts": 1, "profile": None, "custom_update": True, "dry_run": False}
-    assert policy.may_request("alice", "cluster-b", **ask) is None
+    assert ask(policy, "alice", "cluster-b", profile=None, custom=True) is None
     assert policy.approvers_of("cluster-b", requester="alice") == {"carol"}
     two = parse_policy(GOOD.replace("requesters: [bob]\n", "requesters: [bob, alice]\n"))
-    refused = two.may_request("alice", "cluster-a", **{**ask, "profile": "security"})
-    assert (
-        refused is not None and "needs 2 approvals from people other than the requester" in refused
-    )
+    refused = ask(two, "alice", "cluster-a")
+    assert refused is not None
+    assert "needs 2 approvals from people other than the requester" in refused
 
 
 def test_controls_belong_to_the_requester_the_approvers_and_the_operators() -> None:
