@@ -14,6 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pydantic import Field
+
+from workflows.fields import ContractModel
+
 PLACEHOLDER = re.compile(r"\{(cluster|host|hosts|baseline)\}")
 # RE2 metacharacters (Go's regexp.QuoteMeta escapes exactly these).
 RE2_SPECIAL = set("\\.+*?()|[]{}^$")
@@ -148,3 +152,44 @@ def judge(
         f"{expression}: patched {patched:g} {verdict} the bound {limit:g} "
         f"(baseline {baseline:g} * {bound.factor:g} + {bound.offset:g})",
     )
+
+
+class AlertGateRequest(ContractModel):
+    """Input of CheckAlertGateActivity: alert matchers as written by people (placeholders not yet
+    filled) and the cluster / host they are asked about."""
+
+    matchers: str
+    cluster: str
+    host: str | None = None
+
+
+class FiringAlert(ContractModel):
+    """One firing alert: its name and its labels, as Prometheus' ALERTS series carries them."""
+
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AlertGateResult(ContractModel):
+    """The alerts firing now for the matchers (empty: the gate is open)."""
+
+    firing: list[FiringAlert] = Field(default_factory=list)
+
+
+class QueryGateRequest(ContractModel):
+    """Input of QueryGateActivity: one PromQL expression with `{hosts}`, evaluated once for the
+    hosts just patched and once for the still-unpatched baseline of the same cluster."""
+
+    expression: str
+    patched: list[str]
+    baseline: list[str]
+
+
+class QueryGateResult(ContractModel):
+    """The expression's value for each side (None: no data) and how many hosts of each side
+    Prometheus scrapes successfully (`up == 1`): the samples behind the values."""
+
+    patched: float | None
+    baseline: float | None
+    patched_samples: int
+    baseline_samples: int
