@@ -6,7 +6,7 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- build: the locked dependencies and the project, into a venv of their own --------------------
 FROM ${PYTHON_IMAGE} AS build
-# Same uv release as CI (.ci/run), pinned: the lock file is read by the version that wrote it.
+# Same uv release as CI (tools/dev.py), pinned: the lock file is read by the version that wrote it.
 COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \

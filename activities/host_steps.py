@@ -7,13 +7,14 @@ connection, runs its commands and raises a non-retryable ApplicationError when a
 from __future__ import annotations
 
 import asyncio
-import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.host_values import HostValueError, boot_id, package_lines, yes_no
+from activities.preconditions import precondition_problem, render
 from activities.ssh import CommandResult, HostSession, SshRunner
 from activities.vault import VaultCredentialSource
 from workflows import names
@@ -26,22 +27,26 @@ from workflows.models import (
     StepResult,
 )
 
+__all__ = ["HostStepActivities", "StepError", "render"]
+
 POLL_SECONDS = 2.0
-
-
-def render(template: str, *, service: str | None = None, rollout_id: str | None = None) -> str:
-    """Fill a host command template; values are shell-quoted, the template itself is trusted."""
-    command = template
-    if service is not None:
-        command = command.replace("{service}", shlex.quote(service))
-    if rollout_id is not None:
-        command = command.replace("{rollout_id}", shlex.quote(rollout_id))
-    return command
+HEARTBEAT_SECONDS = 5.0
+# Errors of an SSH attempt that a host coming back from a reboot gives: keep polling.
+_NOT_BACK_YET = ("HostUnreachable", "SshConnectionLost", "SshChannelFailed", "UnusableHostValue")
 
 
 def _heartbeat() -> None:
     if activity.in_activity():
         activity.heartbeat()
+
+
+async def _keep_heartbeating() -> None:
+    # "The worker is alive" while a step fetches credentials and connects (up to the SSH connect
+    # timeout, longer than HEARTBEAT): a slow connect is then reported as itself, not as a
+    # heartbeat timeout.
+    while True:
+        _heartbeat()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 class StepError(ApplicationError):
@@ -56,11 +61,22 @@ class HostStepActivities:
 
     @asynccontextmanager
     async def _session(self, step: HostStepInput) -> AsyncIterator[HostSession]:
+        ticker = asyncio.ensure_future(_keep_heartbeating())
+        try:
+            async with self._connected(step) as session:
+                yield session
+        finally:
+            ticker.cancel()
+
+    @asynccontextmanager
+    async def _connected(self, step: HostStepInput) -> AsyncIterator[HostSession]:
         credentials = await self._vault.credentials(
             step.job.vault_address,
             step.job.secret_path_prefix,
             step.host.name,
             token=step.job.vault_token,
+            rollout_id=step.job.rollout_id,  # read with the rollout's child token
+            user=step.host.user,  # the principal of a certificate, in certificate mode
         )
         async with self._ssh.session(step.host, credentials) as session:
             yield session
@@ -68,7 +84,7 @@ class HostStepActivities:
     async def _must(
         self, session: HostSession, command: str, what: str, timeout: float
     ) -> CommandResult:
-        result = await session.run(command, timeout, heartbeat=_heartbeat)
+        result = await session.run(command, timeout, what=what, heartbeat=_heartbeat)
         if not result.ok:
             raise StepError(
                 f"{what} on {session.host.name} exited {result.exit_status}: {result.tail()}"
@@ -81,41 +97,14 @@ class HostStepActivities:
                 await self._must(session, script, f"{what} #{index}", step.timeout_seconds)
         return StepResult(detail=f"{len(step.scripts)} {what} ran")
 
-    async def _precondition_problem(self, session: HostSession, step: HostStepInput) -> str | None:
-        """Why this host must not be patched now, or None when it may."""
-        commands = step.host.commands
-        health = await session.run(commands.health_check, step.timeout_seconds)
-        if not health.ok:
-            return (
-                f"host {step.host.name} is not healthy before patching: health check exited "
-                f"{health.exit_status}: {health.tail()}"
-            )
-        flag = await session.run(
-            render(commands.maintenance_check, rollout_id=step.job.rollout_id), step.timeout_seconds
-        )
-        if flag.ok:
-            return (
-                f"host {step.host.name} is already in maintenance mode; another change may be in "
-                "progress, so it was not touched"
-            )
-        for service in step.job.service_list:
-            state = await session.run(
-                render(commands.service_health, service=service), step.timeout_seconds
-            )
-            if not state.ok:
-                return (
-                    f"service {service} on {step.host.name} is not healthy before patching "
-                    f"({state.stdout.strip() or state.tail()}); patching would hide the cause"
-                )
-        return None
-
     # ---- spec step 3 --------------------------------------------------------------------------
 
     @activity.defn(name=names.CHECK_HOST_PRECONDITIONS)
     async def check_host_preconditions(self, step: HostStepInput) -> StepResult:
-        """Reachable (with a verified host key), healthy, not already in maintenance."""
+        """Reachable (with a verified host key), sudo working (with become), healthy, not
+        already in maintenance; PreconditionFailed (non-retryable) with the reason otherwise."""
         async with self._session(step) as session:
-            problem = await self._precondition_problem(session, step)
+            problem = await precondition_problem(session, step)
         if problem:
             raise StepError(problem, kind="PreconditionFailed")
         return StepResult(detail="reachable, healthy, not in maintenance")
@@ -126,32 +115,46 @@ class HostStepActivities:
     async def inspect_host(self, step: HostStepInput) -> HostInspection:
         """Preconditions, pending updates and reboot need, read-only: nothing is changed."""
         commands = step.host.commands
+        name = step.host.name
+        pending: list[str] = []
+        required = False
         async with self._session(step) as session:
-            problem = await self._precondition_problem(session, step)
-            listed = await session.run(commands.list_updates, step.timeout_seconds)
-            required = await session.run(commands.reboot_required_check, step.timeout_seconds)
-        pending = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+            try:
+                problem = await precondition_problem(session, step)
+                listed = await session.run(commands.list_updates, step.timeout_seconds)
+                pending = package_lines(listed, name, "listing pending updates")
+                checked = await session.run(commands.reboot_required_check, step.timeout_seconds)
+                required = yes_no(checked, name, "the reboot-required check")
+            except HostValueError as error:
+                problem = problem or error.message
+                reason = error.message
+            else:
+                reason = problem or ""
         kernel = any(line.startswith(("linux-image", "kernel")) for line in pending)
         return HostInspection(
-            hostname=step.host.name,
+            hostname=name,
             cluster=step.host.cluster,
             preconditions_ok=problem is None,
-            reason=problem or ("" if listed.ok else f"listing updates failed: {listed.tail()}"),
+            reason=reason,
             pending_updates=pending,
-            reboot_required=required.ok or kernel,
+            reboot_required=required or kernel,
         )
 
     # ---- reboots ------------------------------------------------------------------------------
 
     @activity.defn(name=names.REBOOT_HOST)
     async def reboot_host(self, request: RebootRequest) -> RebootResult:
-        """Reboot when the policy says so; the boot id read first tells when it is back."""
+        """Reboot when the policy says so; the boot id read first tells when it is back. A boot id
+        or reboot-required answer that cannot be used refuses the reboot (UnusableHostValue)."""
         step = request.step
         commands = step.host.commands
         async with self._session(step) as session:
-            boot = await self._must(session, commands.boot_id, "reading the boot id", 30)
-            boot_id = boot.stdout.strip()
-            pending = (await session.run(commands.reboot_required_check, 30)).ok
+            read = await session.run(commands.boot_id, 30, what="reading the boot id")
+            before = boot_id(read, step.host.name)
+            checked = await session.run(
+                commands.reboot_required_check, 30, what="the reboot-required check"
+            )
+            pending = yes_no(checked, step.host.name, "the reboot-required check")
             if request.policy == "never" or (request.policy == "if-required" and not pending):
                 reason = (
                     "a reboot is pending but the policy is never"
@@ -160,14 +163,14 @@ class HostStepActivities:
                         "no reboot required" if request.policy == "if-required" else "policy never"
                     )
                 )
-                return RebootResult(rebooted=False, boot_id_before=boot_id, reason=reason)
+                return RebootResult(rebooted=False, boot_id_before=before, reason=reason)
             try:
                 await self._must(session, commands.reboot, "reboot command", 60)
             except ApplicationError as error:
                 if error.type != "SshConnectionLost":  # the reboot took the connection with it
                     raise
         reason = "reboot required" if pending else "policy always"
-        return RebootResult(rebooted=True, boot_id_before=boot_id, reason=reason)
+        return RebootResult(rebooted=True, boot_id_before=before, reason=reason)
 
     @activity.defn(name=names.WAIT_FOR_HOST_BOOT)
     async def wait_for_host_boot(self, wait: BootWait) -> StepResult:
@@ -180,12 +183,12 @@ class HostStepActivities:
             try:
                 async with self._session(step) as session:
                     result = await session.run(step.host.commands.boot_id, 30)
-                new_id = result.stdout.strip()
-                if result.ok and new_id and new_id != wait.boot_id_before:
+                new_id = boot_id(result, step.host.name)
+                if new_id != wait.boot_id_before:
                     return StepResult(detail=f"back with boot id {new_id}")
-                last = "still up with the old boot id"
+                last = f"still up with the old boot id {new_id}"
             except ApplicationError as error:
-                if error.type not in ("HostUnreachable", "SshConnectionLost", "SshChannelFailed"):
+                if error.type not in _NOT_BACK_YET:
                     raise
                 last = error.message
             _heartbeat()
@@ -225,7 +228,10 @@ class HostStepActivities:
             while True:
                 remaining = max(1.0, deadline - loop.time())
                 result = await session.run(
-                    step.host.commands.drain_check, remaining, heartbeat=_heartbeat
+                    step.host.commands.drain_check,
+                    remaining,
+                    what="the drain check",
+                    heartbeat=_heartbeat,
                 )
                 if result.ok:
                     return StepResult(detail="drained")
@@ -275,7 +281,9 @@ class HostStepActivities:
                 unhealthy: dict[str, str] = {}
                 for service in step.job.service_list:
                     command = render(step.host.commands.service_health, service=service)
-                    result = await session.run(command, max(1.0, deadline - loop.time()))
+                    result = await session.run(
+                        command, max(1.0, deadline - loop.time()), what=f"checking {service}"
+                    )
                     if not result.ok:
                         unhealthy[service] = result.stdout.strip() or result.tail()
                 if not unhealthy:

@@ -1,4 +1,10 @@
-"""Running commands on hosts over SSH with verified host keys, timeouts and remote kill."""
+"""Running commands on hosts over SSH with verified host keys, timeouts and remote kill.
+
+Every command runs the same way: stdin closed, no PTY (asyncssh allocates none unless a
+`term_type` is given), the non-interactive environment below, through `sudo -n` when the
+inventory says `become`, its output read as bytes into a bounded head and tail
+(activities/output.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,48 +19,71 @@ from pathlib import Path
 import asyncssh
 from temporalio.exceptions import ApplicationError
 
+from activities.output import HEAD_BYTES, TAIL_BYTES, OutputStreams
+from activities.remote_shell import (
+    NONINTERACTIVE_ENV,
+    PID_LINE,
+    PID_MARKER,
+    kill_command,
+    unwrap_command,
+    wrap_command,
+)
 from activities.vault import SshCredentials
 from workflows.models import HostTarget
 
-# The remote shell is a session leader (sshd calls setsid), so its pid is also its process
-# group: printing it first lets a timed-out or cancelled command be killed with its children.
-PID_MARKER = "patchpilot-pid="
-_PID_LINE = re.compile(rf"^{PID_MARKER}(\d+)\n?", re.MULTILINE)
+__all__ = [
+    "NONINTERACTIVE_ENV",
+    "PID_MARKER",
+    "CommandResult",
+    "HostSession",
+    "SshRunner",
+    "unwrap_command",
+    "wrap_command",
+]
+
 OUTPUT_TAIL = 2000
-
-
-def wrap_command(command: str) -> str:
-    return f"echo {PID_MARKER}$$ >&2; {command}"
-
-
-def unwrap_command(logged: str) -> str:
-    """What the operator's command was, given what the host received."""
-    prefix = f"echo {PID_MARKER}$$ >&2; "
-    return logged.removeprefix(prefix)
 
 
 @dataclass(frozen=True)
 class CommandResult:
+    """A finished command: its exit status and its output, decoded leniently and cut to a bounded
+    head and tail (`stdout_complete` / `stderr_complete` say whether anything was cut)."""
+
     command: str
     exit_status: int
     stdout: str
     stderr: str
+    stdout_complete: bool = True
+    stderr_complete: bool = True
 
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
 
     def tail(self) -> str:
+        """The end of stderr (else stdout), at most OUTPUT_TAIL characters, for messages."""
         text = (self.stderr.strip() or self.stdout.strip())[-OUTPUT_TAIL:]
         return text or "(no output)"
+
+
+def _exit_status(status: int | None) -> int:
+    # Killed by a signal (< 0), or the channel closed without a status: never a success.
+    return 255 if status is None or status < 0 else status
 
 
 def _where(host: HostTarget) -> str:
     return f"{host.name} ({host.address}:{host.port})"
 
 
+class _WaitsForInput(Exception):
+    """The command keeps asking a question (activities/output.py PromptWatch)."""
+
+
 class HostSession:
-    """One SSH connection to one host; several commands may run over it."""
+    """One SSH connection to one host; several commands may run over it.
+
+    With `become_user`, every command (and the kill of a timed-out one) runs through `sudo -n`.
+    """
 
     def __init__(
         self,
@@ -63,8 +91,10 @@ class HostSession:
         connection: asyncssh.SSHClientConnection,
         *,
         reconnect: Callable[[], Awaitable[asyncssh.SSHClientConnection]] | None = None,
+        become_user: str | None = None,
     ) -> None:
         self.host = host
+        self.become_user = become_user
         self._connection = connection
         self._reconnect = reconnect
 
@@ -73,10 +103,18 @@ class HostSession:
         command: str,
         timeout: float,
         *,
+        what: str = "command",
         heartbeat: Callable[[], None] | None = None,
         heartbeat_every: float = 5.0,
+        head: int = HEAD_BYTES,
+        tail: int = TAIL_BYTES,
     ) -> CommandResult:
-        """Run `command`; on timeout or cancellation kill it (and its children) on the host."""
+        """Run `command` for at most `timeout` seconds; on timeout or cancellation kill it (and
+        its children) on the host. Only `head` + `tail` bytes of each stream are kept.
+
+        Raises ApplicationError: `SshChannelFailed` (nothing ran, retryable), `CommandTimedOut`
+        (non-retryable, named by `what`), `SshConnectionLost` (outcome unknown).
+        """
         try:
             process = await self._open(command)
         except (asyncssh.Error, OSError) as error:
@@ -85,35 +123,15 @@ class HostSession:
                 f"lost the SSH connection to {_where(self.host)} before running a command: {error}",
                 type="SshChannelFailed",
             ) from None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        remote_pid: list[int] = []
-        stdout_task = asyncio.ensure_future(process.stdout.read())
-        stderr_task = asyncio.ensure_future(self._read_stderr(process, remote_pid))
-        waiter = asyncio.ensure_future(process.wait_closed())
+        streams = OutputStreams(process, head, tail, PID_LINE)
         try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                done, _ = await asyncio.wait({waiter}, timeout=min(heartbeat_every, remaining))
-                if done:
-                    waiter.result()
-                    break
-                if heartbeat:
-                    heartbeat()
-            stdout = await asyncio.wait_for(stdout_task, timeout=10)
-            stderr = await asyncio.wait_for(stderr_task, timeout=10)
-        except TimeoutError:
-            await self._kill(process, remote_pid)
-            raise ApplicationError(
-                f"command on {_where(self.host)} did not finish within {timeout:g}s and was "
-                f"killed on the host: {command[:200]}",
-                type="CommandTimedOut",
-                non_retryable=True,
-            ) from None
+            await self._wait(process, streams, timeout, heartbeat, heartbeat_every)
+            await streams.finish(timeout=10)
+        except (_WaitsForInput, TimeoutError) as stopped:
+            await self._kill(process, streams.remote_pid)
+            raise self._stopped(stopped, what, command, timeout, streams.prompt) from None
         except asyncio.CancelledError:
-            await asyncio.shield(self._kill(process, remote_pid))
+            await asyncio.shield(self._kill(process, streams.remote_pid))
             raise
         except (asyncssh.Error, OSError) as error:
             raise ApplicationError(
@@ -122,49 +140,95 @@ class HostSession:
                 type="SshConnectionLost",
             ) from None
         finally:
-            for task in (stdout_task, stderr_task, waiter):
-                task.cancel()
-        exit_status = process.exit_status
-        if exit_status is None or exit_status < 0:
-            # Killed by a signal, or the channel closed without a status: never a success.
-            exit_status = 255
+            streams.cancel()
         return CommandResult(
-            command=command, exit_status=exit_status, stdout=str(stdout), stderr=str(stderr)
+            command=command,
+            exit_status=_exit_status(process.exit_status),
+            stdout=streams.stdout.text(),
+            stderr=streams.stderr.text(),
+            stdout_complete=streams.stdout.complete,
+            stderr_complete=streams.stderr.complete,
+        )
+
+    def _stopped(
+        self, why: Exception, what: str, command: str, timeout: float, prompt: str | None
+    ) -> ApplicationError:
+        """The non-retryable error for a command PatchPilot killed (a retry would end the same)."""
+        if isinstance(why, _WaitsForInput):
+            return ApplicationError(
+                f"{what} on {_where(self.host)} waits for input that never comes (stdin is "
+                f"closed): it keeps asking {prompt!r}; it was killed on the host. Make the "
+                f"command non-interactive (e.g. -y, --force-confold): {command[:200]}",
+                type="CommandWaitsForInput",
+                non_retryable=True,
+            )
+        return ApplicationError(
+            f"{what} on {_where(self.host)} did not finish within {timeout:g}s and was "
+            f"killed on the host: {command[:200]}",
+            type="CommandTimedOut",
+            non_retryable=True,
         )
 
     @staticmethod
-    async def _read_stderr(process: asyncssh.SSHClientProcess[str], pid: list[int]) -> str:
-        first = await process.stderr.readline()
-        match = _PID_LINE.match(first)
-        if match:
-            pid.append(int(match.group(1)))
-            first = ""
-        return first + await process.stderr.read()
-
-    async def _open(self, command: str) -> asyncssh.SSHClientProcess[str]:
+    async def _wait(
+        process: asyncssh.SSHClientProcess[bytes],
+        streams: OutputStreams,
+        timeout: float,
+        heartbeat: Callable[[], None] | None,
+        heartbeat_every: float,
+    ) -> None:
+        """Until the channel closes, heartbeating meanwhile: TimeoutError at `timeout`,
+        _WaitsForInput as soon as the output keeps repeating a question."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiter = asyncio.ensure_future(process.wait_closed())
+        asking = asyncio.ensure_future(streams.waiting_for_input.wait())
         try:
-            return await self._connection.create_process(
-                wrap_command(command), stdin=asyncssh.DEVNULL
-            )
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait(
+                    {waiter, asking},
+                    timeout=min(heartbeat_every, remaining),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if waiter in done:
+                    waiter.result()
+                    return
+                if asking in done:
+                    raise _WaitsForInput
+                if heartbeat:
+                    heartbeat()
+        finally:
+            waiter.cancel()
+            asking.cancel()
+
+    async def _open(self, command: str) -> asyncssh.SSHClientProcess[bytes]:
+        wrapped = wrap_command(command, self.become_user)
+        try:
+            return await self._create(wrapped)
         except (asyncssh.Error, OSError):
             if self._reconnect is None:
                 raise
         # A pooled connection that died since its last use: one fresh connection, once.
         self._connection = await self._reconnect()
-        return await self._connection.create_process(wrap_command(command), stdin=asyncssh.DEVNULL)
+        return await self._create(wrapped)
 
-    async def _kill(self, process: asyncssh.SSHClientProcess[str], pid: list[int]) -> None:
-        if pid:
-            target = pid[0]
-            # Kill the command's whole process group (its children too), found from its pid.
-            # `kill -SIG -PGID` without `--`: dash (Debian's sh) rejects `--` in its builtin.
-            kill = (
-                f"g=$(ps -o pgid= -p {target} 2>/dev/null | tr -d ' '); g=${{g:-{target}}}; "
-                f"kill -TERM -$g 2>/dev/null; kill -TERM {target} 2>/dev/null; sleep 1; "
-                f"kill -KILL -$g 2>/dev/null; kill -KILL {target} 2>/dev/null; true"
-            )
+    async def _create(self, wrapped: str) -> asyncssh.SSHClientProcess[bytes]:
+        # encoding=None: bytes, decoded leniently later; no term_type: no PTY; stdin at EOF.
+        process: asyncssh.SSHClientProcess[bytes] = await self._connection.create_process(
+            wrapped, stdin=asyncssh.DEVNULL, encoding=None
+        )
+        return process
+
+    async def _kill(self, process: asyncssh.SSHClientProcess[bytes], pid: int | None) -> None:
+        if pid is not None:
+            kill = kill_command(pid, become=self.become_user is not None)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.run(kill, check=False), timeout=15)
+                await asyncio.wait_for(
+                    self._connection.run(kill, check=False, encoding=None), timeout=15
+                )
         with contextlib.suppress(Exception):
             process.close()
 
@@ -173,15 +237,26 @@ class HostSession:
 class _Pooled:
     connection: asyncssh.SSHClientConnection
     last_used: float
+    # The known_hosts file as it was when the host key was checked (inode, mtime, size).
+    known_hosts: tuple[int, int, int]
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 class SshRunner:
     """Opens verified SSH connections. Host keys are always checked against `known_hosts`.
 
     Connections are kept per host (and user and key) in worker memory for `idle_seconds`, so a
-    host's steps share one handshake; a connection that died is replaced before a command starts,
-    never while one runs.
+    host's steps share one handshake; a connection that died, or whose host key was checked
+    against a known_hosts file that has changed since (a key removed or replaced), is replaced
+    before a command starts, never while one runs.
     """
 
     def __init__(
@@ -218,7 +293,7 @@ class SshRunner:
                 host.address,
                 port=host.port,
                 username=username,
-                client_keys=[key],
+                client_keys=[_with_certificate(key, credentials)],
                 known_hosts=str(self._known_hosts),
                 connect_timeout=self._connect_timeout,
                 keepalive_interval=15,
@@ -258,13 +333,16 @@ class SshRunner:
         loop = asyncio.get_running_loop()
         self._close_idle(loop.time())
         async with self._locks.setdefault(key, asyncio.Lock()):
+            # Read before connecting: a change during the handshake is caught at the next use.
+            known_hosts = _stamp(self._known_hosts)
             pooled = self._pool.get(key)
-            if pooled is not None and (fresh or pooled.closed.is_set()):
+            stale = pooled is not None and pooled.known_hosts != known_hosts
+            if pooled is not None and (fresh or stale or pooled.closed.is_set()):
                 self._discard(key, pooled)
                 pooled = None
             if pooled is None:
                 connection = await self._connect(host, username, credentials)
-                pooled = _Pooled(connection=connection, last_used=loop.time())
+                pooled = _Pooled(connection, last_used=loop.time(), known_hosts=known_hosts)
                 self._pool[key] = pooled
                 watcher = asyncio.ensure_future(connection.wait_closed())
                 closed = pooled.closed
@@ -290,10 +368,22 @@ class SshRunner:
     async def session(
         self, host: HostTarget, credentials: SshCredentials
     ) -> AsyncIterator[HostSession]:
+        """A session on `host`, over a pooled connection; commands run through `sudo -n` as
+        `host.become_user` (default root) when `host.become` is set."""
         username = host.user or credentials.username or "root"
+        become_user = (host.become_user or "root") if host.become else None
 
         async def reconnect() -> asyncssh.SSHClientConnection:
             return await self._pooled(host, username, credentials, fresh=True)
 
         connection = await self._pooled(host, username, credentials, fresh=False)
-        yield HostSession(host, connection, reconnect=reconnect)
+        yield HostSession(host, connection, reconnect=reconnect, become_user=become_user)
+
+
+def _with_certificate(
+    key: asyncssh.SSHKey, credentials: SshCredentials
+) -> asyncssh.SSHKey | tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
+    """The key, with its Vault-signed certificate in certificate mode (activities/vault_ssh)."""
+    if credentials.certificate is None:
+        return key
+    return key, asyncssh.import_certificate(credentials.certificate)

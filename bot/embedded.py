@@ -245,8 +245,16 @@ def _listening(port: int) -> bool:
 
 @contextmanager
 def temporal_for(settings: Settings, *, say: object = print) -> Iterator[Settings]:
-    """Settings whose Temporal is reachable: the configured one, or an embedded dev server."""
-    if "temporal_address" in settings.model_fields_set or _listening(EMBEDDED_PORT):
+    """Settings whose Temporal is reachable: the configured one (PatchPilot's settings or the
+    SDK's environment configuration: TEMPORAL_ADDRESS, a temporal.toml profile), or an embedded
+    dev server."""
+    from bot.temporal_config import TemporalConfigError, profile_address
+
+    try:
+        configured = "temporal_address" in settings.model_fields_set or profile_address()
+    except TemporalConfigError:
+        configured = True  # connecting says what is wrong with the configuration
+    if configured or _listening(EMBEDDED_PORT):
         yield settings
         return
     data = settings.data_dir.expanduser()

@@ -33,6 +33,7 @@ from workflows.models import (
     HostProgress,
     HostState,
     HostStepReport,
+    RolloutControl,
     RolloutInput,
     RolloutProgress,
     RolloutSummary,
@@ -42,6 +43,8 @@ from workflows.system_patch import SystemPatchWorkflow
 
 log = logging.getLogger("patchpilot.rollouts")
 
+# The updates that control a running rollout (workflows.controls), as front ends name them.
+CONTROLS = ("pause", "resume", "skip", "abort")
 # Hosts in flight are at most maxConcurrency (≤ 1000): ask at most this many at once.
 MAX_PARALLEL_QUERIES = 50
 # Explaining a refusal must not hang when no worker is up to answer the query of a closed rollout.
@@ -99,21 +102,15 @@ class RolloutRow:
     started_at: datetime
 
 
-def rpc_message(rollout_id: str, error: RPCError) -> str:
+def _rpc_error(rollout_id: str, error: RPCError) -> RolloutError:
     """How a Temporal RPC error about `rollout_id` reads to a person (no status codes)."""
     if error.status == RPCStatusCode.NOT_FOUND:
-        return f"no rollout with id {rollout_id}"
+        return RolloutError(f"no rollout with id {rollout_id}", Problem.NOT_FOUND)
     if "completed" in error.message.lower():
-        return f"rollout {rollout_id} has already finished"
-    return f"Temporal refused the request for {rollout_id}: {error.message}"
-
-
-def _problem_of(error: RPCError) -> Problem:
-    if error.status == RPCStatusCode.NOT_FOUND:
-        return Problem.NOT_FOUND
-    if "completed" in error.message.lower():
-        return Problem.ENDED
-    return Problem.UNAVAILABLE
+        return RolloutError(f"rollout {rollout_id} has already finished", Problem.ENDED)
+    return RolloutError(
+        f"Temporal refused the request for {rollout_id}: {error.message}", Problem.UNAVAILABLE
+    )
 
 
 class Rollouts:
@@ -150,7 +147,7 @@ class Rollouts:
             ) from None
         except RPCError as error:
             raise RolloutError(
-                f"the rollout could not be started: {error.message}", _problem_of(error)
+                f"the rollout could not be started: {error.message}", Problem.UNAVAILABLE
             ) from None
 
     async def decide(self, rollout_id: str, decision: ApprovalDecision, *, approve: bool) -> str:
@@ -167,32 +164,69 @@ class Rollouts:
         except RPCError as error:
             raise await self._explain(rollout_id, error, "nothing to decide") from None
 
+    async def control(self, rollout_id: str, action: str, control: RolloutControl) -> str:
+        """Send the `pause`, `resume`, `skip` or `abort` update (`action`, one of CONTROLS);
+        returns the workflow's answer ("paused by bob@example.com"). A refusal by the update's
+        validator raises `RolloutError` with `Problem.REFUSED` and the validator's reason."""
+        if action not in CONTROLS:
+            raise ValueError(f"unknown control {action!r} (one of {', '.join(CONTROLS)})")
+        try:
+            answer = await self.handle(rollout_id).execute_update(action, control, result_type=str)
+        except WorkflowUpdateFailedError as error:
+            raise RolloutError(failure_reason(error), Problem.REFUSED) from None
+        except RPCError as error:
+            raise await self._explain(rollout_id, error, "nothing to control") from None
+        return str(answer)
+
     async def cancel(self, rollout_id: str) -> None:
         """Ask the rollout to stop: no new host starts; hosts in flight finish their steps.
 
-        Temporal accepts the request for a rollout that already ended, which it leaves as it was.
+        Temporal accepts a cancel for a workflow that already ended and changes nothing, so an
+        ended rollout is refused here with how it ended (`Problem.ENDED`).
         """
+        handle = self.handle(rollout_id)
         try:
-            await self.handle(rollout_id).cancel()
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                await handle.cancel()
+                return
         except RPCError as error:
             raise await self._explain(rollout_id, error, "nothing to cancel") from None
+        ending = await self._ending(rollout_id, description)
+        raise RolloutError(
+            f"rollout {rollout_id} has already finished ({ending}); nothing to cancel",
+            Problem.ENDED,
+        )
 
     async def progress(self, rollout_id: str, *, steps: bool = True) -> RolloutProgress:
         """The rollout's `progress` query; `steps` also asks every running host its step."""
         try:
             progress = await self.handle(rollout_id).query(SystemPatchWorkflow.progress)
         except RPCError as error:
-            raise RolloutError(rpc_message(rollout_id, error), _problem_of(error)) from None
+            raise _rpc_error(rollout_id, error) from None
         if steps:
             await self.fill_running_steps(progress)
         return progress
+
+    async def request(self, rollout_id: str) -> RolloutInput:
+        """What was asked of the rollout (its latest run's input: clusters, pilot count, services,
+        update command, people), read from the run's first history event; it never changes, so
+        a caller may keep it. Raises RolloutError when Temporal cannot say."""
+        try:
+            async for event in self.handle(rollout_id).fetch_history_events(page_size=1):
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                decoded = await self.client.data_converter.decode(payloads[:1], [RolloutInput])
+                return RolloutInput.model_validate(decoded[0])
+        except RPCError as error:
+            raise _rpc_error(rollout_id, error) from None
+        raise RolloutError(f"no history for rollout {rollout_id}", Problem.NOT_FOUND)
 
     async def status(self, rollout_id: str) -> RolloutStatus:
         """The rollout's progress (with running hosts' steps) and its execution status."""
         try:
             description = await self.handle(rollout_id).describe()
         except RPCError as error:
-            raise RolloutError(rpc_message(rollout_id, error), _problem_of(error)) from None
+            raise _rpc_error(rollout_id, error) from None
         progress = await self.progress(rollout_id)
         status = description.status.name if description.status else "UNKNOWN"
         return RolloutStatus(progress=progress, status=status)
@@ -210,16 +244,21 @@ class Rollouts:
                 f"rollout {rollout_id} failed: {failure_reason(error)}", Problem.ENDED
             ) from None
         except RPCError as error:
-            raise RolloutError(rpc_message(rollout_id, error), _problem_of(error)) from None
+            raise _rpc_error(rollout_id, error) from None
 
     async def list(self, condition: str = "", limit: int = 10) -> list[RolloutRow]:
         """Rollouts matching a Temporal visibility `condition` (e.g. "ExecutionStatus='Running'"),
         newest first, at most `limit`."""
         query = f"WorkflowType='{WORKFLOW_NAME}'" + (f" AND {condition}" if condition else "")
         rows: list[RolloutRow] = []
-        async for execution in self.client.list_workflows(query=query, limit=limit):
-            status = execution.status.name.lower() if execution.status else "unknown"
-            rows.append(RolloutRow(execution.id, status, execution.start_time))
+        try:
+            async for execution in self.client.list_workflows(query=query, limit=limit):
+                status = execution.status.name.lower() if execution.status else "unknown"
+                rows.append(RolloutRow(execution.id, status, execution.start_time))
+        except RPCError as error:
+            raise RolloutError(
+                f"Temporal refused to list rollouts: {error.message}", Problem.UNAVAILABLE
+            ) from None
         return rows
 
     async def fill_running_steps(self, progress: RolloutProgress) -> None:
@@ -249,15 +288,18 @@ class Rollouts:
     async def _explain(self, rollout_id: str, error: RPCError, consequence: str) -> RolloutError:
         """Temporal answers NOT_FOUND both for an unknown id and for an update to a finished
         workflow: tell which, and for a finished one how it ended."""
-        problem = _problem_of(error)
-        if problem == Problem.UNAVAILABLE and error.status != RPCStatusCode.FAILED_PRECONDITION:
-            return RolloutError(rpc_message(rollout_id, error), problem)
+        plain = _rpc_error(rollout_id, error)
+        if (
+            plain.problem == Problem.UNAVAILABLE
+            and error.status != RPCStatusCode.FAILED_PRECONDITION
+        ):
+            return plain
         try:
             description = await self.handle(rollout_id).describe()
         except RPCError:
-            return RolloutError(rpc_message(rollout_id, error), problem)
+            return plain
         if description.status == WorkflowExecutionStatus.RUNNING:
-            return RolloutError(rpc_message(rollout_id, error), problem)
+            return plain
         ending = await self._ending(rollout_id, description)
         return RolloutError(
             f"rollout {rollout_id} has already finished ({ending}); {consequence}", Problem.ENDED

@@ -10,7 +10,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -43,6 +43,10 @@ def _check_webhook(url: SecretStr, name: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         # The value itself is a secret: named, never shown.
         raise ValueError(f"{name} must be an http:// or https:// URL (the value is not shown)")
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def config_file() -> Path | None:
@@ -94,6 +98,34 @@ class Settings(BaseSettings):
     vault_secret_id: SecretStr | None = Field(None, validation_alias=_env("VAULT_SECRET_ID"))
     vault_kv_mount: str = Field("secret", validation_alias=_env("PATCHPILOT_VAULT_KV_MOUNT"))
     vault_cache_ttl: float = Field(300.0, validation_alias=_env("PATCHPILOT_VAULT_CACHE_TTL"))
+    # Addresses besides VAULT_ADDR a rollout's vaultAddress may name (comma-separated URLs).
+    vault_trusted_addresses: str = Field(
+        "", validation_alias=_env("PATCHPILOT_VAULT_TRUSTED_ADDRESSES")
+    )
+    # Each rollout's child token (activities/vault_auth.py): policies (comma-separated; empty:
+    # the worker token's own), TTL in seconds (renewed while the rollout uses it), token role.
+    vault_rollout_policies: str = Field(
+        "", validation_alias=_env("PATCHPILOT_VAULT_ROLLOUT_POLICIES")
+    )
+    vault_rollout_token_ttl: int = Field(
+        1800, ge=2, le=30 * 24 * 3600, validation_alias=_env("PATCHPILOT_VAULT_ROLLOUT_TOKEN_TTL")
+    )
+    vault_rollout_token_role: str | None = Field(
+        None, validation_alias=_env("PATCHPILOT_VAULT_ROLLOUT_TOKEN_ROLE")
+    )
+    # SSH login: "kv" (a static key from KV) or "certificate" (an ephemeral key signed by Vault's
+    # SSH secrets engine at <mount>/sign/<role>, `{host}` in the role replaced by the host name).
+    ssh_auth: Literal["kv", "certificate"] = Field(
+        "kv", validation_alias=_env("PATCHPILOT_SSH_AUTH")
+    )
+    vault_ssh_mount: str = Field("ssh", validation_alias=_env("PATCHPILOT_VAULT_SSH_MOUNT"))
+    vault_ssh_role: str = Field("patchpilot", validation_alias=_env("PATCHPILOT_VAULT_SSH_ROLE"))
+    vault_ssh_cert_ttl: int = Field(
+        600, ge=30, le=24 * 3600, validation_alias=_env("PATCHPILOT_VAULT_SSH_CERT_TTL")
+    )
+    vault_ssh_default_user: str = Field(
+        "root", validation_alias=_env("PATCHPILOT_VAULT_SSH_DEFAULT_USER")
+    )
 
     smtp_host: str | None = Field(None, validation_alias=_env("PATCHPILOT_SMTP_HOST"))
     smtp_port: int = Field(25, validation_alias=_env("PATCHPILOT_SMTP_PORT"))
@@ -158,6 +190,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: {cluster!r} is not a cluster name")
             _check_webhook(url, name)
         return value
+
+    @field_validator("vault_trusted_addresses")
+    @classmethod
+    def _trusted_vault_urls(cls, value: str) -> str:
+        from workflows.vault_address import check_transport
+
+        for entry in _comma_list(value):
+            check_transport(entry)  # a URL, and https unless loopback
+        return value
+
+    def trusted_vault_addresses(self) -> list[str]:
+        """Where a rollout's `vaultAddress` may point: VAULT_ADDR, then each URL of
+        PATCHPILOT_VAULT_TRUSTED_ADDRESSES (as configured; compared normalized)."""
+        first = [self.vault_addr] if self.vault_addr else []
+        return first + _comma_list(self.vault_trusted_addresses)
+
+    def rollout_token_policies(self) -> list[str]:
+        """PATCHPILOT_VAULT_ROLLOUT_POLICIES as a list; empty: the worker token's own policies."""
+        return _comma_list(self.vault_rollout_policies)
 
     @field_validator("notify_routes")
     @classmethod

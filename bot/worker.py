@@ -13,8 +13,10 @@ from activities.inventory import InventoryActivities
 from activities.notify import NotificationActivities, Notifier, build_notifiers
 from activities.ssh import SshRunner
 from activities.vault import VaultCredentialSource
+from activities.vault_ssh import CertSettings
 from bot.codec import data_converter
 from bot.settings import Settings
+from bot.temporal_config import connect_client
 from workflows.host_patch import HostPatchWorkflow
 from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
@@ -23,10 +25,24 @@ WORKFLOWS: Sequence[type] = (SystemPatchWorkflow, HostPatchWorkflow)
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings.payload_codec()),
+    """The one way PatchPilot makes a Temporal client: the SDK's environment configuration
+    (temporal.toml profile, TEMPORAL_* variables: TLS, mTLS, API key) with PatchPilot's address
+    and namespace settings over it (`bot.temporal_config`), and the payload codec.
+
+    Raises TemporalConfigError for a configuration that cannot be read, the SDK's errors when
+    Temporal cannot be reached."""
+    return await connect_client(settings, data_converter(settings.payload_codec()))
+
+
+def certificate_settings(settings: Settings) -> CertSettings | None:
+    """Certificate mode's settings (PATCHPILOT_SSH_AUTH=certificate), else None: keys from KV."""
+    if settings.ssh_auth != "certificate":
+        return None
+    return CertSettings(
+        mount=settings.vault_ssh_mount,
+        role=settings.vault_ssh_role,
+        ttl_seconds=settings.vault_ssh_cert_ttl,
+        default_user=settings.vault_ssh_default_user,
     )
 
 
@@ -43,6 +59,11 @@ class WorkerParts:
             ),
             kv_mount=settings.vault_kv_mount,
             cache_ttl_seconds=settings.vault_cache_ttl,
+            trusted_addresses=settings.trusted_vault_addresses(),
+            rollout_policies=settings.rollout_token_policies(),
+            rollout_ttl_seconds=settings.vault_rollout_token_ttl,
+            rollout_token_role=settings.vault_rollout_token_role,
+            certificates=certificate_settings(settings),
         )
         self.ssh = SshRunner(settings.known_hosts, connect_timeout=settings.ssh_connect_timeout)
         self.inventory = InventoryActivities(settings.inventory)
@@ -54,17 +75,38 @@ class WorkerParts:
         return [
             self.inventory.get_cluster_hosts,
             self.vault.vault_preflight,
+            self.vault.vault_cleanup,
             *self.host_steps.all(),
             *self.notifications.all(),
         ]
+
+    async def close(self) -> None:
+        """At shutdown: revoke the Vault tokens this worker made or logged in with."""
+        await self.vault.close()
+
+
+class PatchPilotWorker(Worker):
+    """A Temporal worker that closes its parts (revokes its Vault tokens) when it stops, however
+    it runs: `run()`, or `async with` (which runs `run()` too)."""
+
+    def __init__(self, client: Client, parts: WorkerParts, **options: Any) -> None:
+        super().__init__(client, **options)
+        self.parts = parts
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self.parts.close()
 
 
 def build_worker(
     client: Client, settings: Settings, parts: WorkerParts | None = None, **options: Any
 ) -> Worker:
     parts = parts or WorkerParts(settings)
-    return Worker(
+    return PatchPilotWorker(
         client,
+        parts,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=parts.activities(),

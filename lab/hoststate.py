@@ -24,7 +24,7 @@ from lab import procfs
 from lab.host import LabHost
 
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
-_PLAIN_FAULTS = ("update-fail", "update-hang", "reboot-never-returns")
+_PLAIN_FAULTS = ("update-fail", "update-hang", "reboot-never-returns", "sudo-needs-password")
 _VALUED_FAULTS = ("start-fail", "unhealthy", "fail-command", "hang-command")
 
 
@@ -127,6 +127,25 @@ class HostStates:
         except FileNotFoundError:
             return 0
 
+    def apt_environments(self, host: str) -> list[str]:
+        """Per simulated upgrade, the question settings apt saw:
+        ``DEBIAN_FRONTEND=… NEEDRESTART_MODE=… DPKG_FORCE=…``."""
+        try:
+            return (self.host(host).lab_dir / "apt-env").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def sudo_calls(self, host: str) -> list[tuple[str, str]]:
+        """Every ``sudo`` the host ran, in order: (target user, the command's words joined)."""
+        try:
+            text = (self.host(host).lab_dir / "sudo.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [
+            (user, command)
+            for user, _, command in (line.partition("\t") for line in text.splitlines())
+        ]
+
     def hung_processes(self, host: str) -> list[int]:
         """Pids of the host's simulated hangs (update-hang, hang-command) that are still alive."""
         hangs = self.host(host).lab_dir / "hangs"
@@ -179,6 +198,8 @@ class HostStates:
         - ``fail-command:<text>``: any command containing <text> exits 1 without running
         - ``hang-command:<text>``: any command containing <text> never ends (``hung_processes``)
         - ``reboot-never-returns``: after a ``reboot`` the host stays down (sshd lab only)
+        - ``sudo-needs-password``: ``sudo -n`` exits 1 with "sudo: a password is required", as
+          sudo(8) does for a user without NOPASSWD (every ``sudo`` call is logged to ``sudo.log``)
         """
         if "\n" in fault or not fault:
             raise ValueError("a fault is one non-empty line")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
+from pydantic import SecretStr
 from temporalio.client import Client
 
 from bot.settings import Settings
@@ -119,6 +120,37 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 async def worker(temporal_client: Client, worker_settings: Settings) -> AsyncIterator[WorkerParts]:
     async with running_worker(temporal_client, worker_settings) as parts:
         yield parts
+
+
+# What a PatchPilot worker needs from Vault (README "Vault layout"): read the SSH keys, make,
+# renew and revoke each rollout's child token.
+WORKER_POLICY = f"""
+path "secret/data/{SECRET_PREFIX}/*" {{ capabilities = ["read"] }}
+path "auth/token/create" {{ capabilities = ["create", "update"] }}
+path "auth/token/revoke-accessor" {{ capabilities = ["update"] }}
+path "auth/token/lookup-accessor" {{ capabilities = ["update"] }}
+"""
+
+
+def approle(
+    openbao: OpenBaoProcess, role: str, *, token_ttl: str = "1h", token_max_ttl: str = "0"
+) -> tuple[str, SecretStr]:
+    """An AppRole `role` on `openbao` with the worker's policy; returns (role_id, secret_id)."""
+    import hvac
+
+    root = hvac.Client(url=openbao.address, token=openbao.root_token)
+    if "approle/" not in root.sys.list_auth_methods():
+        root.sys.enable_auth_method("approle")
+    root.sys.create_or_update_policy("patchpilot-worker", WORKER_POLICY)
+    root.auth.approle.create_or_update_approle(
+        role,
+        token_policies=["patchpilot-worker"],
+        token_ttl=token_ttl,
+        token_max_ttl=token_max_ttl,
+    )
+    role_id = root.auth.approle.read_role_id(role)["data"]["role_id"]
+    secret_id = root.auth.approle.generate_secret_id(role)["data"]["secret_id"]
+    return role_id, SecretStr(secret_id)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

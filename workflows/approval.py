@@ -32,6 +32,17 @@ def check_decision(
         )
 
 
+def check_controller(person: str, rollout: RolloutInput) -> None:
+    """Raise ValueError unless `person` may pause, resume, skip or abort the rollout: its
+    requester or one of its approvers."""
+    who = person.lower()
+    if who != rollout.requester_email and who not in rollout.approver_emails:
+        raise ValueError(
+            f"{who} may not control this rollout: only its requester or an approver "
+            f"({', '.join([rollout.requester_email, *rollout.approver_emails])})"
+        )
+
+
 def standing_comment(decision: ApprovalDecision, schedule: str) -> str:
     """How a schedule's standing pre-approval reads in progress and notices."""
     comment = f": {decision.comment}" if decision.comment else ""

@@ -6,6 +6,7 @@ model is built; `ContractModel` gives every model the spec's camelCase names on 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -36,6 +37,14 @@ def _cluster_name(value: str) -> str:
 
 
 def _host_name(value: str) -> str:
+    # An inventory may name a host by its IPv6 literal (Ansible accepts `2001:db8::5`); hex
+    # digits and colons are as harmless in a workflow id or a Vault path as the name pattern.
+    if ":" in value and len(value) <= 45:
+        try:
+            ipaddress.IPv6Address(value)
+            return value
+        except ValueError:
+            pass
     return _check_name(value, "host name", NAME_PATTERN)
 
 
@@ -60,7 +69,27 @@ def _shell_command(value: str) -> str:
     return value
 
 
+def host_pattern(value: str) -> str:
+    """An Ansible `--limit` host pattern (`web[01:05]`, `cluster-a:&dc1`, `!a3`), stripped.
+
+    Ansible evaluates it (docs.ansible.com, "Patterns: targeting hosts and groups"); refused here
+    is what Ansible would read as something else: `@file` reads a file on the worker. Raises
+    ValueError saying why.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 1000:
+        raise ValueError(f"is {len(value)} characters long; the limit is 1000")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters")
+    if any(part.strip().startswith("@") for part in value.split(",")):
+        raise ValueError("must not name a file (@...): list the hosts or groups instead")
+    return value
+
+
 ClusterName = Annotated[str, AfterValidator(_cluster_name)]
+HostPattern = Annotated[str, AfterValidator(host_pattern)]
 HostName = Annotated[str, AfterValidator(_host_name)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 Email = Annotated[str, AfterValidator(_email)]

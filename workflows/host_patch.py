@@ -85,16 +85,29 @@ class HostPatchWorkflow:
 
     async def _patch(self) -> None:
         job = self._job
-        await self._ssh_step(names.STEP_PRECONDITIONS, names.CHECK_HOST_PRECONDITIONS)
+        # sudo probe, health check, maintenance check, one check per service.
+        await self._ssh_step(
+            names.STEP_PRECONDITIONS,
+            names.CHECK_HOST_PRECONDITIONS,
+            commands=3 + len(job.service_list),
+        )
         await self._notify(names.STEP_START_NOTICE, names.SEND_START_NOTIFICATION)
         await self._scripts(
             names.STEP_PRE_DOWNTIME, names.RUN_PRE_DOWNTIME_SCRIPTS, job.pre_downtime_scripts
         )
         # Until the command has answered we cannot know whether the flag was written.
         self._in_maintenance = None
-        await self._ssh_step(names.STEP_MAINTENANCE_ON, names.SET_MAINTENANCE_MODE)
+        await self._ssh_step(
+            names.STEP_MAINTENANCE_ON, names.SET_MAINTENANCE_MODE, timeout=job.maintenance_timeout
+        )
         self._in_maintenance = True
-        await self._ssh_step(names.STEP_STOP_SERVICES, names.STOP_SERVICES)
+        services = len(job.service_list)
+        await self._ssh_step(
+            names.STEP_STOP_SERVICES,
+            names.STOP_SERVICES,
+            timeout=job.service_stop_timeout,
+            commands=services,
+        )
         await self._ssh_step(
             names.STEP_DRAIN, names.WAIT_FOR_WORKLOAD_DRAIN, timeout=job.drain_timeout
         )
@@ -109,14 +122,23 @@ class HostPatchWorkflow:
             retry=UPDATE_RETRY,
         )
         await self._reboot()
-        await self._ssh_step(names.STEP_START_SERVICES, names.START_SERVICES)
+        await self._ssh_step(
+            names.STEP_START_SERVICES,
+            names.START_SERVICES,
+            timeout=job.service_start_timeout,
+            commands=services,
+        )
         await self._scripts(
             names.STEP_POST_UPDATE, names.RUN_POST_UPDATE_SCRIPTS, job.post_update_scripts
         )
         await self._ssh_step(
             names.STEP_HEALTH, names.CHECK_SERVICE_HEALTH, timeout=job.health_timeout
         )
-        await self._ssh_step(names.STEP_MAINTENANCE_OFF, names.CLEAR_MAINTENANCE_MODE)
+        await self._ssh_step(
+            names.STEP_MAINTENANCE_OFF,
+            names.CLEAR_MAINTENANCE_MODE,
+            timeout=job.maintenance_timeout,
+        )
         self._in_maintenance = False
         await self._notify(names.STEP_SUCCESS_NOTICE, names.SEND_SUCCESS_NOTIFICATION)
         self._step = names.STEP_DONE
@@ -177,7 +199,9 @@ class HostPatchWorkflow:
         """An optional step: it runs only when the rollout lists scripts for it."""
         if scripts:
             timeout = self._job.script_timeout
-            await self._ssh_step(step, activity_name, scripts=scripts, timeout=timeout)
+            await self._ssh_step(
+                step, activity_name, scripts=scripts, timeout=timeout, commands=len(scripts)
+            )
 
     async def _ssh_step(
         self,
@@ -188,16 +212,23 @@ class HostPatchWorkflow:
         command: str | None = None,
         timeout: timedelta | None = None,
         retry: RetryPolicy = TRANSIENT_RETRY,
+        commands: int = 1,
     ) -> StepResult:
-        """One activity on the host; a step with its own time limit heartbeats, others are quick."""
+        """One activity on the host; a step with its own time limit heartbeats.
+
+        `timeout` (default QUICK_STEP) limits each of the step's `commands` on the host (the
+        activity kills one that overruns and reports it, non-retryable); Temporal's own limit is
+        all of them plus MARGIN, so the activity's precise report comes first.
+        """
         self._step = step
-        step_input = self._step_input(timeout or QUICK_STEP, scripts=scripts, command=command)
+        limit = timeout or QUICK_STEP
+        step_input = self._step_input(limit, scripts=scripts, command=command)
         try:
             return await workflow.execute_activity(
                 activity_name,
                 step_input,
                 result_type=StepResult,
-                start_to_close_timeout=(timeout + MARGIN) if timeout else QUICK_STEP,
+                start_to_close_timeout=limit * max(1, commands) + MARGIN,
                 heartbeat_timeout=HEARTBEAT if timeout else None,
                 retry_policy=retry,
             )

@@ -10,7 +10,7 @@ their names are importable from here too.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from workflows import vault_address
 from workflows.fields import (
     NAME_PATTERN,
     SECRET_PREFIX_PATTERN,
@@ -32,6 +33,7 @@ from workflows.fields import (
     Email,
     HostCount,
     HostName,
+    HostPattern,
     PositiveDuration,
     PositiveHostCount,
     RebootPolicy,
@@ -88,16 +90,22 @@ __all__ = [
     "RebootRequest",
     "RebootResult",
     "RolloutCarry",
+    "RolloutControl",
     "RolloutInput",
     "RolloutNotice",
     "RolloutProgress",
     "RolloutSummary",
     "StepResult",
+    "VaultCleanupInput",
     "VaultPreflightInput",
+    "VaultPreflightResult",
     "describe_validation_error",
     "pack_targets",
     "unpack_targets",
 ]
+
+# The time limit of a step that has no setting of its own, and the default of those that do.
+STEP_TIME_LIMIT = timedelta(minutes=3)
 
 WORKFLOW_NAME = "SystemPatchWorkflow"
 HOST_WORKFLOW_NAME = "HostPatchWorkflow"
@@ -111,6 +119,17 @@ class ApprovalDecision(ContractModel):
 
     approver: Email
     comment: str = Field(default="", max_length=2000)
+
+
+class RolloutControl(ContractModel):
+    """Argument of the `pause`, `resume`, `skip` and `abort` updates: who asks (the requester or
+    an approver of the rollout), and for `skip` the host and why."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    person: Email
+    host: HostName | None = None
+    reason: str = Field(default="", max_length=500)
 
 
 class RolloutInput(ContractModel):
@@ -148,6 +167,10 @@ class RolloutInput(ContractModel):
     health_timeout: PositiveDuration = timedelta(minutes=5)
     update_timeout: PositiveDuration = timedelta(hours=1)
     script_timeout: PositiveDuration = timedelta(minutes=15)
+    # Per command: each service's stop and start, maintenance on and off (STEP_TIME_LIMIT).
+    service_stop_timeout: PositiveDuration = STEP_TIME_LIMIT
+    service_start_timeout: PositiveDuration = STEP_TIME_LIMIT
+    maintenance_timeout: PositiveDuration = STEP_TIME_LIMIT
     reboot_policy: RebootPolicy = "if-required"
     reboot_timeout: PositiveDuration = timedelta(minutes=10)
     dry_run: bool = False
@@ -156,19 +179,23 @@ class RolloutInput(ContractModel):
     # Empty: each cluster's windows from the inventory (patchpilot_windows), else always open.
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     window_cutoff: PositiveDuration = Field(default=timedelta(minutes=15), validate_default=True)
+    # Ansible `--limit` pattern: only the target clusters' hosts it matches (`web0[1-3]`, `!a3`).
+    host_pattern: HostPattern | None = None
     # Where chat notifications for this rollout go (set by the Slack bot; not secrets).
     slack_channel: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,32}$")] | None = None
     slack_thread_ts: Annotated[str, StringConstraints(pattern=r"^\d{1,12}\.\d{1,8}$")] | None = None
 
     @field_validator("vault_address")
     @classmethod
-    def _vault_address_is_url(cls, value: str | None) -> str | None:
+    def _vault_address_is_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
             return None
-        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?", value):
-            raise ValueError(
-                f"{value[:80]!r} is not an http(s) URL like https://vault.example.com:8200"
-            )
+        # The worker sends its own Vault credentials there: https unless loopback, and at the
+        # edge one of the addresses the worker trusts (workflows/vault_address.py).
+        vault_address.check_transport(value)
+        trusted = (info.context or {}).get("trusted_vault_addresses")
+        if trusted is not None:
+            vault_address.check_trusted(value, trusted)
         return value.rstrip("/")
 
     @field_validator("secret_path_prefix")
@@ -202,11 +229,19 @@ class RolloutInput(ContractModel):
         return value or None
 
     @classmethod
-    def at_edge(cls, raw: dict[str, Any], *, payload_encryption: bool = False) -> RolloutInput:
-        """Validate input from a user (CLI, chat): also refuses a token that would leak."""
-        return cls.model_validate(
-            raw, context={"edge": True, "payload_encryption": payload_encryption}
-        )
+    def at_edge(
+        cls,
+        raw: dict[str, Any],
+        *,
+        payload_encryption: bool = False,
+        trusted_vault_addresses: Sequence[str] | None = None,
+    ) -> RolloutInput:
+        """Validate input from a user (CLI, chat): also refuses a token that would leak and, when
+        `trusted_vault_addresses` is given, a `vaultAddress` that is not one of them."""
+        context: dict[str, Any] = {"edge": True, "payload_encryption": payload_encryption}
+        if trusted_vault_addresses is not None:
+            context["trusted_vault_addresses"] = list(trusted_vault_addresses)
+        return cls.model_validate(raw, context=context)
 
     @field_validator("target_clusters", "approver_emails", "service_list")
     @classmethod
@@ -273,6 +308,10 @@ class HostJob(ContractModel):
     health_timeout: PositiveDuration
     update_timeout: PositiveDuration
     script_timeout: PositiveDuration
+    # Defaults, so a job recorded before these existed still reads.
+    service_stop_timeout: PositiveDuration = STEP_TIME_LIMIT
+    service_start_timeout: PositiveDuration = STEP_TIME_LIMIT
+    maintenance_timeout: PositiveDuration = STEP_TIME_LIMIT
     reboot_policy: RebootPolicy = "if-required"
     reboot_timeout: PositiveDuration
     slack_channel: str | None = None
@@ -313,6 +352,22 @@ class StepResult(ContractModel):
     detail: str = ""
 
 
+class VaultPreflightResult(StepResult):
+    """Result of VaultClientActivity: the accessor of the rollout's child token (None when the
+    rollout brought its own token). An accessor can look up, renew or revoke a token but not
+    authenticate with it (Vault docs, "Token accessors"), so it may be kept in history."""
+
+    token_accessor: str | None = None
+
+
+class VaultCleanupInput(ContractModel):
+    """Input of VaultCleanupActivity, which revokes a rollout's child token(s) when it ends."""
+
+    rollout_id: str
+    vault_address: str | None = None
+    token_accessor: str | None = None
+
+
 class RebootRequest(ContractModel):
     step: HostStepInput
     policy: RebootPolicy
@@ -341,6 +396,10 @@ class RolloutNotice(ContractModel):
     step: str | None = None
     failure_details: str | None = None
     hosts_by_cluster: dict[str, list[str]] = Field(default_factory=dict)
+    # With the hosts: the `--limit` pattern that selected them, and per cluster what to know
+    # (e.g. one machine listed under two names, patched once).
+    host_pattern: str | None = None
+    cluster_notes: dict[str, str] = Field(default_factory=dict)
     summary: RolloutSummary | None = None
     pilot_host_count: int = 0
     update_command: str = ""

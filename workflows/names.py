@@ -19,6 +19,7 @@ SEND_SUCCESS_NOTIFICATION = "SendSuccessNotificationActivity"
 SEND_FAILURE_ALERT = "SendFailureAlertActivity"
 # Beyond the spec's 15:
 VAULT_CLIENT = "VaultClientActivity"
+VAULT_CLEANUP = "VaultCleanupActivity"
 CLEAR_MAINTENANCE_MODE = "ClearMaintenanceModeActivity"
 SEND_ROLLOUT_SUMMARY = "SendRolloutSummaryActivity"
 REBOOT_HOST = "RebootHostActivity"
@@ -46,6 +47,7 @@ SPEC_ACTIVITIES = (
 ALL_ACTIVITIES = (
     *SPEC_ACTIVITIES,
     VAULT_CLIENT,
+    VAULT_CLEANUP,
     CLEAR_MAINTENANCE_MODE,
     SEND_ROLLOUT_SUMMARY,
     REBOOT_HOST,

@@ -49,6 +49,7 @@ def rollout_notice(
             "approver_emails": rollout.approver_emails,
             "target_clusters": rollout.target_clusters,
             "hosts_by_cluster": hosts_by_cluster or {},
+            "host_pattern": rollout.host_pattern if hosts_by_cluster else None,
             "pilot_host_count": rollout.pilot_host_count,
             "update_command": rollout.update_command,
             "service_list": rollout.service_list,

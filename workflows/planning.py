@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from workflows.targets import HostTarget
+
 T = TypeVar("T")
 
 
@@ -125,3 +127,26 @@ def should_stop(failures: int, max_failures: int, *, pilot_failed: bool) -> bool
     failure, 2 stops at the third.
     """
     return pilot_failed or failures > max_failures
+
+
+def once_per_machine(
+    hosts: Sequence[HostTarget], seen: dict[tuple[str, int], str]
+) -> tuple[list[HostTarget], list[str]]:
+    """`hosts` without the machines (address and port) already in `seen`, which gains the rest.
+
+    One machine listed under two inventory names, or in two target clusters, is patched once, by
+    the first name; each name left out gets a line saying so (shown with the approval request).
+    """
+    kept: list[HostTarget] = []
+    notes: list[str] = []
+    for host in hosts:
+        machine = (host.address.lower(), host.port)
+        first = seen.get(machine)
+        if first is None:
+            seen[machine] = host.name
+            kept.append(host)
+        elif first == host.name:
+            notes.append(f"{host.name} is also in an earlier cluster: patched once")
+        else:
+            notes.append(f"{host.name} is {first} ({host.address}:{host.port}): patched once")
+    return kept, notes

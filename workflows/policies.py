@@ -11,6 +11,8 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
+from workflows.models import STEP_TIME_LIMIT
+
 TRANSIENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -43,11 +45,14 @@ NOTIFY_RETRY = RetryPolicy(
 # Activities heartbeat every 5 s; a dead worker is noticed within this.
 HEARTBEAT = timedelta(seconds=10)
 # A step that runs a few quick commands over one SSH connection.
-QUICK_STEP = timedelta(minutes=3)
+QUICK_STEP = STEP_TIME_LIMIT
 # Added to a step's own time limit, so the activity reports its own timeout before Temporal's.
 MARGIN = timedelta(seconds=60)
 # One call to the inventory, Vault or a notifier.
 LOOKUP = timedelta(seconds=60)
+# Ansible reading the inventory: a 10,000-host YAML inventory takes it ~15 s on an idle core and a
+# cloud plugin queries an API (activities.ansible_inventory.RUN_TIMEOUT_SECONDS is the same).
+INVENTORY_LOOKUP = timedelta(minutes=5)
 # A dry run's read-only commands on one host, and the activity around them.
 INSPECT_COMMANDS = timedelta(seconds=120)
 INSPECT_STEP = timedelta(minutes=3)

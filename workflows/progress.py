@@ -108,6 +108,11 @@ class RolloutProgress(ContractModel):
     message: str | None = None
     waiting_for_window: str | None = None
     clusters: list[ClusterProgress] = Field(default_factory=list)
+    # Set while paused (`pause` update): by whom and since when; no new host starts meanwhile.
+    paused_by: str | None = None
+    paused_since: datetime | None = None
+    # Every control of the running rollout, oldest first ("paused by bob@example.com", …).
+    controls: list[str] = Field(default_factory=list)
 
     def hosts(self) -> list[HostProgress]:
         return [host for cluster in self.clusters for host in cluster.hosts]
@@ -123,6 +128,7 @@ class RolloutSummary(ContractModel):
     message: str
     hosts: list[HostProgress] = Field(default_factory=list)
     dry_run: list[HostInspection] | None = None
+    controls: list[str] = Field(default_factory=list)  # pause, resume, skip, abort: who, when
 
 
 class HostStepReport(ContractModel):
@@ -158,6 +164,12 @@ class RolloutCarry(ContractModel):
     patched: dict[str, list[str]] = Field(default_factory=dict)
     rebooted: dict[str, list[str]] = Field(default_factory=dict)
     finished: list[HostProgress] = Field(default_factory=list)
+    # The accessor of the rollout's Vault child token, revoked when the last run ends.
+    vault_token_accessor: str | None = None
+    # A pause holds across runs; the controls so far go on into the summary.
+    paused_by: str | None = None
+    paused_since: datetime | None = None
+    controls: list[str] = Field(default_factory=list)
 
 
 def pack_targets(

@@ -161,6 +161,7 @@ class RolloutState:
             message=progress.message or progress.phase.value,
             hosts=hosts,
             dry_run=self.inspections if dry_run else None,
+            controls=list(progress.controls),
         )
 
     # ---- continue-as-new ---------------------------------------------------------------------
@@ -194,6 +195,9 @@ class RolloutState:
             patched=patched,
             rebooted=rebooted,
             finished=finished,
+            paused_by=self.progress.paused_by,
+            paused_since=self.progress.paused_since,
+            controls=list(self.progress.controls),
         )
 
     def _restore(self, carry: RolloutCarry) -> None:
@@ -204,6 +208,8 @@ class RolloutState:
         self.progress.decision_comment = carry.decision_comment
         self.failures = carry.failures
         self.runs = carry.runs
+        self.progress.paused_by, self.progress.paused_since = carry.paused_by, carry.paused_since
+        self.progress.controls = list(carry.controls)
         finished = {entry.name: entry for entry in carry.finished}
         for cluster_name, names_done in carry.patched.items():
             rebooted = set(carry.rebooted.get(cluster_name, []))

@@ -1,7 +1,7 @@
 """SystemPatchWorkflow: resolve the clusters, get approval, check Vault, then per cluster the pilot
 hosts first and the rest in a sliding window (or in the batches `waves` lists), then a summary.
 
-`run` reads like the spec (DESIGN.md "The rollout"). Each host is patched by its own
+`run` reads like the spec (docs/architecture.md, "One rollout"). Each host is patched by its own
 HostPatchWorkflow (`workflows.host_patch`); the bookkeeping is `workflows.state.RolloutState`; the
 pure rules (pilots, batches, error budget) are in `workflows.planning`.
 """
@@ -12,7 +12,6 @@ import asyncio
 from collections import deque
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -22,12 +21,12 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
-    from workflows.approval import check_decision, standing_comment
+    from workflows.controls import RolloutAborted, RolloutControls
+    from workflows.decisions import DecisionUpdates
     from workflows.dry_run import inspect_hosts
     from workflows.models import (
         HOST_WORKFLOW_NAME,
         WORKFLOW_NAME,
-        ApprovalDecision,
         ClusterHosts,
         ClusterHostsRequest,
         HostJob,
@@ -39,24 +38,20 @@ with workflow.unsafe.imports_passed_through():
         RolloutNotice,
         RolloutProgress,
         RolloutSummary,
-        VaultPreflightInput,
     )
     from workflows.notices import failure_details, listing, rollout_notice, send_notice, stop_reason
-    from workflows.planning import stages
+    from workflows.planning import once_per_machine, stages
     from workflows.policies import (
         HOST_WORKFLOW_PREFIX,
-        LOOKUP,
+        INVENTORY_LOOKUP,
         TRANSIENT_RETRY,
-        VAULT_RETRY,
         failure_reason,
         host_workflow_id,
     )
     from workflows.state import RolloutState
+    from workflows.vault_token import check_vault, revoke_rollout_token
     from workflows.windows import describe
 
-
-# Set by the server on every run a Temporal Schedule starts.
-SCHEDULED_BY = SearchAttributeKey.for_keyword("TemporalScheduledById")
 
 # Events a host in flight may still add to the run after we stop starting hosts (its child's
 # start and end, workflow tasks, a failure alert), so the run ends inside its budget.
@@ -72,7 +67,7 @@ class HistoryFull(Exception):
 
 
 @workflow.defn(name=WORKFLOW_NAME)
-class SystemPatchWorkflow:
+class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
     @workflow.init
     def __init__(self, rollout: RolloutInput) -> None:
         # State exists before the first update or query arrives, even in the first workflow task.
@@ -84,11 +79,28 @@ class SystemPatchWorkflow:
         self._stop_reason: str | None = None
         self._finished_hosts: list[HostPatchResult] = []  # results the rollout loop has not read
         self._host_tasks: set[asyncio.Task[None]] = set()
+        carried = rollout.continued
+        self._vault_accessor = carried.vault_token_accessor if carried else None
+        self._vault_used = carried is not None or rollout.dry_run
 
     # ---- the rollout, as the spec tells it -----------------------------------------------------
 
     @workflow.run
     async def run(self, rollout: RolloutInput) -> RolloutSummary:
+        ending = True
+        try:
+            return await self._run(rollout)
+        except workflow.ContinueAsNewError:
+            ending = False  # the next run goes on with the same Vault token
+            raise
+        finally:
+            if ending and self._vault_used:
+                # Also after a cancel: the cancellation was delivered, this activity still runs.
+                await revoke_rollout_token(
+                    self._job.rollout_id, rollout.vault_address, self._vault_accessor
+                )
+
+    async def _run(self, rollout: RolloutInput) -> RolloutSummary:
         progress = self._state.progress
         try:
             if rollout.continued is None:
@@ -116,11 +128,16 @@ class SystemPatchWorkflow:
                 workflow.info().get_current_history_length(),
                 self._state.runs + 1,
             )
-            carry = self._state.carry(workflow.now())
+            carry = self._state.carry(workflow.now()).model_copy(
+                update={"vault_token_accessor": self._vault_accessor}
+            )
             workflow.continue_as_new(rollout.model_copy(update={"continued": carry}))
         except RolloutStopped as stopped:
             progress.phase = Phase.FAILED
             progress.message = str(stopped)
+        except RolloutAborted as aborted:
+            progress.phase = Phase.CANCELLED
+            progress.message = str(aborted)
         except asyncio.CancelledError:
             progress.phase = Phase.CANCELLED
             progress.message = "the rollout was cancelled; no further host was started"
@@ -137,55 +154,44 @@ class SystemPatchWorkflow:
     async def _resolve_clusters(self) -> None:
         """Resolve every cluster before asking for approval: what is approved is what is patched."""
         rollout = self._rollout
+        machines: dict[tuple[str, int], str] = {}  # (address, port) -> the name that patches it
         for cluster_name in rollout.target_clusters:
             try:
                 resolved = await workflow.execute_activity(
                     names.GET_CLUSTER_HOSTS,
-                    ClusterHostsRequest(target_cluster=cluster_name),
+                    ClusterHostsRequest(
+                        target_cluster=cluster_name, host_pattern=rollout.host_pattern
+                    ),
                     result_type=ClusterHosts,
-                    start_to_close_timeout=LOOKUP,
+                    start_to_close_timeout=INVENTORY_LOOKUP,
                     retry_policy=TRANSIENT_RETRY,
                 )
             except ActivityError as error:
                 raise RolloutStopped(
                     f"cannot resolve cluster {cluster_name}: {failure_reason(error)}"
                 ) from error
-            note = None
-            if resolved.hosts and rollout.pilot_host_count >= len(resolved.hosts):
-                note = (
-                    f"pilot count {rollout.pilot_host_count} covers all {len(resolved.hosts)} "
+            hosts, notes = once_per_machine(resolved.hosts, machines)
+            if hosts and rollout.pilot_host_count >= len(hosts):
+                notes.append(
+                    f"pilot count {rollout.pilot_host_count} covers all {len(hosts)} "
                     "hosts: the whole cluster is pilot"
                 )
             windows = rollout.maintenance_windows or resolved.windows
-            self._state.add_cluster(cluster_name, resolved.hosts, windows, note)
-
-    def _standing_approval(self) -> bool:
-        """A schedule's pre-approval counts only for runs that schedule started."""
-        decision = self._rollout.pre_approved_by
-        if decision is None:
-            return False
-        schedule = workflow.info().typed_search_attributes.get(SCHEDULED_BY)
-        if not schedule:
-            workflow.logger.warning("preApprovedBy ignored: this run was not started by a schedule")
-            return False
-        try:
-            self._validate_decision(decision, approving=True)
-        except ValueError as refused:
-            workflow.logger.warning("standing pre-approval refused: %s", refused)
-            return False
-        self._state.decide(decision.approver, decision.comment, approved=True)
-        self._state.progress.decision_comment = standing_comment(decision, schedule)
-        return True
+            self._state.add_cluster(cluster_name, hosts, windows, "; ".join(notes) or None)
 
     async def _obtain_approval(self) -> bool:
         rollout, state = self._rollout, self._state
         if self._standing_approval():
             return True
         state.progress.phase = Phase.AWAITING_APPROVAL
-        await send_notice(names.SEND_APPROVAL_REQUEST, self._notice(with_hosts=True))
+        notes = {c.name: c.note for c in state.progress.clusters if c.note}
+        await send_notice(
+            names.SEND_APPROVAL_REQUEST, self._notice(with_hosts=True, cluster_notes=notes)
+        )
         try:
             await workflow.wait_condition(
-                lambda: state.approved is not None, timeout=rollout.approval_timeout
+                lambda: state.approved is not None or self.aborted_by is not None,
+                timeout=rollout.approval_timeout,
             )
         except TimeoutError:
             state.approved = False
@@ -195,6 +201,7 @@ class SystemPatchWorkflow:
             )
             state.skip_pending()
             return False
+        self.raise_if_aborted()
         if not state.approved:
             state.progress.phase = Phase.REJECTED
             state.progress.message = f"rejected by {state.progress.decided_by}; nothing was touched"
@@ -203,20 +210,10 @@ class SystemPatchWorkflow:
         return True
 
     async def _vault_preflight(self) -> None:
-        rollout = self._rollout
         self._state.progress.phase = Phase.PREFLIGHT
+        self._vault_used = True  # from here on the rollout may hold a child token to revoke
         try:
-            await workflow.execute_activity(
-                names.VAULT_CLIENT,
-                VaultPreflightInput(
-                    vault_address=rollout.vault_address,
-                    vault_token=rollout.vault_token,
-                    secret_path_prefix=rollout.secret_path_prefix,
-                    probe_host=self._state.first_host(),
-                ),
-                start_to_close_timeout=LOOKUP,
-                retry_policy=VAULT_RETRY,
-            )
+            self._vault_accessor = await check_vault(self._rollout, self._state.first_host())
         except ActivityError as error:
             reason = f"Vault preflight failed: {failure_reason(error)}"
             await send_notice(names.SEND_FAILURE_ALERT, self._notice(failure_details=reason))
@@ -252,6 +249,9 @@ class SystemPatchWorkflow:
         in_flight = 0
         while True:
             while queue and in_flight < limit and self._may_start(in_flight):
+                if not self._state.pending([queue[0]]):
+                    queue.popleft()  # skipped (the `skip` update) while it waited its turn
+                    continue
                 status = self._state.window_status(cluster, workflow.now(), rollout.window_cutoff)
                 if status is not None and not status.open:
                     if in_flight:
@@ -260,6 +260,9 @@ class SystemPatchWorkflow:
                 self._launch(queue.popleft())
                 in_flight += 1
             if in_flight == 0:
+                if queue and self.held():
+                    await self.hold()
+                    continue
                 break
             try:
                 await workflow.wait_condition(lambda: bool(self._finished_hosts))
@@ -273,6 +276,7 @@ class SystemPatchWorkflow:
         if self._cancel_requested:
             self._state.skip_pending()
             raise asyncio.CancelledError()
+        self.raise_if_aborted()
         if self._stop_reason is not None:
             self._state.skip_pending()
             raise RolloutStopped(self._stop_reason)
@@ -280,7 +284,7 @@ class SystemPatchWorkflow:
             raise HistoryFull()
 
     def _may_start(self, in_flight: int) -> bool:
-        if self._cancel_requested or self._stop_reason is not None:
+        if self._cancel_requested or self._stop_reason is not None or self._ending_or_paused():
             return False
         info = workflow.info()
         reserve = (in_flight + 1) * EVENTS_PER_HOST_IN_FLIGHT + 50
@@ -367,36 +371,6 @@ class SystemPatchWorkflow:
             names.SEND_ROLLOUT_SUMMARY, self._notice(with_hosts=True, summary=summary)
         )
         return summary
-
-    # ---- approval ----------------------------------------------------------------------------
-
-    @workflow.update(name="approve")
-    def approve(self, decision: ApprovalDecision) -> str:
-        self._state.decide(decision.approver, decision.comment, approved=True)
-        return f"approved by {decision.approver}"
-
-    @approve.validator
-    def _validate_approve(self, decision: ApprovalDecision) -> None:
-        self._validate_decision(decision, approving=True)
-
-    @workflow.update(name="reject")
-    def reject(self, decision: ApprovalDecision) -> str:
-        self._state.decide(decision.approver, decision.comment, approved=False)
-        return f"rejected by {decision.approver}"
-
-    @reject.validator
-    def _validate_reject(self, decision: ApprovalDecision) -> None:
-        self._validate_decision(decision, approving=False)
-
-    def _validate_decision(self, decision: ApprovalDecision, *, approving: bool) -> None:
-        state = self._state
-        check_decision(
-            decision,
-            self._rollout,
-            approved=state.approved,
-            decided_by=state.progress.decided_by,
-            approving=approving,
-        )
 
     # ---- progress ----------------------------------------------------------------------------
 

@@ -5,13 +5,21 @@ No credentials here: those come from Vault, fetched by the activities themselves
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
-from workflows.fields import ClusterName, ContractModel, HostName, PositiveDuration
+from workflows.fields import ClusterName, ContractModel, HostName, HostPattern, PositiveDuration
 
 MAINTENANCE_FLAG = "/var/lib/patchpilot/maintenance"
+# A POSIX user name (useradd(8)'s rule, as Debian relaxes it): it reaches `sudo -u` on the host.
+UserName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]
 
 
 class MaintenanceWindow(ContractModel):
@@ -56,6 +64,21 @@ class HostCommands(ContractModel):
 
 DEFAULT_COMMANDS = HostCommands()
 
+# Update commands for Debian and Ubuntu that never ask (PatchPilot also sets DEBIAN_FRONTEND,
+# NEEDRESTART_MODE and DPKG_FORCE for every command, see activities/remote_shell.py; they are
+# spelled out here so that approvers read them): apt waits up to 5 minutes for the dpkg lock
+# another apt holds (apt.conf(5) DPkg::Lock::Timeout, apt >= 1.9.11) instead of failing at once,
+# and dpkg keeps a conffile the host changed (dpkg(1) --force-confdef --force-confold).
+APT_LOCK_TIMEOUT_SECONDS = 300
+_APT_ENV = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a"
+_APT = f"apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_SECONDS}"
+_KEEP_CONFFILES = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+UPDATE_PROFILES = {
+    "upgrade": f"export {_APT_ENV}; {_APT} update && {_APT} -y {_KEEP_CONFFILES} upgrade",
+    "full": f"export {_APT_ENV}; {_APT} update && {_APT} -y {_KEEP_CONFFILES} dist-upgrade",
+}
+DEFAULT_UPDATE_COMMAND = UPDATE_PROFILES["upgrade"]
+
 
 class HostTarget(ContractModel):
     """One host as the inventory describes it (no credentials: those come from Vault)."""
@@ -66,19 +89,29 @@ class HostTarget(ContractModel):
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     commands: HostCommands = Field(default_factory=HostCommands)
+    # Ansible's become: log in as `user`, run every command with `sudo -n -u <become_user>`.
+    become: bool = False
+    become_user: UserName | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_default_commands(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Most hosts use the default commands: leaving them out keeps a 10,000-host rollout's
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Most hosts use the defaults: leaving them out keeps a 10,000-host rollout's
         # payloads (activity results, continue-as-new input) under Temporal's 2 MB limit.
         data: dict[str, Any] = handler(self)
         if self.commands == DEFAULT_COMMANDS:
             data.pop("commands", None)
+        if not self.become:
+            data.pop("become", None)
+        if self.become_user is None:
+            data.pop("becomeUser", None)
+            data.pop("become_user", None)
         return data
 
 
 class ClusterHostsRequest(ContractModel):
     target_cluster: ClusterName
+    # An Ansible `--limit` host pattern: only the cluster's hosts it matches.
+    host_pattern: HostPattern | None = None
 
 
 class ClusterHosts(ContractModel):

@@ -107,6 +107,10 @@ def _hosts_block(notice: RolloutNotice) -> str:
         more = len(hosts) - HOSTS_LISTED
         shown = ", ".join(hosts[:HOSTS_LISTED]) + (f" … and {more} more" if more > 0 else "")
         lines.append(f"  {cluster} ({len(hosts)} hosts): {shown}")
+        if notice.cluster_notes.get(cluster):
+            lines.append(f"    note: {notice.cluster_notes[cluster]}")
+    if notice.host_pattern and lines:
+        lines.append(f"  (only the hosts matching the Ansible pattern {notice.host_pattern!r})")
     return "\n".join(lines) or "  " + ", ".join(notice.target_clusters)
 
 

@@ -51,6 +51,10 @@ app.command()(rollout_commands.status)
 app.command()(rollout_commands.watch)
 app.command()(rollout_commands.cancel)
 app.command()(rollout_commands.result)
+app.command()(rollout_commands.pause)
+app.command()(rollout_commands.resume)
+app.command()(rollout_commands.skip)
+app.command()(rollout_commands.abort)
 app.command()(demo)
 app.command()(server_commands.bot)
 app.command("codec-server")(server_commands.codec_server)
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(returned, int):
             code = returned
     except UserError as error:
-        errors.print(f"[red]error:[/] {error}", highlight=False)
+        # Plain text: an error may quote brackets (a host pattern, a TOML table, a range).
+        errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
         code = EXIT_USER_ERROR
     except (ValidationError, SettingsError) as error:
         if isinstance(error, ValidationError) and error.title != "Settings":

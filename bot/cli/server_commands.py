@@ -16,6 +16,7 @@ import typer
 
 from bot.cli.common import UserError, connect, console, run
 from bot.settings import Settings
+from bot.temporal_config import temporal_target
 
 LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error")]
 LogFormat = Annotated[str, typer.Option(help="text or json")]
@@ -61,15 +62,18 @@ def worker(
     """
 
     async def main(settings: Settings) -> None:
+        from activities.inventory import prefetch
         from bot.observability import worker_options
         from bot.worker import build_worker
 
         client = await connect(settings)
+        reading = asyncio.create_task(prefetch(settings.inventory))  # before the first rollout
         console.print(
             f"worker polling task queue [bold]{settings.task_queue}[/] on "
-            f"{settings.temporal_address} ({settings.temporal_namespace})"
+            f"{temporal_target(settings).describe()}"
         )
         await build_worker(client, settings, **worker_options()).run()
+        await reading
 
     _serve(
         Settings,
@@ -118,7 +122,7 @@ def bot(
         )
         console.print(
             f"Slack bot ({mode}) with a worker on task queue [bold]{settings.task_queue}[/] on "
-            f"{settings.temporal_address} ({settings.temporal_namespace})"
+            f"{temporal_target(settings).describe()}"
         )
         await run_bot(settings, host=host, worker_options=worker_options())
 
@@ -201,7 +205,7 @@ def approval_server(
         assert runner is not None
         console.print(
             f"approval links served on {host}:{listen} (public URL {settings.public_url}); "
-            f"Temporal {settings.temporal_address} ({settings.temporal_namespace})"
+            f"Temporal {temporal_target(settings).describe()}"
         )
         try:
             await asyncio.Event().wait()

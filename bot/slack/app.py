@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack import blocks, listeners
+from bot.slack import blocks, listeners, modal
 from bot.slack.client import web_client
 from bot.slack.config import SlackDefaults, load_defaults
 from bot.slack.context import Ack, Respond, SlackBot
@@ -74,4 +74,18 @@ def build_app(
     async def reject(ack: Ack, body: dict[str, Any]) -> None:
         await listeners.on_decision(bot, REJECT, ack, body)
 
+    @app.view(modal.CALLBACK_ID)
+    async def submitted(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_submission(bot, ack, body)
+
+    for action_id, update in blocks.CONTROL_ACTIONS.items():
+        app.action(action_id)(_control_listener(bot, update))
+
     return app, bot
+
+
+def _control_listener(bot: SlackBot, update: str) -> Any:
+    async def control(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_control(bot, update, ack, body)
+
+    return control

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from slack_sdk.models.blocks import (
@@ -22,12 +23,12 @@ from slack_sdk.models.blocks import (
 )
 
 from activities.notify import summary_text
+from bot.slack.text import mrkdwn as mrkdwn_escape
+from bot.slack.text import plain
 from workflows.models import (
     ClusterProgress,
     HostState,
     Phase,
-    RolloutInput,
-    RolloutNotice,
     RolloutProgress,
     RolloutSummary,
 )
@@ -36,6 +37,15 @@ from workflows.models import (
 APPROVE_ACTION = "patchpilot_approve"
 REJECT_ACTION = "patchpilot_reject"
 DECISION_BLOCK = "patchpilot_decision"
+# The card's control buttons (bot.slack.control): action id -> the rollout update it sends.
+CONTROL_ACTIONS = {
+    "patchpilot_pause": "pause",
+    "patchpilot_resume": "resume",
+    "patchpilot_abort": "abort",
+}
+CONTROL_BLOCK = "patchpilot_controls"
+# Phases in which the card offers its control buttons.
+LIVE_PHASES = (Phase.RESOLVING, Phase.AWAITING_APPROVAL, Phase.PREFLIGHT, Phase.PATCHING)
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks): blocks in one message,
 # characters of a section's text, of one of its fields, of a header.
 MAX_BLOCKS = 50
@@ -65,12 +75,6 @@ PHASE_ICON = {
 def cut(text: str, limit: int) -> str:
     """`text` if it has at most `limit` characters, else its start and "…" in `limit`."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def mrkdwn_escape(text: str) -> str:
-    """Slack's three control characters escaped; everything else is shown as typed
-    (https://api.slack.com/reference/surfaces/formatting#escaping)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def code(text: str, limit: int = 500) -> str:
@@ -115,27 +119,11 @@ class CardInfo:
 
     @classmethod
     def from_input(
-        cls, rollout_id: str, rollout: RolloutInput, ui_link: str | None = None, **extra: Any
+        cls, rollout_id: str, rollout: _RolloutRequest, ui_link: str | None = None, **extra: Any
     ) -> CardInfo:
-        """The card of a rollout about to start; `extra` sets further fields (e.g. `note`)."""
+        """The card from what was asked of the rollout (its RolloutInput, or a notice that
+        carries all of it); `extra` sets further fields (`progress`, `note`, …)."""
         return cls._of_request(rollout_id, rollout, ui_link, **extra)
-
-    @classmethod
-    def from_notice(
-        cls,
-        notice: RolloutNotice,
-        progress: RolloutProgress | None,
-        ui_link: str | None = None,
-    ) -> CardInfo:
-        """The card of a running rollout, from a notification and (when Temporal answered) its
-        progress; without progress the hosts are counted from `notice.hosts_by_cluster`."""
-        return cls._of_request(
-            notice.rollout_id,
-            notice,
-            ui_link,
-            hosts_by_cluster=dict(notice.hosts_by_cluster),
-            progress=progress,
-        )
 
     @classmethod
     def from_progress(
@@ -223,6 +211,13 @@ def _card_fields(info: CardInfo) -> list[str]:
         fields.append(f"*Services*\n{mrkdwn_escape(', '.join(info.services) or 'none')}")
     if info.update_command is not None:
         fields.append(f"*Update command*\n{code(info.update_command, 1500)}")
+    if progress is not None and progress.paused_by:
+        since = progress.paused_since or datetime.now(UTC)
+        minutes = int((datetime.now(UTC) - since).total_seconds() // 60)
+        fields.append(
+            f"*Paused by*\n{mrkdwn_escape(progress.paused_by)} since {since:%H:%M} UTC "
+            f"({minutes} min): no new host starts"
+        )
     if progress is not None and progress.decided_by:
         verdict = "Rejected" if progress.phase == Phase.REJECTED else "Approved"
         fields.append(f"*{verdict} by*\n{mrkdwn_escape(progress.decided_by)}")
@@ -257,7 +252,7 @@ def status_card(info: CardInfo) -> list[Block]:
     blocks: list[Block] = [
         HeaderBlock(
             text=PlainTextObject(
-                text=cut(f"Patch rollout: {', '.join(info.clusters)}", HEADER_TEXT)
+                text=cut(plain(f"Patch rollout: {', '.join(info.clusters)}"), HEADER_TEXT)
             )
         ),
         SectionBlock(
@@ -279,6 +274,8 @@ def status_card(info: CardInfo) -> list[Block]:
     message = info.note or (progress.message if progress else None)
     if message:
         blocks.append(_section(mrkdwn_escape(message)))
+    if progress is not None and progress.phase in LIVE_PHASES:
+        blocks.append(_controls(info.rollout_id, paused=progress.paused_by is not None))
     context = f"Rollout {code(info.rollout_id, 250)}"
     if info.ui_link:
         context += f" · <{info.ui_link}|Temporal Web UI>"
@@ -286,15 +283,47 @@ def status_card(info: CardInfo) -> list[Block]:
     return blocks[:MAX_BLOCKS]
 
 
+def _controls(rollout_id: str, *, paused: bool) -> ActionsBlock:
+    """Pause (or Resume) and Abort; skipping a host is `/patch skip <id> <host>`."""
+    first = "patchpilot_resume" if paused else "patchpilot_pause"
+    return ActionsBlock(
+        block_id=CONTROL_BLOCK,
+        elements=[
+            ButtonElement(text="Resume" if paused else "Pause", action_id=first, value=rollout_id),
+            _danger_button(
+                "Abort",
+                "patchpilot_abort",
+                rollout_id,
+                "Hosts in progress finish their steps; every other host is skipped.",
+            ),
+        ],
+    )
+
+
+def _danger_button(verb: str, action_id: str, rollout_id: str, consequence: str) -> ButtonElement:
+    """A red button that asks "<verb> this rollout?" with `consequence` before it acts."""
+    return ButtonElement(
+        text=verb,
+        action_id=action_id,
+        value=rollout_id,
+        style="danger",
+        confirm=ConfirmObject(
+            title=f"{verb} this rollout?", text=consequence, confirm=verb, deny="Keep it"
+        ),
+    )
+
+
 def card_text(info: CardInfo) -> str:
-    """The notification / fallback text of the card, at most CARD_TEXT characters."""
+    """The notification / fallback text of the card (a message's top-level `text`, read as
+    mrkdwn, so escaped once), at most CARD_TEXT characters."""
     head = f"Patch rollout {info.rollout_id} ({', '.join(info.clusters)})"
     progress = info.progress
     if progress is None:
-        return cut(f"{head}: starting", CARD_TEXT)
+        return cut(mrkdwn_escape(f"{head}: starting"), CARD_TEXT)
     hosts = progress.hosts()
     done = sum(1 for host in hosts if host.state == HostState.DONE)
-    return cut(f"{head}: {progress.phase.value}, {done}/{len(hosts)} hosts done", CARD_TEXT)
+    text = f"{head}: {progress.phase.value}, {done}/{len(hosts)} hosts done"
+    return cut(mrkdwn_escape(text), CARD_TEXT)
 
 
 def approval_request(
@@ -314,17 +343,11 @@ def approval_request(
                 ButtonElement(
                     text="Approve", action_id=APPROVE_ACTION, value=rollout_id, style="primary"
                 ),
-                ButtonElement(
-                    text="Reject",
-                    action_id=REJECT_ACTION,
-                    value=rollout_id,
-                    style="danger",
-                    confirm=ConfirmObject(
-                        title="Reject this rollout?",
-                        text="No host will be touched and the rollout ends.",
-                        confirm="Reject",
-                        deny="Keep it",
-                    ),
+                _danger_button(
+                    "Reject",
+                    REJECT_ACTION,
+                    rollout_id,
+                    "No host will be touched and the rollout ends.",
                 ),
             ],
         ),
@@ -347,6 +370,8 @@ def summary_message(summary: RolloutSummary) -> str:
         f"{summary.failed}, skipped {summary.skipped}, duration {summary.duration_seconds:.0f}s\n"
         f"{mrkdwn_escape(summary.message)}"
     )
+    if summary.controls:  # pause, resume, skip, abort: who and when
+        head += "\n*Controls*\n" + "\n".join(f"• {mrkdwn_escape(c)}" for c in summary.controls)
     body = summary_text(summary).split("\n", 4)[-1].strip()
     return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, SUMMARY_TEXT)
 

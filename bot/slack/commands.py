@@ -18,7 +18,7 @@ from workflows.models import RolloutInput, describe_validation_error
 USAGE = """\
 *Usage*
 • `/patch <cluster> [<cluster> …] [pilot=N] [services=a,b] [update="command"] \
-[approvers=@alice,bob@example.com]`
+[approvers=@alice,bob@example.com] [limit=web0[1-3]]`
    start a rollout: nothing is touched until an approver (not you) approves it
 • `/patch <cluster> … dry-run`   what would change (pending updates, reboots); \
 no approval, no change
@@ -28,6 +28,8 @@ no approval, no change
 • `/patch status [<rollout id>]`   one rollout's progress, or the running rollouts
 • `/patch list`   recent rollouts
 • `/patch cancel <rollout id>`   stop starting new hosts (requester or approvers only)
+• `/patch pause|resume|abort <rollout id>` · `/patch skip <rollout id> <host> [why]` \
+control a running rollout (requester or approvers; also buttons on its card)
 • `/patch help`   this text
 *Examples*
 • `/patch cluster-a pilot=2`
@@ -35,7 +37,7 @@ no approval, no change
 update="apt-get update && apt-get -y upgrade" approvers=@alice,@bob`
 Defaults for pilot, services, update and approvers can be configured per channel or cluster."""
 
-OPTIONS = ("pilot", "services", "update", "approvers")
+OPTIONS = ("pilot", "services", "update", "approvers", "limit")
 ALIASES = {"service": "services", "approver": "approvers", "pilots": "pilot"}
 SUBCOMMANDS = ("help", "status", "list", "cancel")
 MAX_TEXT = 4000
@@ -106,6 +108,8 @@ class PatchCommand:
     update: str | None = None
     approvers: list[ApproverRef] | None = None
     dry_run: bool = False
+    # An Ansible host pattern (`--limit`): only the clusters' hosts it matches.
+    limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class PatchPlan:
     update: str
     approvers: list[ApproverRef] = field(default_factory=list)
     dry_run: bool = False
+    limit: str | None = None
 
 
 def _tokens(text: str) -> list[str]:
@@ -183,6 +188,11 @@ def _pilot(value: str) -> int:
     if not re.fullmatch(r"\d{1,6}", value.strip()):
         raise CommandError(f"pilot: {value[:40]!r} is not a whole number ≥ 0 (e.g. pilot=2)")
     return int(value)
+
+
+# The option rules by name, for the `/patch` modal (bot.slack.modal), which reads the same fields.
+parse_pilot = _pilot
+split_list = _split
 
 
 def parse_command(text: str) -> Command:
@@ -290,6 +300,7 @@ def _parse_patch(tokens: list[str]) -> PatchCommand:
             else None
         ),
         dry_run=dry_run,
+        limit=options.get("limit"),
     )
 
 
@@ -330,6 +341,7 @@ def apply_defaults(
         update=str(update),
         approvers=approvers,
         dry_run=command.dry_run,
+        limit=command.limit,
     )
 
 
@@ -351,6 +363,8 @@ def rollout_input(
         "serviceList": plan.services,
         "dryRun": plan.dry_run,
     }
+    if plan.limit is not None:
+        raw["hostPattern"] = plan.limit
     if slack_channel:
         raw["slackChannel"] = slack_channel
     if slack_thread_ts:

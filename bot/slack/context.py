@@ -17,12 +17,13 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
-from activities.inventory import InventoryError, load_inventory
+from activities.inventory import load_inventory
 from bot.rollouts import Rollouts
 from bot.settings import Settings
 from bot.slack.commands import USAGE, CommandError
 from bot.slack.config import SlackDefaults
 from bot.slack.identity import Directory, IdentityError
+from bot.slack.text import mrkdwn
 
 log = logging.getLogger("patchpilot.slack")
 
@@ -30,6 +31,18 @@ log = logging.getLogger("patchpilot.slack")
 # arguments as keywords (text=, blocks=, response_type="ephemeral" | "in_channel").
 Respond = Callable[..., Awaitable[Any]]
 Ack = Callable[..., Awaitable[Any]]
+
+
+def error_mrkdwn(error: Exception) -> str:
+    """An error's message for a mrkdwn text: escaped once, except IdentityError's, which is
+    written in mrkdwn (mentions of pattern-checked user ids) by construction."""
+    return str(error) if isinstance(error, IdentityError) else mrkdwn(str(error))
+
+
+def problem_reply(error: Exception) -> str:
+    """The ephemeral answer to a `/patch` the bot cannot act on: the problem, then the usage; both
+    may quote what the user typed, so both are escaped once for mrkdwn."""
+    return f":warning: {error_mrkdwn(error)}\n\n{mrkdwn(USAGE)}"
 
 
 @dataclass
@@ -50,7 +63,6 @@ class SlackBot:
     team_id: str | None = None
     rollouts: Rollouts = field(init=False)
     directory: Directory = field(init=False)
-    _clusters: tuple[tuple[str, int, int], frozenset[str]] | None = None
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.temporal, self.settings.task_queue)
@@ -69,20 +81,14 @@ class SlackBot:
     def known_clusters(self) -> set[str] | None:
         """The inventory's cluster names, or None when no inventory is configured.
 
-        Runs before the ack, so the file is parsed again only when its mtime or size changed.
-        Raises InventoryError when the file cannot be read or parsed.
+        Runs before the ack: Ansible reads the inventory again only when a source changed
+        (`activities.inventory.load_inventory` keeps it). Raises InventoryError with Ansible's
+        message when a source cannot be read.
         """
-        path = self.settings.inventory
-        if path is None:
+        source = self.settings.inventory
+        if source is None:
             return None
-        try:
-            stat = path.stat()
-        except OSError as error:
-            raise InventoryError(f"cannot read inventory {path}: {error.strerror}") from None
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-        if self._clusters is None or self._clusters[0] != key:
-            self._clusters = (key, frozenset(load_inventory(path)))
-        return set(self._clusters[1])
+        return set(load_inventory(source))
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run `work` in the background; a failure is logged, never raised to the listener."""
@@ -114,9 +120,10 @@ class SlackBot:
         try:
             await work
         except (CommandError, IdentityError) as error:
-            await respond(text=f":warning: {error}\n\n{USAGE}", response_type="ephemeral")
+            await respond(text=problem_reply(error), response_type="ephemeral")
         except Exception as error:
             log.exception("/patch failed after the ack")
             await respond(
-                text=f":x: PatchPilot could not do that: {error}", response_type="ephemeral"
+                text=f":x: PatchPilot could not do that: {error_mrkdwn(error)}",
+                response_type="ephemeral",
             )

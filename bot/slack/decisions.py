@@ -17,8 +17,9 @@ from slack_sdk.errors import SlackApiError
 from bot.rollouts import RolloutError
 from bot.slack import blocks
 from bot.slack.client import slack_error
-from bot.slack.context import SlackBot
+from bot.slack.context import SlackBot, error_mrkdwn
 from bot.slack.identity import IdentityError
+from bot.slack.text import mrkdwn
 from workflows.models import ApprovalDecision
 
 log = logging.getLogger("patchpilot.slack")
@@ -37,6 +38,7 @@ class Click:
     team_id: str | None
     channel_id: str
     message_ts: str  # the approval request's message
+    thread_ts: str | None = None  # the thread the clicked message is in, if any
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> Click:
@@ -53,13 +55,18 @@ class Click:
             message_ts=str(
                 (body.get("message") or {}).get("ts") or container.get("message_ts") or ""
             ),
+            thread_ts=container.get("thread_ts") or (body.get("message") or {}).get("thread_ts"),
         )
 
 
 async def tell(bot: SlackBot, click: Click, text: str) -> None:
-    """An ephemeral message to the person who clicked; a Slack refusal is only logged."""
+    """An ephemeral message to the person who clicked, in the thread they clicked in
+    (`container.thread_ts`, https://api.slack.com/methods/chat.postEphemeral#arg_thread_ts); a
+    Slack refusal is only logged. `text` is mrkdwn."""
     try:
-        await bot.client.chat_postEphemeral(channel=click.channel_id, user=click.user_id, text=text)
+        await bot.client.chat_postEphemeral(
+            channel=click.channel_id, user=click.user_id, text=text, thread_ts=click.thread_ts
+        )
     except SlackApiError as error:
         log.warning("cannot tell %s: %s (%s)", click.user_id, text, slack_error(error))
 
@@ -73,17 +80,17 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
     try:
         email = await bot.directory.email_of(click.user_id)
     except IdentityError as error:
-        await tell(bot, click, f":warning: {error}")
+        await tell(bot, click, f":warning: {error_mrkdwn(error)}")
         return
     decision = ApprovalDecision(approver=email, comment=f"via Slack by <@{click.user_id}>")
     try:
         await bot.rollouts.decide(click.rollout_id, decision, approve=kind == APPROVE)
     except RolloutError as error:
-        await tell(bot, click, f":no_entry: {kind} refused: {error}")
+        await tell(bot, click, f":no_entry: {kind} refused: {mrkdwn(str(error))}")
         return
     except Exception as error:
         log.exception("%s of %s by %s failed", kind, click.rollout_id, email)
-        await tell(bot, click, f":x: could not {kind} `{click.rollout_id}`: {error}")
+        await tell(bot, click, f":x: could not {kind} `{click.rollout_id}`: {mrkdwn(str(error))}")
         return
     verdict = "Approved" if kind == APPROVE else "Rejected"
     try:

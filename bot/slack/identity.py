@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.client import slack_error
 from bot.slack.commands import ApproverRef
+from bot.slack.text import mrkdwn
 
 # users.list pages of this many members, at most this many pages (a 10,000-member workspace).
 MEMBERS_PER_PAGE = 200
@@ -20,7 +21,8 @@ MAX_MEMBER_PAGES = 50
 
 
 class IdentityError(Exception):
-    """A Slack user whose e-mail cannot be read; the message says what to do."""
+    """A Slack user whose e-mail cannot be read; the message says what to do, in mrkdwn (it
+    mentions users as `<@U…>`; anything else in it is pattern-checked or escaped)."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,9 @@ class Directory:
         try:
             response = await self.client.users_lookupByEmail(email=email)
         except SlackApiError:
-            return email  # users_not_found: an approver outside Slack, told by e-mail
+            return mrkdwn(email)  # users_not_found: an approver outside Slack, told by e-mail
         user_id = (response.get("user") or {}).get("id")
-        return f"<@{user_id}>" if user_id else email
+        return f"<@{user_id}>" if user_id else mrkdwn(email)
 
     async def resolve(self, ref: ApproverRef) -> tuple[str, str]:
         """(e-mail, how to mention them in Slack) of an approver as typed; raises IdentityError."""

@@ -4,6 +4,12 @@ Runs inside the notification activities (activities.notify.NotificationActivitie
 comes from the notice (`slackChannel` / `slackThreadTs`, set by the bot when it started the
 rollout), so it survives a restart of the bot or the worker.
 
+How fast the thread and the card change is `bot.slack.pacing`'s rule, when a `Pacing` is given
+(`patchpilot bot` gives one); without it every event is posted and updates the card at once.
+
+The card is always rendered from one complete state: what was asked of the rollout (the notice
+when it carries it, else the rollout's input read once through the facade) and its progress.
+
 Errors: a 429 is retried by slack_sdk honouring Retry-After; if Slack still refuses, or cannot be
 reached, the activity fails and Temporal retries it (before anything was posted, so no duplicates).
 A channel the bot cannot post to (channel_not_found, not_in_channel, ...) is logged and reported
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -26,7 +34,16 @@ from bot.rollouts import Rollouts
 from bot.slack import blocks
 from bot.slack.blocks import mrkdwn_escape
 from bot.slack.client import slack_error
-from workflows.models import RolloutProgress
+from bot.slack.pacing import (
+    BATCHED,
+    ChannelBudget,
+    HostEvent,
+    Pacing,
+    RolloutPace,
+    by_kind,
+    host_names,
+)
+from workflows.models import RolloutInput, RolloutNotice, RolloutProgress
 
 log = logging.getLogger("patchpilot.slack.notifier")
 
@@ -70,16 +87,23 @@ class SlackNotifier:
         temporal: Client | None = None,
         ui_link: Callable[[str], str | None] | None = None,
         fallback: Notifier | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         """`temporal` lets the card show the rollout's live progress (without it, the notice's
         hosts); `ui_link` maps a rollout id to its Temporal Web UI page; `fallback` (e.g. the
-        EmailNotifier) is told once per rollout when Slack refuses its channel."""
+        EmailNotifier) is told once per rollout when Slack refuses its channel; `pacing` batches
+        host events and coalesces card updates (`bot.slack.pacing`)."""
         self._client = client
         self._rollouts = Rollouts(temporal) if temporal is not None else None
         self._ui_link = ui_link or (lambda _rollout_id: None)
         self._fallback = fallback
+        self._pacing = pacing
+        self._budget = ChannelBudget(pacing) if pacing is not None else None
         self._card_locks: dict[str, asyncio.Lock] = {}
         self._reported: set[tuple[str, str]] = set()
+        self._paces: dict[str, RolloutPace] = {}
+        self._requests: dict[str, RolloutInput] = {}
+        self._later: dict[tuple[str, str], asyncio.Task[Any]] = {}
 
     async def send(self, message: Message) -> bool:
         """Post `message` in its rollout's thread (most events) and update the card; True when
@@ -88,13 +112,108 @@ class SlackNotifier:
         channel, thread_ts = notice.slack_channel, notice.slack_thread_ts
         if not channel or not thread_ts:
             return False
-        text = self._thread_text(message)
-        delivered = True
-        if text is not None:
-            delivered = await self._post(channel, thread_ts, text, message)
+        pace = self._pace(notice.rollout_id)
+        if pace is not None and message.event in BATCHED and (pace.waiting or pace.posting):
+            # Host events come faster than the thread takes them: they go out together.
+            pace.waiting.append(
+                HostEvent(message.event, notice.hostname or "?", notice.cluster or "?")
+            )
+            self._schedule("flush", message, self._pacing.flush_seconds if self._pacing else 0)
+            return True
+        if pace is not None:
+            pace.posting += 1
+        try:
+            if message.event not in BATCHED:
+                await self._flush(message)  # what waited goes first: the thread keeps its order
+            delivered = await self._post_paced(message)
+        finally:
+            if pace is not None:
+                pace.posting -= 1
         if delivered:
-            await self.update_card(message)
+            await self._card_after(message, pace)
         return delivered
+
+    async def _post_paced(self, message: Message) -> bool:
+        """Post `message`'s thread text (if it has one) once its channel allows."""
+        notice = message.notice
+        text = self._thread_text(message)
+        if text is None or not notice.slack_channel or not notice.slack_thread_ts:
+            return True
+        if self._budget is not None:
+            await self._budget.take(notice.slack_channel)
+        return await self._post(notice.slack_channel, notice.slack_thread_ts, text, message)
+
+    def _pace(self, rollout_id: str) -> RolloutPace | None:
+        if self._pacing is None:
+            return None
+        return self._paces.setdefault(rollout_id, RolloutPace(self._pacing))
+
+    def _schedule(self, kind: str, message: Message, delay: float) -> None:
+        """Run the flush or the card update of `message`'s rollout in `delay` seconds, once."""
+        key = (kind, message.notice.rollout_id)
+        if key in self._later and not self._later[key].done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self._later.pop(key, None)
+            try:
+                if kind == "flush":
+                    await self._flush(message)
+                    await self._card_after(message, self._pace(message.notice.rollout_id))
+                else:
+                    await self.update_card(message)
+            except Exception as error:  # nothing awaits this task: log what went wrong
+                log.warning("paced %s of %s failed: %s", kind, message.notice.rollout_id, error)
+
+        self._later[key] = asyncio.get_running_loop().create_task(later())
+
+    async def _flush(self, message: Message) -> None:
+        """Post the rollout's waiting host events, one message per kind."""
+        pace = self._pace(message.notice.rollout_id)
+        if pace is None:
+            return
+        waiting = pace.take_waiting()
+        pace.posting += 1  # host events that come meanwhile wait for the next flush
+        try:
+            await self._post_batches(message, waiting)
+        finally:
+            pace.posting -= 1
+
+    async def _post_batches(self, message: Message, waiting: list[HostEvent]) -> None:
+        notice = message.notice
+        for kind, events in by_kind(waiting):
+            if len(events) == 1:
+                one = notice.model_copy(
+                    update={"hostname": events[0].host, "cluster": events[0].cluster}
+                )
+                text = self._thread_text(
+                    Message(event=kind, recipients=[], subject="", body="", notice=one)
+                )
+            else:
+                text = batch_text(kind, events)
+            if text is not None and notice.slack_channel and notice.slack_thread_ts:
+                if self._budget is not None:
+                    await self._budget.take(notice.slack_channel)
+                await self._post(notice.slack_channel, notice.slack_thread_ts, text, message)
+
+    async def _card_after(self, message: Message, pace: RolloutPace | None) -> None:
+        """Update the card now, or (paced) at most once per `card_seconds`, the summary at once."""
+        if pace is None or message.event == "summary":
+            for kind in ("card", "flush") if message.event == "summary" else ("card",):
+                task = self._later.pop((kind, message.notice.rollout_id), None)
+                if task is not None:
+                    task.cancel()
+            await self.update_card(message)
+            return
+        pending = self._later.get(("card", message.notice.rollout_id))
+        if pending is not None and not pending.done():
+            return  # the update already planned renders the state as it is then
+        due = pace.card_due_in()
+        if due <= 0:
+            await self.update_card(message)
+        else:
+            self._schedule("card", message, due)
 
     def _thread_text(self, message: Message) -> str | None:
         notice = message.notice
@@ -175,16 +294,44 @@ class SlackNotifier:
             log.info("cannot query the progress of %s for its card: %s", rollout_id, error)
             return None
 
+    async def _request(self, notice: RolloutNotice) -> RolloutInput | RolloutNotice | None:
+        """What was asked of the rollout: the notice when it says it all, else the rollout's
+        input (read once per rollout), else None (no card is better than a wrong one)."""
+        if notice.target_clusters and notice.update_command:
+            return notice
+        known = self._requests.get(notice.rollout_id)
+        if known is None and self._rollouts is not None:
+            try:
+                known = await self._rollouts.request(notice.rollout_id)
+            except Exception as error:  # the card waits for the next event
+                log.info("cannot read the request of %s for its card: %s", notice.rollout_id, error)
+                return None
+            self._requests[notice.rollout_id] = known
+        return known
+
     async def update_card(self, message: Message) -> bool:
-        """Replace the rollout's top message with the current card (chat.update); False when
-        Slack refused or was not reached. Never raises: the card is a nicety."""
+        """Replace the rollout's top message with the current card (chat.update), rendered from
+        one complete state; False when that state or Slack was not available. Never raises:
+        the card is a nicety."""
         notice = message.notice
         if not notice.slack_channel or not notice.slack_thread_ts:
             return False
+        pace = self._pace(notice.rollout_id)
+        if pace is not None:
+            pace.card_at = time.monotonic()  # counted from now, so no other update starts meanwhile
         lock = self._card_locks.setdefault(notice.rollout_id, asyncio.Lock())
         async with lock:
+            request = await self._request(notice)
+            if request is None:
+                return False
             progress = await self._progress(notice.rollout_id)
-            info = blocks.CardInfo.from_notice(notice, progress, self._ui_link(notice.rollout_id))
+            info = blocks.CardInfo.from_input(
+                notice.rollout_id,
+                request,
+                self._ui_link(notice.rollout_id),
+                progress=progress,
+                hosts_by_cluster=dict(notice.hosts_by_cluster),
+            )
             try:
                 await self._client.chat_update(
                     channel=notice.slack_channel,
@@ -198,4 +345,21 @@ class SlackNotifier:
                 return False
         if message.event == "summary":
             self._card_locks.pop(notice.rollout_id, None)
+            self._paces.pop(notice.rollout_id, None)
+            self._requests.pop(notice.rollout_id, None)
         return True
+
+
+BATCH_ICON = {"host-start": ":arrow_forward:", "host-success": ":white_check_mark:"}
+BATCH_VERB = {"host-start": "patching", "host-success": "patched"}
+
+
+def batch_text(kind: str, events: list[HostEvent]) -> str:
+    """One thread message for several host events of one kind: ":white_check_mark: 14 patched:
+    a12…a25" (with the clusters when the batch spans several)."""
+    clusters = sorted({event.cluster for event in events})
+    where = f" ({mrkdwn_escape(', '.join(clusters))})"
+    return (
+        f"{BATCH_ICON[kind]} {len(events)} {BATCH_VERB[kind]}{where}: "
+        f"{mrkdwn_escape(host_names(events))}"
+    )

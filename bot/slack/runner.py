@@ -27,8 +27,10 @@ async def run_bot(
     wrong token or SLACK_API_URL fails at start rather than at the first command). On the way out,
     acknowledged work gets `SlackBot.drain`'s time to finish.
     """
+    from activities.inventory import prefetch
     from activities.notify import email_notifier
     from bot.slack.notifier import SlackNotifier
+    from bot.slack.pacing import Pacing
     from bot.web.approvals import start_link_server
     from bot.worker import WorkerParts, build_worker, connect
 
@@ -40,10 +42,15 @@ async def run_bot(
         )
     temporal = await connect(settings)
     app, bot = build_app(settings, temporal)
+    bot.spawn(prefetch(settings.inventory))  # the first /patch is answered within 3 s
     identity = await bot.client.auth_test()
     bot.team_id = identity.get("team_id")
     notifier = SlackNotifier(
-        bot.client, temporal, settings.ui_link, fallback=email_notifier(settings)
+        bot.client,
+        temporal,
+        settings.ui_link,
+        fallback=email_notifier(settings),
+        pacing=Pacing(),  # the thread's rule: bot.slack.pacing
     )
     worker = build_worker(
         temporal,

@@ -13,6 +13,7 @@ from bot.slack import blocks
 from bot.slack.client import slack_error
 from bot.slack.commands import PatchPlan, rollout_input
 from bot.slack.context import Respond, SlackBot
+from bot.slack.text import mrkdwn
 from workflows.models import RolloutInput
 
 # Slack's answers to chat.postMessage in a channel the bot cannot post to.
@@ -49,11 +50,11 @@ async def start_rollout(
     except Exception as error:
         # RolloutError already says "the rollout could not be started: …".
         reason = str(error) if isinstance(error, RolloutError) else f"{_NOT_STARTED}: {error}"
-        note = f":x: {reason}"
+        note = f":x: {reason}"  # escaped where the card shows it
         await bot.client.chat_update(
             channel=channel_id,
             ts=thread_ts,
-            text=note,
+            text=mrkdwn(note),
             blocks=blocks.as_dicts(
                 blocks.status_card(blocks.CardInfo.from_input(rollout_id, rollout, note=note))
             ),

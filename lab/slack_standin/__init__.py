@@ -7,6 +7,8 @@ from lab.slack_standin.payloads import (
     signed_headers,
     slash_command_body,
     slash_command_fields,
+    view_submission_body,
+    view_submission_payload,
 )
 from lab.slack_standin.server import BOT_USER_ID, TEAM_ID, Call, Failure, SlackStandIn, User
 
@@ -22,4 +24,6 @@ __all__ = [
     "signed_headers",
     "slash_command_body",
     "slash_command_fields",
+    "view_submission_body",
+    "view_submission_payload",
 ]

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
+from lab.slack_standin.rules import escape_typed
 from lab.slack_standin.server import TEAM_ID
 
 
@@ -36,7 +37,9 @@ def slash_command_fields(
     command: str = "/patch",
 ) -> dict[str, str]:
     """The form fields of a slash command ``command text`` typed by ``user_id`` in
-    ``channel_id`` of the stand-in's workspace."""
+    ``channel_id`` of the stand-in's workspace. ``text`` is what the person typed, with Slack's own
+    entities (``<@U…|name>``, ``<#C…|name>``, ``<mailto:…|…>``) where Slack would make them; it is
+    sent escaped as Slack sends it (``&`` ``<`` ``>`` as ``&amp;`` ``&lt;`` ``&gt;``)."""
     return {
         "token": "deprecated-verification-token",
         "team_id": TEAM_ID,
@@ -46,7 +49,7 @@ def slash_command_fields(
         "user_id": user_id,
         "user_name": user_id.lower(),
         "command": command,
-        "text": text,
+        "text": escape_typed(text),
         "api_app_id": "APATCHPILOT",
         "response_url": response_url,
         "trigger_id": f"trigger-{uuid.uuid4().hex[:12]}",
@@ -72,20 +75,24 @@ def block_action_payload(
     """The ``block_actions`` payload of ``user_id`` clicking the button ``action_id`` (with
     ``value``) on the message ``message_ts`` in ``channel_id`` (a reply in ``thread_ts``)."""
     message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": ""}
+    container: dict[str, Any] = {
+        "type": "message",
+        "message_ts": message_ts,
+        "channel_id": channel_id,
+        "is_ephemeral": False,
+    }
     if thread_ts:
+        # A click on a message in a thread names the thread in both
+        # (https://api.slack.com/reference/interaction-payloads/block-actions).
         message["thread_ts"] = thread_ts
+        container["thread_ts"] = thread_ts
     return {
         "type": "block_actions",
         "team": {"id": TEAM_ID, "domain": "patchpilot-test"},
         "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
         "api_app_id": "APATCHPILOT",
         "token": "deprecated-verification-token",
-        "container": {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel_id,
-            "is_ephemeral": False,
-        },
+        "container": container,
         "trigger_id": f"trigger-{uuid.uuid4().hex[:12]}",
         "channel": {"id": channel_id, "name": "ops"},
         "message": message,
@@ -105,3 +112,26 @@ def block_action_payload(
 def block_action_body(*args: Any, **kwargs: Any) -> str:
     """``block_action_payload(...)`` as Slack posts it: a form field ``payload`` of JSON."""
     return urlencode({"payload": json.dumps(block_action_payload(*args, **kwargs))})
+
+
+def view_submission_payload(
+    user_id: str, view: dict[str, Any], values: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """The ``view_submission`` payload of ``user_id`` submitting the modal ``view`` (as opened)
+    with ``values`` (``block_id -> action_id -> state``) as Slack sends it
+    (https://api.slack.com/reference/interaction-payloads/views#view_submission)."""
+    return {
+        "type": "view_submission",
+        "team": {"id": TEAM_ID, "domain": "patchpilot-test"},
+        "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+        "api_app_id": "APATCHPILOT",
+        "token": "deprecated-verification-token",
+        "trigger_id": f"trigger-{uuid.uuid4().hex[:12]}",
+        "view": {**view, "state": {"values": values}},
+        "response_urls": [],
+    }
+
+
+def view_submission_body(*args: Any, **kwargs: Any) -> str:
+    """``view_submission_payload(...)`` as Slack posts it: a form field ``payload`` of JSON."""
+    return urlencode({"payload": json.dumps(view_submission_payload(*args, **kwargs))})

@@ -2,9 +2,11 @@
 
 No Slack workspace is reachable from here, so the bot's slack_sdk clients are pointed at this
 server (`SLACK_API_URL=http://127.0.0.1:PORT/api/`). It answers the methods PatchPilot uses the way
-Slack does (`{"ok": true, ...}` or `{"ok": false, "error": "..."}`, 429 with Retry-After), keeps the
-messages it was sent so a test can read a thread back, and records every call. It can also play
-Slack's side of a Socket Mode connection.
+Slack does (`{"ok": true, ...}` or `{"ok": false, "error": "..."}`), keeps every version of every
+message it was sent so a test can read a thread and a card's history back, and records every call.
+Slack's documented rules (`rules`) apply: Block Kit limits, `thread_ts` naming a message of the
+channel, and about one post a second per channel after a short burst (429 with Retry-After). It
+can also play Slack's side of a Socket Mode connection.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from lab.slack_standin.rules import (
+    ChannelRate,
+    block_kit_error,
+    block_texts,
+    rendered,
+    view_error,
+)
 
 TEAM_ID = "T0PATCHPILOT"
 BOT_USER_ID = "UPATCHBOT"
@@ -72,6 +82,14 @@ class SlackStandIn:
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
+    # Every version of every message, oldest first: the post, then each chat.update.
+    versions: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # Posting rate per channel; None turns the rule off (e.g. for a test of something else).
+    rate: ChannelRate | None = field(default_factory=ChannelRate)
+    # The calls answered 429 because of `rate`.
+    throttled: list[Call] = field(default_factory=list)
+    # Every modal opened with views.open, with the id the stand-in gave it.
+    views: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
     _runner: web.AppRunner | None = None
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -151,6 +169,22 @@ class SlackStandIn:
             if chan == channel and not message.get("thread_ts")
         ]
 
+    def card_versions(self, channel: str, ts: str) -> list[str]:
+        """Each version of a message as a person read it: its blocks' texts (else its text),
+        rendered from mrkdwn, one string per version."""
+        return [
+            "\n".join(block_texts(version["blocks"])) or rendered(str(version["text"]))
+            for version in self.versions.get((channel, ts), [])
+        ]
+
+    def posts(self, channel: str) -> list[Call]:
+        """The chat.postMessage calls Slack accepted in `channel` (thread replies included)."""
+        return [
+            call
+            for call in self.calls_to("chat.postMessage")
+            if call.params.get("channel") == channel and call not in self.throttled
+        ]
+
     def ephemerals(self, user: str | None = None) -> list[dict[str, Any]]:
         """Parameters of every ``chat.postEphemeral`` (to ``user`` only, if given)."""
         found = [call.params for call in self.calls if call.method == "chat.postEphemeral"]
@@ -198,6 +232,15 @@ class SlackStandIn:
             return web.json_response(
                 {"ok": False, "error": failure.error}, status=failure.status, headers=headers
             )
+        if method == "chat.postMessage" and self.rate is not None:
+            wait = self.rate.retry_after(str(params.get("channel")), time.monotonic())
+            if wait is not None:
+                self.throttled.append(self.calls[-1])
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(wait)},
+                )
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -251,6 +294,8 @@ class SlackStandIn:
             return error
         if not params.get("text") and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        if problem := block_kit_error(params):
+            return {"ok": False, "error": problem}
         thread_ts = params.get("thread_ts")
         if thread_ts and (channel, thread_ts) not in self.messages:
             return {"ok": False, "error": "thread_not_found"}
@@ -266,6 +311,7 @@ class SlackStandIn:
         if thread_ts:
             message["thread_ts"] = thread_ts
         self.messages[(channel, ts)] = message
+        self.versions[(channel, ts)] = [dict(message)]
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -275,10 +321,13 @@ class SlackStandIn:
         message = self.messages.get((channel, ts))
         if message is None:
             return {"ok": False, "error": "message_not_found"}
+        if problem := block_kit_error(params):
+            return {"ok": False, "error": problem}
         message["text"] = params.get("text", message["text"])
         if "blocks" in params:
             message["blocks"] = params["blocks"] or []
         message["updates"] += 1
+        self.versions[(channel, ts)].append(dict(message))
         return {"ok": True, "channel": channel, "ts": ts, "text": message["text"]}
 
     def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +336,24 @@ class SlackStandIn:
             return error
         if str(params.get("user")) not in self.users:
             return {"ok": False, "error": "user_not_in_channel"}
+        if problem := block_kit_error(params):
+            return {"ok": False, "error": problem}
+        thread_ts = params.get("thread_ts")
+        if thread_ts and (channel, str(thread_ts)) not in self.messages:
+            return {"ok": False, "error": "thread_not_found"}
         return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or view_error(view):
+            return {"ok": False, "error": "invalid_arguments"}
+        opened = {**view, "id": f"V{len(self.views) + 1:08d}"}
+        self.views.append(opened)
+        return {"ok": True, "view": opened}
 
     def _m_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.base_url.replace("http", "ws", 1) + "/socket"}

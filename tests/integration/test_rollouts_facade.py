@@ -66,7 +66,12 @@ async def test_a_rollout_that_failed_before_its_approval_says_how_it_ended(
     assert message.startswith(f"rollout {handle.id} has already finished (failed: cannot resolve")
     assert message.endswith("; nothing to decide"), message
     assert "no rollout with id" not in message
-    await rollouts.cancel(handle.id)  # Temporal accepts it for an ended rollout: nothing changes
+    # Temporal would accept a cancel of the ended rollout and change nothing: the facade says so.
+    with pytest.raises(RolloutError) as too_late:
+        await rollouts.cancel(handle.id)
+    assert too_late.value.problem == Problem.ENDED
+    assert str(too_late.value).startswith(f"rollout {handle.id} has already finished (failed: ")
+    assert str(too_late.value).endswith("; nothing to cancel")
     # The CLI says the same, where it said "no rollout with id" before the facade.
     late = await acli(worker_settings, "approve", handle.id, "--as", ALICE)
     assert late.returncode == 2

@@ -13,13 +13,19 @@ from pydantic import SecretStr
 from slack_bolt.app.async_app import AsyncApp
 from temporalio.client import Client
 
+from activities.ssh import unwrap_command
 from bot.settings import Settings
 from bot.slack.app import build_app
+from bot.slack.client import web_client
 from bot.slack.config import SlackDefaults
 from bot.slack.context import SlackBot
 from bot.slack.http import serve_http
-from lab import free_port
+from bot.slack.notifier import SlackNotifier
+from bot.slack.pacing import Pacing
+from bot.worker import WorkerParts, build_worker
+from lab import Lab, free_port
 from lab.slack_standin import SlackStandIn, block_action_body, signed_headers, slash_command_body
+from tests.support import wait_for
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "CPATCH"
@@ -31,6 +37,7 @@ EMAILS = {
     CAROL: "carol@example.com",
 }
 UPDATE = "apt-get update && apt-get -y upgrade"
+PACING = Pacing()  # as `patchpilot bot` builds its notifier (bot/slack/runner.py)
 
 
 def people(slack: SlackStandIn) -> None:
@@ -71,7 +78,11 @@ class BotServer:
     async def click(
         self, action_id: str, rollout_id: str, user: str, message_ts: str, **kwargs: Any
     ) -> tuple[int, str]:
-        body = block_action_body(action_id, rollout_id, user, CHANNEL, message_ts)
+        # As Slack does, a click on a reply names its thread.
+        thread_ts = (self.slack.messages.get((CHANNEL, message_ts)) or {}).get("thread_ts")
+        body = block_action_body(
+            action_id, rollout_id, user, CHANNEL, message_ts, thread_ts=thread_ts
+        )
         return await self.post(body, **kwargs)
 
 
@@ -96,3 +107,70 @@ async def running_bot(
         for task in list(bot.tasks):
             task.cancel()
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def standin(**kwargs: Any) -> AsyncIterator[SlackStandIn]:
+    """The Slack stand-in with CHANNEL and the people of EMAILS."""
+    kwargs.setdefault("channels", {CHANNEL})
+    async with SlackStandIn(**kwargs) as slack:
+        people(slack)
+        yield slack
+
+
+@asynccontextmanager
+async def bot_and_worker(
+    worker_settings: Settings,
+    temporal_client: Client,
+    slack: SlackStandIn,
+    pacing: Pacing | None = PACING,
+) -> AsyncIterator[BotServer]:
+    """`patchpilot bot` in one process: the Bolt app and a worker with the Slack notifier
+    (`pacing` None: every event posted and the card updated at once, as before issue 14)."""
+    settings = slack_settings(worker_settings, slack)
+    notifier = SlackNotifier(
+        web_client(slack.bot_token, slack.api_url),
+        temporal_client,
+        settings.ui_link,
+        pacing=pacing,
+    )
+    worker = build_worker(
+        temporal_client, settings, WorkerParts(settings, extra_notifiers=[notifier])
+    )
+    async with worker, running_bot(settings, temporal_client, slack) as running:
+        yield running
+
+
+def commands(lab: Lab, host: str) -> list[str]:
+    """What `host` received, as the operator's commands."""
+    return [unwrap_command(line) for line in lab.command_log(host)]
+
+
+async def request_rollout(bot: BotServer, text: str) -> tuple[str, str, dict[str, Any]]:
+    """`/patch` as BOB; returns (rollout id, card ts, the approval message)."""
+    slack = bot.slack
+    status, body = await bot.command(text, user=BOB)
+    assert status == 200 and body == ""  # acked at once, without a message
+    await wait_for(lambda: slack.top_level(CHANNEL), timeout=60)
+    card_ts = slack.top_level(CHANNEL)[-1]["ts"]
+
+    def approval() -> dict[str, Any] | None:
+        for message in slack.thread(CHANNEL, card_ts):
+            if "Approval needed" in message["text"]:
+                return message
+        return None
+
+    await wait_for(lambda: approval() is not None, timeout=60)
+    message = approval()
+    assert message is not None
+    buttons = message["blocks"][1]["elements"]
+    rollout_id = buttons[0]["value"]
+    # The worker's SlackNotifier updates the card once the approval request is sent.
+    card = slack.messages[(CHANNEL, card_ts)]
+    await wait_for(lambda: "awaiting-approval" in card["text"], timeout=60)
+    return rollout_id, card_ts, message
+
+
+async def ephemeral_for(slack: SlackStandIn, user: str, count: int) -> str:
+    await wait_for(lambda: len(slack.ephemerals(user)) >= count, timeout=60)
+    return str(slack.ephemerals(user)[count - 1]["text"])

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from activities.ssh import unwrap_command
-from bot.settings import Settings
 from bot.slack.blocks import APPROVE_ACTION, REJECT_ACTION
-from bot.slack.client import web_client
-from bot.slack.notifier import SlackNotifier
-from bot.worker import WorkerParts, build_worker
 from lab import Lab
-from lab.slack_standin import SlackStandIn
 from tests.slack.helpers import (
     ALICE,
     BOB,
@@ -29,69 +21,12 @@ from tests.slack.helpers import (
     EVE,
     UPDATE,
     BotServer,
-    people,
-    running_bot,
-    slack_settings,
+    commands,
+    ephemeral_for,
+    request_rollout,
 )
 from tests.support import Mailbox, wait_for
 from workflows.models import Phase, RolloutProgress, RolloutSummary
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn(channels={CHANNEL}) as standin:
-        people(standin)
-        yield standin
-
-
-@pytest_asyncio.fixture
-async def bot(
-    worker_settings: Settings, temporal_client: Client, slack: SlackStandIn
-) -> AsyncIterator[BotServer]:
-    """`patchpilot bot` in one process: the Bolt app and a worker with the Slack notifier."""
-    settings = slack_settings(worker_settings, slack)
-    notifier = SlackNotifier(
-        web_client(slack.bot_token, slack.api_url), temporal_client, settings.ui_link
-    )
-    worker = build_worker(
-        temporal_client, settings, WorkerParts(settings, extra_notifiers=[notifier])
-    )
-    async with worker, running_bot(settings, temporal_client, slack) as running:
-        yield running
-
-
-def commands(lab: Lab, host: str) -> list[str]:
-    return [unwrap_command(line) for line in lab.command_log(host)]
-
-
-async def request_rollout(bot: BotServer, text: str) -> tuple[str, str, dict[str, Any]]:
-    """`/patch` as BOB; returns (rollout id, card ts, the approval message)."""
-    slack = bot.slack
-    status, body = await bot.command(text, user=BOB)
-    assert status == 200 and body == ""  # acked at once, without a message
-    await wait_for(lambda: slack.top_level(CHANNEL), timeout=60)
-    card_ts = slack.top_level(CHANNEL)[-1]["ts"]
-
-    def approval() -> dict[str, Any] | None:
-        for message in slack.thread(CHANNEL, card_ts):
-            if "Approval needed" in message["text"]:
-                return message
-        return None
-
-    await wait_for(lambda: approval() is not None, timeout=60)
-    message = approval()
-    assert message is not None
-    buttons = message["blocks"][1]["elements"]
-    rollout_id = buttons[0]["value"]
-    # The worker's SlackNotifier updates the card once the approval request is sent.
-    card = slack.messages[(CHANNEL, card_ts)]
-    await wait_for(lambda: "awaiting-approval" in card["text"], timeout=60)
-    return rollout_id, card_ts, message
-
-
-async def ephemeral_for(slack: SlackStandIn, user: str, count: int) -> str:
-    await wait_for(lambda: len(slack.ephemerals(user)) >= count, timeout=60)
-    return str(slack.ephemerals(user)[count - 1]["text"])
 
 
 async def test_patch_approve_and_the_thread_tells_the_whole_rollout(

@@ -62,7 +62,8 @@ def test_render_quotes_values_but_keeps_the_template() -> None:
     [
         ("all: [unclosed", "not valid YAML"),
         ("all:\n  hosts:\n    'bad host;': {}\n  children: {c: {hosts: {'x y': {}}}}", "host"),
-        ("all:\n  children:\n    c:\n      hosts: [a, b]", "must be a mapping"),
+        # Ansible's own words: PatchPilot no longer parses inventories itself.
+        ("all:\n  children:\n    c:\n      hosts: [a, b]", "yaml plugin: Invalid .hosts. entry"),
     ],
 )
 def test_broken_inventories_say_what_is_wrong(tmp_path: Path, text: str, reason: str) -> None:

@@ -265,3 +265,19 @@ def test_the_carry_names_cleanly_patched_hosts_only_and_holds_each_command_set_o
     assert [h.name for h in carry.finished] == ["cb2"]
     assert carry.command_sets == [CUSTOM] and carry.command_of["ca"] == [0, 0, 0]
     assert carry.started_at == NOW and carry.runs == 2
+
+
+def test_a_pause_a_skipped_host_and_the_controls_carry_into_the_next_run() -> None:
+    state = state_with_two_clusters()
+    state.decide("alice@example.com", "", approved=True)
+    state.progress.paused_by, state.progress.paused_since = "bob@example.com", NOW
+    state.progress.controls = ["2026-11-27 02:00:00 UTC paused by bob@example.com"]
+    skipped = state.host("cb2")
+    skipped.state, skipped.note = HostState.SKIPPED, "skipped by bob@example.com: disk"
+    carry = state.carry(LATER)
+    after = RolloutState(rollout(continued=carry.model_dump(by_alias=True)), "rollout-1", LATER)
+    assert after.progress.paused_by == "bob@example.com" and after.progress.paused_since == NOW
+    assert after.progress.controls == state.progress.controls
+    assert after.host("cb2").state == HostState.SKIPPED
+    assert after.host("cb2").note == "skipped by bob@example.com: disk"
+    assert after.summary(LATER, dry_run=False).controls == state.progress.controls

@@ -26,7 +26,9 @@ from workflows.models import (
     RebootResult,
     RolloutNotice,
     StepResult,
+    VaultCleanupInput,
     VaultPreflightInput,
+    VaultPreflightResult,
 )
 
 
@@ -39,6 +41,8 @@ class FakeFleet:
     notices: list[tuple[str, RolloutNotice]] = field(default_factory=list)
     started: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     needs_reboot: set[str] = field(default_factory=set)
+    # The accessor of every VaultCleanupActivity call (the preflight's fake is "fake-accessor").
+    revoked: list[str | None] = field(default_factory=list)
 
     def host_calls(self, activity_name: str) -> list[str]:
         return [host for host, name in self.calls if name == activity_name]
@@ -76,7 +80,9 @@ class FakeFleet:
             return ClusterHosts(
                 cluster=request.target_cluster,
                 hosts=[
-                    HostTarget(name=host, cluster=request.target_cluster, address="192.0.2.1")
+                    HostTarget(
+                        name=host, cluster=request.target_cluster, address=f"{host}.fleet.test"
+                    )
                     for host in self.clusters[request.target_cluster]
                 ],
             )
@@ -106,8 +112,13 @@ class FakeFleet:
             )
 
         @activity.defn(name=names.VAULT_CLIENT)
-        async def vault_preflight(request: VaultPreflightInput) -> StepResult:
-            return StepResult(detail="fake vault ok")
+        async def vault_preflight(request: VaultPreflightInput) -> VaultPreflightResult:
+            return VaultPreflightResult(detail="fake vault ok", token_accessor="fake-accessor")
+
+        @activity.defn(name=names.VAULT_CLEANUP)
+        async def vault_cleanup(request: VaultCleanupInput) -> StepResult:
+            self.revoked.append(request.token_accessor)
+            return StepResult(detail="fake revoke")
 
         host_names = [
             names.CHECK_HOST_PRECONDITIONS,
@@ -133,6 +144,7 @@ class FakeFleet:
         return [
             get_cluster_hosts,
             vault_preflight,
+            vault_cleanup,
             reboot_host,
             wait_for_host_boot,
             inspect_host,

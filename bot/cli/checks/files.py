@@ -22,7 +22,8 @@ def check_inventory(settings: Settings) -> tuple[CheckResult, dict[str, list[Any
         return fail(
             INVENTORY,
             "PATCHPILOT_INVENTORY is not set: no cluster can be resolved",
-            "Set PATCHPILOT_INVENTORY to an Ansible YAML inventory (groups are clusters)",
+            "Set PATCHPILOT_INVENTORY to any source `ansible-inventory -i` reads (INI, YAML, a "
+            "directory, a plugin config; comma-separated for several); groups are clusters",
         ), None
     try:
         clusters = load_inventory(settings.inventory)
@@ -30,15 +31,15 @@ def check_inventory(settings: Settings) -> tuple[CheckResult, dict[str, list[Any
         return fail(
             INVENTORY,
             short(error, 300),
-            f"Make PATCHPILOT_INVENTORY ({settings.inventory}) a readable Ansible YAML "
-            "inventory: all: children: <cluster>: hosts: <host>: {ansible_host: ...}",
+            f"Make PATCHPILOT_INVENTORY ({settings.inventory}) an inventory Ansible reads: "
+            f"`ansible-inventory -i {settings.inventory} --list` shows what Ansible says",
         ), None
     with_hosts = {name: hosts for name, hosts in clusters.items() if hosts}
     if not with_hosts:
         return fail(
             INVENTORY,
             f"{settings.inventory} names no cluster with hosts",
-            "Add groups with hosts under all: children:",
+            "Add groups with hosts (INI: [cluster-a] then one host per line)",
         ), clusters
     listed = ", ".join(f"{name} ({len(hosts)} hosts)" for name, hosts in with_hosts.items())
     detail = f"{settings.inventory}: {len(with_hosts)} clusters: {listed}"

@@ -3,6 +3,7 @@ readable where rollouts will look for it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bot.cli.checks import CheckResult, fail, ok, short, skip, warn
@@ -10,6 +11,7 @@ from bot.settings import Settings
 
 AUTH = "Vault auth"
 KV = "Vault KV mount"
+SSH_CA = "Vault SSH CA"
 BAD_CREDENTIALS = "needs valid Vault credentials"
 
 
@@ -72,7 +74,81 @@ def check_vault(settings: Settings, secret_prefix: str, timeout: float) -> list[
             "Set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID (AppRole)",
             "needs Vault credentials",
         )
+    auth = _with_token_rights(client, auth)
+    if settings.ssh_auth == "certificate":
+        return [auth, _check_ssh_ca(client, settings)]
     return [auth, _check_kv(client, settings.vault_kv_mount, secret_prefix)]
+
+
+def _check_ssh_ca(client: Any, settings: Settings) -> CheckResult:
+    """Certificate mode: Vault signs a throwaway key for the default user, as a host step would."""
+    import hvac.exceptions
+    import requests
+
+    from activities.vault_ssh import sign_ephemeral_key
+    from bot.worker import certificate_settings
+
+    certs = certificate_settings(settings)
+    assert certs is not None  # certificate mode
+    role = certs.role_for(None)
+    shown = f"{certs.mount}/sign/{role}"
+    fix = (
+        f"Enable the SSH secrets engine at {certs.mount}/ with a CA (`bao write "
+        f"{certs.mount}/config/ca generate_signing_key=true`), a role {role!r} with "
+        "key_type=ca and allow_user_certificates=true, and `update` on "
+        f'{certs.mount}/sign/* in the worker\'s policy (README "Vault layout")'
+    )
+    try:
+        signed = sign_ephemeral_key(client, certs, role, certs.default_user)
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
+        return fail(SSH_CA, f"signing at {shown} failed: {short(error)}", fix)
+    left = signed.valid_before - int(time.time())
+    return ok(
+        SSH_CA,
+        f"{shown} signs a certificate for {signed.principal}, valid for {left} s more "
+        f"(PATCHPILOT_VAULT_SSH_CERT_TTL {certs.ttl_seconds} s)",
+    )
+
+
+# What the worker does with tokens (activities/vault_auth.py) and the capability each needs.
+TOKEN_RIGHTS = {
+    "auth/token/create": "create rollout tokens (auth/token/create)",
+    "auth/token/revoke-accessor": "revoke them (auth/token/revoke-accessor)",
+}
+
+
+def _with_token_rights(client: Any, auth: CheckResult) -> CheckResult:
+    """`auth`, failed when the worker's token may not make or revoke rollout child tokens."""
+    missing = _missing_token_rights(client)
+    if not missing:
+        return auth
+    return fail(
+        AUTH,
+        f"{auth.detail}; but it may not {missing}, which each rollout's child token needs",
+        'Add to the worker\'s policy: path "auth/token/create" { capabilities = '
+        '["create", "update"] } and path "auth/token/revoke-accessor" { capabilities = '
+        '["update"] } (README "Vault layout")',
+    )
+
+
+def _missing_token_rights(client: Any) -> str | None:
+    """What the worker's token may not do with rollout tokens, by Vault's own answer
+    (`sys/capabilities-self`, Vault API docs); None when it may do all of it or Vault won't say."""
+    import hvac.exceptions
+    import requests
+
+    try:
+        answer = client.adapter.post(
+            "/v1/sys/capabilities-self", json={"paths": list(TOKEN_RIGHTS)}
+        )
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
+        return None  # the preflight will say it precisely
+    data = answer.get("data", answer) if isinstance(answer, dict) else {}
+    granted = {"create", "update", "root", "sudo"}
+    missing = [
+        what for path, what in TOKEN_RIGHTS.items() if not granted & set(data.get(path) or [])
+    ]
+    return " or ".join(missing) or None
 
 
 def _authenticate(

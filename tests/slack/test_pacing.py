@@ -1,0 +1,58 @@
+"""The thread's pacing rule (bot.slack.pacing) against the Slack stand-in's own rate rule: host
+events faster than the channel takes them are batched, a failure is never batched and never
+waits behind them, the card is updated at most once per interval and always with the last event."""
+
+from __future__ import annotations
+
+import asyncio
+
+from activities import notify
+from bot.slack.client import web_client
+from bot.slack.notifier import SlackNotifier
+from bot.slack.pacing import Pacing
+from lab.slack_standin import SlackStandIn
+from workflows.models import RolloutNotice
+
+CHANNEL = "CPATCH"
+FAST = Pacing(burst=1, post_seconds=0.3, flush_seconds=0.6, card_seconds=0.6)
+
+
+def notice(ts: str, host: str | None = None, **extra: object) -> RolloutNotice:
+    return RolloutNotice.model_validate(
+        {
+            "rolloutId": "patch-cluster-a-1",
+            "requesterEmail": "bob@example.com",
+            "approverEmails": ["alice@example.com"],
+            "targetClusters": ["cluster-a"],
+            "hostsByCluster": {"cluster-a": [f"a{i}" for i in range(1, 9)]},
+            "pilotHostCount": 1,
+            "updateCommand": "apt-get update && apt-get -y upgrade",
+            "serviceList": ["nginx"],
+            "slackChannel": CHANNEL,
+            "slackThreadTs": ts,
+            "hostname": host,
+            "cluster": "cluster-a" if host else None,
+            **extra,
+        }
+    )
+
+
+async def test_fast_host_events_are_batched_and_a_failure_goes_out_at_once() -> None:
+    async with SlackStandIn(channels={CHANNEL}) as slack:
+        client = web_client(slack.bot_token, slack.api_url)
+        ts = str((await client.chat_postMessage(channel=CHANNEL, text="card"))["ts"])
+        notifier = SlackNotifier(client, pacing=FAST)
+        await asyncio.sleep(1.0)  # the card's post is paid back
+        started = [notifier.send(notify.start_notice(notice(ts, f"a{i}"))) for i in range(1, 7)]
+        assert all(await asyncio.gather(*started))
+        failed = notice(ts, "a1", step="update", failureDetails="host a1 failed at update")
+        assert await notifier.send(notify.failure_alert(failed))
+        texts = [message["text"] for message in slack.thread(CHANNEL, ts)]
+        assert texts[0] == ":arrow_forward: Patching *a1* (cluster-a)"
+        assert texts[1] == ":arrow_forward: 5 patching (cluster-a): a2, a3, a4, a5, a6"
+        assert texts[2] == ":x: *Failure*: host a1 failed at update"
+        assert len(texts) == 3 and slack.throttled == []
+        await asyncio.sleep(1.5)  # the last planned card update
+        versions = slack.card_versions(CHANNEL, ts)
+        assert 2 <= len(versions) <= 4  # the post, then at most one update per 0.6 s
+        assert all("apt-get update && apt-get -y upgrade" in v for v in versions[1:])
