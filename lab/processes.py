@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -43,11 +44,23 @@ def start_openbao(
     address = f"http://127.0.0.1:{port}"
     managed = OpenBaoProcess(spawn(argv, log_path), address, log_path, root_token)
 
-    def healthy() -> bool:
+    wait_until(
+        "openbao dev server",
+        managed,
+        answers(f"{address}/v1/sys/health"),
+        timeout=30,
+        interval=0.05,
+    )
+    return managed
+
+
+def answers(url: str) -> Callable[[], bool]:
+    """A readiness probe for `wait_until`: True once a GET of `url` answers 200."""
+
+    def probe() -> bool:
         try:
-            return httpx.get(f"{address}/v1/sys/health", timeout=1).status_code == 200
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until("openbao dev server", managed, healthy, timeout=30, interval=0.05)
-    return managed
+    return probe

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from bot.embedded import ManagedProcess, find_binary, free_port, log_file_for, spawn, wait_until
+from lab.processes import answers
 
 
 class HostMetrics:
@@ -100,11 +100,5 @@ def start_prometheus(
     address = f"http://127.0.0.1:{port}"
     managed = ManagedProcess(spawn(argv, log), address, log)
 
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{address}/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until("prometheus", managed, ready, timeout=30, interval=0.1)
+    wait_until("prometheus", managed, answers(f"{address}/-/ready"), timeout=30, interval=0.1)
     return managed
