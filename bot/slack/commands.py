@@ -370,7 +370,8 @@ def rollout_input(
     if slack_thread_ts:
         raw["slackThreadTs"] = slack_thread_ts
     try:
-        return RolloutInput.model_validate(raw)
+        # The same edge rules as the CLI (bot/cli/common.py): chat is user input too.
+        return RolloutInput.at_edge(raw)
     except ValidationError as error:
         raise CommandError(describe_validation_error(error)) from None
 
