@@ -5,9 +5,10 @@ with `group_vars/` and `host_vars/`, inventory plugins (constructed, or cloud pl
 amazon.aws.aws_ec2 when installed), every variable-precedence rule. PatchPilot never interprets
 inventory syntax itself, so it cannot drift from Ansible.
 
-Ansible runs in a subprocess (`python -m ansible.cli.inventory`, the interpreter running
-PatchPilot): it keeps global state and is not thread-safe, and a subprocess also keeps an inventory
-plugin's imports out of the worker.
+Ansible runs in another process (`activities.ansible_runner`: a fork server that has imported
+Ansible once, else `python -m ansible.cli.inventory`, with the interpreter running PatchPilot): it
+keeps global state and is not thread-safe, and another process also keeps Ansible (GPL) and an
+inventory plugin's imports out of the worker.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from activities.ansible_runner import run_inventory_cli
 
 # Ansible only warns about a source it cannot parse and goes on with an empty inventory; a
 # patching tool must stop instead (both settings are Ansible's own, see `ansible-config list`).
@@ -76,7 +78,7 @@ def run_ansible_inventory(sources: list[str], limit: str | None = None) -> dict[
     Raises InventoryError with Ansible's own message and the sources named when Ansible cannot
     read a source, is missing, or does not finish within RUN_TIMEOUT_SECONDS.
     """
-    argv = [sys.executable, "-m", "ansible.cli.inventory", "--list"]
+    argv = ["--list"]
     for source in sources:
         argv += ["-i", source]
     if limit is not None:
@@ -89,14 +91,7 @@ def run_ansible_inventory(sources: list[str], limit: str | None = None) -> dict[
             f"cannot read inventory {', '.join(missing)}: no such file or directory"
         )
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_SECONDS,
-            env={**os.environ, **_STRICT_ENV},
-            check=False,
-        )
+        done = run_inventory_cli(argv, {**os.environ, **_STRICT_ENV}, RUN_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         raise InventoryError(
             f"cannot read inventory {named}: ansible-inventory did not finish in "

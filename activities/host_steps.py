@@ -13,9 +13,12 @@ from contextlib import asynccontextmanager
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import package_report
+from activities.detached import run_detached, run_directory
 from activities.host_values import HostValueError, boot_id, package_lines, yes_no
 from activities.preconditions import precondition_problem, render
 from activities.ssh import CommandResult, HostSession, SshRunner
+from activities.trust import Trust
 from activities.vault import VaultCredentialSource
 from workflows import names
 from workflows.models import (
@@ -36,7 +39,9 @@ _NOT_BACK_YET = ("HostUnreachable", "SshConnectionLost", "SshChannelFailed", "Un
 
 
 def _heartbeat() -> None:
-    if activity.in_activity():
+    # A local activity has no heartbeat (the workflow task's timeout covers a lost worker); Core
+    # would answer each one with an "UnknownActivity" warning.
+    if activity.in_activity() and not activity.info().is_local:
         activity.heartbeat()
 
 
@@ -55,14 +60,22 @@ class StepError(ApplicationError):
 
 
 class HostStepActivities:
-    def __init__(self, vault: VaultCredentialSource, ssh: SshRunner) -> None:
+    def __init__(
+        self, vault: VaultCredentialSource, ssh: SshRunner, trust: Trust | None = None
+    ) -> None:
+        self._trust = trust
         self._vault = vault
         self._ssh = ssh
 
     @asynccontextmanager
-    async def _session(self, step: HostStepInput) -> AsyncIterator[HostSession]:
+    async def _session(
+        self, step: HostStepInput, *, approval_needed: bool = True
+    ) -> AsyncIterator[HostSession]:
         ticker = asyncio.ensure_future(_keep_heartbeating())
         try:
+            if self._trust is not None:
+                # Before anything connects: the worker's own policy and inventory must allow it.
+                await self._trust.admit(step, approval_needed=approval_needed)
             async with self._connected(step) as session:
                 yield session
         finally:
@@ -103,11 +116,12 @@ class HostStepActivities:
     async def check_host_preconditions(self, step: HostStepInput) -> StepResult:
         """Reachable (with a verified host key), sudo working (with become), healthy, not
         already in maintenance; PreconditionFailed (non-retryable) with the reason otherwise."""
+        notes: list[str] = []
         async with self._session(step) as session:
-            problem = await precondition_problem(session, step)
+            problem = await precondition_problem(session, step, notes)
         if problem:
             raise StepError(problem, kind="PreconditionFailed")
-        return StepResult(detail="reachable, healthy, not in maintenance")
+        return StepResult(detail="; ".join(["reachable, healthy, not in maintenance", *notes]))
 
     # ---- dry run ------------------------------------------------------------------------------
 
@@ -117,14 +131,18 @@ class HostStepActivities:
         commands = step.host.commands
         name = step.host.name
         pending: list[str] = []
+        would_change: list[str] = []
         required = False
-        async with self._session(step) as session:
+        async with self._session(step, approval_needed=False) as session:
             try:
                 problem = await precondition_problem(session, step)
                 listed = await session.run(commands.list_updates, step.timeout_seconds)
                 pending = package_lines(listed, name, "listing pending updates")
                 checked = await session.run(commands.reboot_required_check, step.timeout_seconds)
                 required = yes_no(checked, name, "the reboot-required check")
+                simulated = await session.run(commands.simulate_update, step.timeout_seconds)
+                if simulated.ok:  # what apt would do; a host without it says nothing
+                    would_change = package_report.simulated_changes(simulated.stdout)
             except HostValueError as error:
                 problem = problem or error.message
                 reason = error.message
@@ -138,6 +156,7 @@ class HostStepActivities:
             reason=reason,
             pending_updates=pending,
             reboot_required=required or kernel,
+            would_change=would_change,
         )
 
     # ---- reboots ------------------------------------------------------------------------------
@@ -148,6 +167,8 @@ class HostStepActivities:
         or reboot-required answer that cannot be used refuses the reboot (UnusableHostValue)."""
         step = request.step
         commands = step.host.commands
+        if request.policy != step.job.reboot_policy:  # the approvals cover the job's policy
+            raise StepError("the reboot policy asked for is not the rollout's", kind="NotApproved")
         async with self._session(step) as session:
             read = await session.run(commands.boot_id, 30, what="reading the boot id")
             before = boot_id(read, step.host.name)
@@ -252,9 +273,28 @@ class HostStepActivities:
     async def perform_update(self, step: HostStepInput) -> StepResult:
         if not step.command:
             raise StepError("no update command given")
+        # Detached on the host (activities/detached.py): a retry attaches to the same run.
+        run_key = (activity.info().workflow_run_id if activity.in_activity() else None) or "direct"
+        directory = run_directory(step.host.commands.run_dir, step.job.rollout_id, run_key)
         async with self._session(step) as session:
-            result = await self._must(session, step.command, "update command", step.timeout_seconds)
-        return StepResult(detail=result.stdout.strip()[-500:])
+            result = await run_detached(
+                session,
+                step.command,
+                directory,
+                step.timeout_seconds,
+                what="update command",
+                heartbeat=_heartbeat,
+                before=package_report.BEFORE,
+                after=package_report.AFTER,
+            )
+            report = await package_report.read(session, directory, result)
+        if not result.ok:
+            said = f"; packages: {report.summary_line()}" if report else ""
+            raise StepError(
+                f"update command on {step.host.name} exited {result.exit_status}: "
+                f"{result.tail()}{said}"
+            )
+        return StepResult(detail=result.stdout.strip()[-500:], packages=report)
 
     @activity.defn(name=names.START_SERVICES)
     async def start_services(self, step: HostStepInput) -> StepResult:

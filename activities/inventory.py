@@ -28,13 +28,20 @@ from workflows.fields import host_pattern
 from workflows.models import (
     ClusterHosts,
     ClusterHostsRequest,
+    GateSettings,
     HostCommands,
     HostTarget,
     MaintenanceWindow,
     describe_validation_error,
 )
 
-__all__ = ["InventoryActivities", "InventoryError", "load_clusters", "load_inventory"]
+__all__ = [
+    "InventoryActivities",
+    "InventoryError",
+    "limit_refusal",
+    "load_clusters",
+    "load_inventory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,9 @@ USER_VARS = ("ansible_user", "ansible_ssh_user")
 BECOME_VARS = (f"{VAR_PREFIX}become", "ansible_become")
 BECOME_USER_VARS = (f"{VAR_PREFIX}become_user", "ansible_become_user")
 
-Clusters = dict[str, tuple[list[HostTarget], list[MaintenanceWindow]]]
+Clusters = dict[str, tuple[list[HostTarget], list[MaintenanceWindow], GateSettings]]
+# Group vars giving a cluster's health gates (workflows/gates.py GateSettings), by field.
+GATE_VARS = ("soak_time", "gate_timeout", "alert_matchers", "gate_queries")
 
 
 def _first(values: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -135,8 +144,22 @@ def _windows(cluster: str, raw: Any) -> list[MaintenanceWindow]:
     return windows
 
 
+def _gates(cluster: str, values: dict[str, Any]) -> GateSettings:
+    """The cluster's `patchpilot_soak_time`, `_gate_timeout`, `_alert_matchers` and
+    `_gate_queries` (InventoryError naming the variable that cannot be used)."""
+    raw = {name: values[VAR_PREFIX + name] for name in GATE_VARS if VAR_PREFIX + name in values}
+    try:
+        return GateSettings.model_validate(raw)
+    except ValidationError as error:
+        reason = describe_validation_error(error).replace("input: ", "")
+        for name in GATE_VARS:  # name the variable as the inventory spells it
+            camel = GateSettings.model_fields[name].alias or name
+            reason = reason.replace(camel, VAR_PREFIX + name)
+        raise InventoryError(f"group {cluster!r}: {reason}") from None
+
+
 def clusters_from_listing(listing: dict[str, Any]) -> Clusters:
-    """`ansible-inventory --list` JSON -> cluster -> (hosts in inventory order, windows).
+    """`ansible-inventory --list` JSON -> cluster -> (hosts in inventory order, windows, gates).
 
     Raises InventoryError naming the host or group whose variables PatchPilot cannot use.
     """
@@ -147,7 +170,8 @@ def clusters_from_listing(listing: dict[str, Any]) -> Clusters:
             continue
         hosts = [_host_target(group, name, variables.get(name, {})) for name in members]
         first = variables.get(members[0], {}) if members else {}
-        clusters[group] = (hosts, _windows(group, first.get(f"{VAR_PREFIX}windows")))
+        windows = _windows(group, first.get(f"{VAR_PREFIX}windows"))
+        clusters[group] = (hosts, windows, _gates(group, first))
     return clusters
 
 
@@ -191,9 +215,27 @@ def limit_warnings(source: str | Path, limit: str) -> list[str]:
     return _SHARED.warnings(split_sources(source), host_pattern(limit))
 
 
+def limit_refusal(source: str | Path, clusters: list[str], limit: str) -> str | None:
+    """Why `limit` cannot start a rollout of `clusters`, or None when it selects at least one host
+    of each (a rollout stops with EmptyCluster at a cluster the limit empties, so the edge refuses
+    it first). The reason follows the pattern: "selects no host of cluster-a, cluster-b in the
+    inventory (Ansible: Could not match supplied host pattern, ignoring: web0)".
+
+    Raises InventoryError for an unreadable inventory or a pattern PatchPilot refuses.
+    """
+    selected = load_inventory(source, limit)
+    empty = [name for name in clusters if not selected.get(name)]
+    if not empty:
+        return None
+    said = "; ".join(limit_warnings(source, limit))
+    return f"selects no host of {', '.join(empty)} in the inventory" + (
+        f" (Ansible: {said})" if said else ""
+    )
+
+
 def load_inventory(source: str | Path, limit: str | None = None) -> dict[str, list[HostTarget]]:
     """Cluster name -> hosts in inventory order (see `load_clusters`)."""
-    return {cluster: hosts for cluster, (hosts, _) in load_clusters(source, limit).items()}
+    return {cluster: hosts for cluster, (hosts, *_) in load_clusters(source, limit).items()}
 
 
 class InventoryActivities:
@@ -229,7 +271,7 @@ class InventoryActivities:
         if found is None and request.host_pattern is not None:
             # Ansible leaves out a group that the limit empties: it is there, just not selected.
             clusters = await asyncio.to_thread(self.clusters)
-            found = ([], []) if request.target_cluster in clusters else None
+            found = ([], [], GateSettings()) if request.target_cluster in clusters else None
         if found is None:
             known = ", ".join(sorted(clusters)) or "none"
             raise ApplicationError(
@@ -237,7 +279,7 @@ class InventoryActivities:
                 type="UnknownCluster",
                 non_retryable=True,
             )
-        hosts, windows = found
+        hosts, windows, gates = found
         if not hosts:
             matching = ""
             if request.host_pattern is not None:
@@ -252,4 +294,6 @@ class InventoryActivities:
                 type="EmptyCluster",
                 non_retryable=True,
             )
-        return ClusterHosts(cluster=request.target_cluster, hosts=hosts, windows=windows)
+        return ClusterHosts(
+            cluster=request.target_cluster, hosts=hosts, windows=windows, gates=gates
+        )

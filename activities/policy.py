@@ -47,14 +47,15 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         problem = getattr(error, "problem", None) or str(error)
         raise PolicyError(f"{source}: {where}not valid YAML ({problem})") from None
     policy = Policy.from_mapping(document, source)
-    for person in policy.people.values():
-        for index, line in enumerate(person.keys):
+    owners = [(f"people.{person.name}", person.keys) for person in policy.people.values()]
+    owners += [(f"frontends.{name}", keys) for name, keys in policy.frontends.items()]
+    for owner, keys in owners:
+        for index, line in enumerate(keys):
             try:
                 asyncssh.import_public_key(line)
             except (asyncssh.KeyImportError, ValueError) as error:
                 raise PolicyError(
-                    f"{source}: people.{person.name}.keys[{index}]: not a valid OpenSSH public "
-                    f"key ({error})"
+                    f"{source}: {owner}.keys[{index}]: not a valid OpenSSH public key ({error})"
                 ) from None
     return policy
 

@@ -1,10 +1,12 @@
 """What must hold before a host is touched: sudo works (with become), healthy, not already in
-maintenance, every service of the rollout healthy. Read-only: nothing here changes a host."""
+maintenance, every service of the rollout healthy, the package manager ready (the pre-flight
+doctor, activities/doctor.py). Read-only: nothing here changes a host."""
 
 from __future__ import annotations
 
 import shlex
 
+from activities.doctor import preflight_problem
 from activities.host_values import yes_no
 from activities.ssh import HostSession
 from workflows.models import HostStepInput
@@ -39,9 +41,12 @@ async def sudo_problem(session: HostSession, timeout: float) -> str | None:
     )
 
 
-async def precondition_problem(session: HostSession, step: HostStepInput) -> str | None:
-    """Why this host must not be patched now, or None when it may. Raises HostValueError when
-    the maintenance check gives no yes/no answer."""
+async def precondition_problem(
+    session: HostSession, step: HostStepInput, notes: list[str] | None = None
+) -> str | None:
+    """Why this host must not be patched now, or None when it may; the pre-flight doctor's
+    notes (held packages, a reboot already pending) are appended to `notes`. Raises
+    HostValueError when the maintenance check or the doctor gives an answer that is not one."""
     commands = step.host.commands
     timeout = step.timeout_seconds
     problem = await sudo_problem(session, timeout)
@@ -72,4 +77,8 @@ async def precondition_problem(session: HostSession, step: HostStepInput) -> str
                 f"service {service} on {step.host.name} is not healthy before patching "
                 f"({state.stdout.strip() or state.tail()}); patching would hide the cause"
             )
-    return None
+    # The package manager's own state: interrupted dpkg, held locks, free space (doctor.py).
+    problem, found = await preflight_problem(session, step)
+    if notes is not None:
+        notes.extend(found)
+    return problem

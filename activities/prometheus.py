@@ -17,6 +17,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows import names
 from workflows.gates import (
     AlertGateRequest,
     AlertGateResult,
@@ -27,8 +28,6 @@ from workflows.gates import (
     fill,
 )
 
-CHECK_ALERT_GATE = "CheckAlertGateActivity"
-QUERY_GATE = "QueryGateActivity"
 TIMEOUT_SECONDS = 10.0
 
 
@@ -69,28 +68,35 @@ class PrometheusActivities:
             return [{"metric": {}, "value": data["result"]}]
         return list(data.get("result") or [])
 
-    @activity.defn(name=CHECK_ALERT_GATE)
+    @activity.defn(name=names.CHECK_ALERT_GATE)
     async def check_alert_gate(self, request: AlertGateRequest) -> AlertGateResult:
-        """The alerts firing now that match `request.matchers` ({cluster}/{host} filled)."""
-        values = {"cluster": request.cluster} | ({"host": request.host} if request.host else {})
-        try:
-            matchers = fill(request.matchers, values)
-        except GateError as error:
-            raise ApplicationError(f"alert matchers: {error}", non_retryable=True) from None
-        series = await self.query(f'ALERTS{{alertstate="firing", {matchers}}}')
-        return AlertGateResult(
-            firing=[
-                FiringAlert(
-                    name=str(item["metric"].get("alertname", "?")),
-                    labels={
-                        k: str(v)
-                        for k, v in item["metric"].items()
-                        if k not in ("__name__", "alertstate")
-                    },
+        """The alerts firing now that match `request.matchers`: {cluster} filled, {hosts} with
+        the hosts patched so far (no query while there are none), {host} with `request.host` or
+        else each of `request.hosts` in turn. Each alert is listed once."""
+        template = request.matchers
+        if "{hosts}" in template and not request.hosts:
+            return AlertGateResult()
+        each = [request.host] if request.host or "{host}" not in template else request.hosts
+        firing: dict[tuple[str, tuple[tuple[str, str], ...]], FiringAlert] = {}
+        for host in each:
+            values: dict[str, str | list[str]] = {"cluster": request.cluster}
+            values |= {"host": host} if host else {}
+            values |= {"hosts": request.hosts} if request.hosts else {}
+            try:
+                matchers = fill(template, values)
+            except GateError as error:
+                raise ApplicationError(f"alert matchers: {error}", non_retryable=True) from None
+            for item in await self.query(f'ALERTS{{alertstate="firing", {matchers}}}'):
+                labels = {
+                    k: str(v)
+                    for k, v in item["metric"].items()
+                    if k not in ("__name__", "alertstate")
+                }
+                name = str(item["metric"].get("alertname", "?"))
+                firing[(name, tuple(sorted(labels.items())))] = FiringAlert(
+                    name=name, labels=labels
                 )
-                for item in series
-            ]
-        )
+        return AlertGateResult(firing=list(firing.values()))
 
     async def _value(self, expression: str, hosts: list[str]) -> tuple[float | None, int]:
         if not hosts:
@@ -109,7 +115,7 @@ class PrometheusActivities:
         up = await self.query(fill('count(up{host=~"{hosts}"} == 1)', {"hosts": hosts}))
         return value, int(float(up[0]["value"][1])) if up else 0
 
-    @activity.defn(name=QUERY_GATE)
+    @activity.defn(name=names.QUERY_GATE)
     async def query_gate(self, request: QueryGateRequest) -> QueryGateResult:
         """The expression's value for the patched hosts and for the baseline, with samples."""
         try:

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import asyncssh
 
-from workflows.proof import NAMESPACE, DecisionStatement
+from workflows.proof import NAMESPACE, DecisionStatement, GrantStatement
+
+Statement = DecisionStatement | GrantStatement
 
 
 class ProofError(ValueError):
     """A signing key that cannot be used; the message says which and why."""
 
 
-def sign_statement(statement: DecisionStatement, private_key: str | Path) -> str:
+def sign_statement(statement: Statement, private_key: str | Path) -> str:
     """The armored SSH signature (`-----BEGIN SSH SIGNATURE-----`…) of `statement`, made with
     the OpenSSH private key in `private_key` (a path, or the key's text). Raises ProofError when
     the key cannot be read (missing, encrypted, not a private key)."""
@@ -49,7 +51,7 @@ def allowed_signers(vouchers: Mapping[str, Sequence[str]]) -> str:
 
 
 def verify_statement(
-    statement: DecisionStatement, signature: str, vouchers: Mapping[str, Sequence[str]]
+    statement: Statement, signature: str, vouchers: Mapping[str, Sequence[str]]
 ) -> bool:
     """Whether `signature` is a valid SSH signature of `statement` in PatchPilot's namespace by
     one of the keys `vouchers` lists for `statement.signer`. False for any malformed signature."""

@@ -35,12 +35,16 @@ def wrap_command(command: str, become_user: str | None = None) -> str:
 
 
 def unwrap_command(logged: str) -> str:
-    """What the operator's command was, given what the host received."""
+    """What the operator's command was, given what the host received (for a detached update,
+    the command inside activities/detached.py's attach line)."""
     rest = logged.removeprefix(f"echo {PID_MARKER}$$ >&2; ")
     if rest.startswith("sudo -n -u "):
         with contextlib.suppress(ValueError, IndexError):
             rest = shlex.split(rest)[-1]
-    return rest.removeprefix(_ENV_PREFIX)
+    rest = rest.removeprefix(_ENV_PREFIX)
+    from activities.detached import unwrap_attach  # imports this module
+
+    return unwrap_attach(rest) or rest
 
 
 def kill_command(pid: int, *, become: bool) -> str:

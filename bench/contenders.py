@@ -240,6 +240,7 @@ async def _patchpilot(spec: dict[str, Any]) -> dict[str, Any]:
     parts = WorkerParts(settings)
     timing = _instrument_worker(parts)
     worker_options = dict(spec.get("worker_options") or {})
+    worker_options.update(variant_options(spec.get("variant")))
     worker = build_worker(client, settings, parts, **worker_options)
     profiler = None
     async with worker:
@@ -262,7 +263,9 @@ async def _patchpilot(spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("profile") == "cprofile":
             import cProfile
 
-            profiler = cProfile.Profile()
+            # CPU time, not wall time: on a busy 2-core machine a send() that wakes sshd would
+            # otherwise be charged with the time this process waited for a core.
+            profiler = cProfile.Profile(time.process_time)
         temporal_pid, vault_pid = spec.get("temporal_pid"), spec.get("vault_pid")
         temporal0 = proc_cpu_seconds(temporal_pid) if temporal_pid else 0.0
         vault0 = proc_cpu_seconds(vault_pid) if vault_pid else 0.0
@@ -334,6 +337,45 @@ async def _patchpilot(spec: dict[str, Any]) -> dict[str, Any]:
 
         result["events"] = await rollout_events(client, handle.id, handle.result_run_id)
     return result
+
+
+# PatchPilot variants for A/B runs in one invocation (`bench/run.py --variants`): worker options
+# over what `bot.worker.build_worker` ships. "shipped" is the worker as `patchpilot worker` runs it.
+VARIANTS = ("shipped", "noeager", "sandboxed", "passthrough", "unsandboxed")
+
+
+def variant_options(variant: str | None) -> dict[str, Any]:
+    """Worker options of a variant: `noeager` refuses eager activities (which the dev server
+    hands out only with `--eager-activities`); `sandboxed` (PatchPilot's passthrough list),
+    `passthrough` (every module passed through, the sandbox's checks kept) and `unsandboxed`
+    force the workflow runner whatever the worker ships."""
+    if variant in (None, "shipped"):
+        return {}
+    if variant == "noeager":
+        return {"disable_eager_activity_execution": True}
+    if variant == "sandboxed":
+        from temporalio.worker.workflow_sandbox import (
+            SandboxedWorkflowRunner,
+            SandboxRestrictions,
+        )
+
+        from workflows.sandbox import PASSTHROUGH
+
+        restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        return {"workflow_runner": SandboxedWorkflowRunner(restrictions=restrictions)}
+    if variant == "passthrough":
+        from temporalio.worker.workflow_sandbox import (
+            SandboxedWorkflowRunner,
+            SandboxRestrictions,
+        )
+
+        restrictions = SandboxRestrictions.default.with_passthrough_all_modules()
+        return {"workflow_runner": SandboxedWorkflowRunner(restrictions=restrictions)}
+    if variant == "unsandboxed":
+        from temporalio.worker import UnsandboxedWorkflowRunner
+
+        return {"workflow_runner": UnsandboxedWorkflowRunner()}
+    raise ValueError(f"unknown PatchPilot variant {variant!r} (known: {', '.join(VARIANTS)})")
 
 
 def _instrument_worker(parts: Any) -> dict[str, float]:

@@ -51,6 +51,12 @@ async def rollout_events(
         return len(h.events), types, time_breakdown(h.events)
 
     sampled = await asyncio.gather(*(child_events(w, r) for w, r in sample))
+    timeline: list[str] = []
+    if children:
+        # The middle host's events with their offsets: where one host's time went, step by step.
+        wid, rid = children[len(children) // 2]
+        h = await client.get_workflow_handle(wid, run_id=rid).fetch_history()
+        timeline = event_timeline(h.events)
     child_counts = [count for count, _, _ in sampled]
     child_types: Counter[str] = Counter()
     child_times: Counter[str] = Counter()
@@ -71,6 +77,7 @@ async def rollout_events(
         if sampled
         else {},
         "over_warning": max_run > WARN_EVENTS,
+        "child_timeline": timeline,
         # Mean seconds per host workflow, by where the time went (see time_breakdown).
         "child_seconds_mean": {k: v / len(sampled) for k, v in child_times.items()}
         if sampled
@@ -108,3 +115,24 @@ def time_breakdown(events: Any) -> dict[str, float]:
     if at:
         out["total"] = max(at.values()) - min(at.values())
     return dict(out)
+
+
+def event_timeline(events: Any) -> list[str]:
+    """One line per event: milliseconds since the first event, the step since the previous one,
+    and the event type (with the activity or marker name where there is one)."""
+    lines: list[str] = []
+    first = previous = None
+    for e in events:
+        t = e.event_time.ToNanoseconds() / 1e6
+        first = t if first is None else first
+        name = ""
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            name = e.activity_task_scheduled_event_attributes.activity_type.name
+        elif e.HasField("marker_recorded_event_attributes"):
+            name = e.marker_recorded_event_attributes.marker_name
+        delta = 0.0 if previous is None else t - previous
+        lines.append(
+            f"{t - first:8.1f} ms  +{delta:6.1f}  {_type_name(e.event_type)} {name}".rstrip()
+        )
+        previous = t
+    return lines

@@ -3,6 +3,8 @@
     uv run --group bench python bench/run.py            # N = 20, 100, 500 x C = 1, 10, 50
     uv run --group bench python bench/run.py --quick    # N = 20, C = 1, 10 (a few minutes)
     uv run --group bench python bench/run.py --hosts 100 --concurrency 10 --only patchpilot
+    uv run --group bench python bench/run.py --issue16 --repeat 2   # 12x1 and 48x12, issue 16
+    uv run --group bench python bench/run.py --config 48x12 --variants shipped unsandboxed
 
 The fleet is a `lab.mass.MassLab` (real sshd, one loopback address per host, per-host state);
 every contender runs the 14 per-host commands of `bench/steps.py` on every host, in its own process,
@@ -30,6 +32,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.contenders import VARIANTS  # noqa: E402
 from bench.fingerprint import engine_fingerprint  # noqa: E402
 from bot.embedded import ManagedProcess, start_temporal_dev_server  # noqa: E402
 from lab.mass import MassLab  # noqa: E402
@@ -38,6 +41,12 @@ from lab.processes import OpenBaoProcess, start_openbao  # noqa: E402
 CONTENDERS = ("raw", "raw-window", "ansible", "patchpilot")
 TARGET_VS_ANSIBLE = 0.5  # at N=100, C=10
 TARGET_VS_RAW = 1.3
+# Issue 16 (the engine's cost), each at its configuration: PatchPilot / raw wall time, whole-machine
+# CPU per host (client side + hosts) PatchPilot / raw, PatchPilot / Ansible wall time.
+ISSUE16_CONFIGS = ((12, 1), (48, 12))
+ISSUE16_VS_RAW = {(48, 12): 1.5, (12, 1): 2.0}
+ISSUE16_CPU_VS_RAW = 3.0
+ISSUE16_VS_ANSIBLE = 0.1
 TARGET_VAULT_READS = 1.0
 TARGET_HANDSHAKES = 2.0
 NOISE_NOTE = (
@@ -86,30 +95,48 @@ def fleet_spec(lab: MassLab) -> dict[str, Any]:
     }
 
 
-def run_contender(kind: str, spec: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
-    """Run one contender in a process of its own; its last BENCH-RESULT line is the result."""
+def run_contender(
+    kind: str, spec: dict[str, Any], workdir: Path, timeout: float, root: Path = ROOT
+) -> dict[str, Any]:
+    """Run one contender in a process of its own; its last BENCH-RESULT line is the result.
+    `root` is the source tree it runs from (another checkout for a before/after comparison)."""
     spec = {**spec, "timeout": timeout}
-    module_kind = "raw" if kind.startswith("raw") else kind
+    module_kind = "raw" if kind.startswith("raw") else kind.partition(":")[0].partition("@")[0]
     if kind == "raw-window":
         spec["mode"] = "window"
-    spec_path = workdir / f"spec-{kind}-{uuid.uuid4().hex[:6]}.json"
+    spec_path = workdir / f"spec-{kind.replace(':', '-')}-{uuid.uuid4().hex[:6]}.json"
     spec_path.write_text(json.dumps(spec))
     log_path = spec_path.with_suffix(".log")
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.contenders", module_kind, str(spec_path)],
-            cwd=ROOT,
+            cwd=root,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
             start_new_session=True,
         )
+        sampler = None
+        if spec.get("py_spy_out"):
+            # Sampling profile of the whole contender process (idle threads left out), collapsed
+            # stacks: `--py-spy` below; grep/sum them by frame.
+            sampler = subprocess.Popen(
+                [
+                    *(str(Path(sys.executable).parent / "py-spy"), "record"),
+                    *("--pid", str(proc.pid), "--format", "raw", "--rate", "200"),
+                    *("--nonblocking", "--output", spec["py_spy_out"]),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         try:
             out, _ = proc.communicate(timeout=timeout + 30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return {"error": f"timed out after {timeout:.0f}s", "log": str(log_path)}
+    if sampler is not None:
+        sampler.wait(timeout=60)  # py-spy writes its file when the process it samples exits
     for line in reversed(out.splitlines()):
         if line.startswith("BENCH-RESULT "):
             result = json.loads(line.removeprefix("BENCH-RESULT "))
@@ -119,7 +146,45 @@ def run_contender(kind: str, spec: dict[str, Any], workdir: Path, timeout: float
     return {"error": f"exit {proc.returncode}: {tail}", "log": str(log_path)}
 
 
+def settled_host_cpu(lab: MassLab, timeout: float = 10.0) -> float:
+    """The hosts' CPU once every session of the last contender has ended and been reaped.
+
+    A session's CPU reaches its listener's only when the listener reaps it, and a contender
+    that keeps its connections open (PatchPilot's pool) ends them only as its process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_children(pid) for pid in lab.listener_pids()):
+            break
+        time.sleep(0.05)
+    return lab.host_cpu_seconds()
+
+
+def _children(pid: int) -> list[str]:
+    found: list[str] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            found += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    except OSError:
+        pass
+    return found
+
+
+def parse_config(text: str) -> tuple[int, int]:
+    """'48x12' -> (48, 12): hosts x concurrency."""
+    hosts, _, conc = text.lower().partition("x")
+    try:
+        return int(hosts), int(conc)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected HOSTSxCONCURRENCY, e.g. 48x12"
+        ) from None
+
+
 def configurations(args: argparse.Namespace) -> list[tuple[int, int]]:
+    if args.config:
+        return list(args.config)
+    if args.issue16:
+        return list(ISSUE16_CONFIGS)
     if args.quick:
         hosts, conc = [20], [1, 10]
     else:
@@ -242,6 +307,8 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
             + ", ".join(f"{k.lower()} {v}" for k, v in top)
         )
 
+    print_issue16(rows)
+
     failures = [
         (row["n"], row["c"], kind, result.get("error") or "; ".join(result.get("problems", [])[:3]))
         for row in rows
@@ -255,6 +322,61 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
     print(f"\nNote: {NOISE_NOTE}")
 
 
+def _ok(row: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    result = row["results"].get(kind) or {}
+    return result if result.get("ok") and not result.get("error") else None
+
+
+def whole_cpu_per_host(result: dict[str, Any], hosts: int) -> float:
+    """Whole-machine CPU per host: the contender's side (for PatchPilot worker + Temporal +
+    OpenBao) plus the hosts' side (every sshd session), seconds."""
+    return (float(result["cpu"]) + float(result.get("host_cpu") or 0.0)) / hosts
+
+
+def print_issue16(rows: list[dict[str, Any]]) -> None:
+    """Issue 16's ratios for every PatchPilot run (and variant) against the raw and Ansible runs
+    of the same row (same lab, same invocation)."""
+    kinds = sorted({k for row in rows for k in row["results"] if k.startswith("patchpilot")})
+    if not kinds:
+        return
+    print(
+        "\nIssue 16, engine cost (same lab, same invocation). Targets: PP/raw wall <= 1.5 at"
+        f" 48x12 and <= 2.0 at 12x1; whole-machine CPU per host PP/raw <= {ISSUE16_CPU_VS_RAW:g};"
+        f" PP/Ansible wall <= {ISSUE16_VS_ANSIBLE:g}. raw = asyncssh in waves of C (raw-win: a"
+        " sliding window); CPU = client side + hosts' sshd sessions"
+    )
+    header = (
+        f"{'N':>4} {'C':>3} {'contender':<22} | {'wall':>6} {'raw':>6} {'PP/raw':>6} {'tgt':>4}"
+        f" {'/raw-win':>8} | {'ansible':>7} {'PP/ans':>6} {'tgt':>4} |"
+        f" {'CPU/host':>8} {'raw':>6} {'ratio':>5} {'tgt':>4} | {'worker':>6} {'tmprl':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        n, c = row["n"], row["c"]
+        raw, window, ans = _ok(row, "raw"), _ok(row, "raw-window"), _ok(row, "ansible")
+        for kind in kinds:
+            pp = _ok(row, kind)
+            if pp is None:
+                continue
+            wall = float(pp["wall"])
+            vs_raw = wall / raw["wall"] if raw else None
+            vs_window = wall / window["wall"] if window else None
+            vs_ans = wall / ans["wall"] if ans else None
+            cpu = whole_cpu_per_host(pp, n)
+            raw_cpu = whole_cpu_per_host(raw, n) if raw else None
+            cpu_ratio = cpu / raw_cpu if raw_cpu else None
+            target = ISSUE16_VS_RAW.get((n, c))
+            print(
+                f"{n:>4} {c:>3} {kind:<22} | {wall:>6.2f} {fmt(raw['wall'] if raw else None):>6}"
+                f" {fmt(vs_raw):>6} {check(vs_raw, target) if target else '':>4}"
+                f" {fmt(vs_window):>8} | {fmt(ans['wall'] if ans else None, 1):>7} {fmt(vs_ans):>6}"
+                f" {check(vs_ans, ISSUE16_VS_ANSIBLE):>4} | {cpu:>8.3f} {fmt(raw_cpu, 3):>6}"
+                f" {fmt(cpu_ratio):>5} {check(cpu_ratio, ISSUE16_CPU_VS_RAW):>4} |"
+                f" {fmt(pp.get('cpu_worker')):>6} {fmt(pp.get('cpu_temporal')):>6}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -263,6 +385,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, nargs="+", help="fleet sizes (default 20 100 500)")
     parser.add_argument("--concurrency", type=int, nargs="+", help="C values (default 1 10 50)")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="contenders to run")
+    parser.add_argument(
+        "--config",
+        type=parse_config,
+        nargs="+",
+        help="HOSTSxCONCURRENCY pairs, e.g. 12x1 48x12 (instead of --hosts x --concurrency)",
+    )
+    parser.add_argument(
+        "--issue16", action="store_true", help="issue 16's configurations: 12x1 and 48x12"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="run every configuration N times")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=["shipped"],
+        help="PatchPilot variants, each a run of its own in every row (A/B in one invocation):"
+        " shipped, noeager, sandboxed, passthrough, unsandboxed",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per run")
     parser.add_argument("--listeners", type=int, default=4, help="sshd processes in the lab")
     parser.add_argument("--slow", action="store_true", help="also N>=500 with C=1")
@@ -282,26 +422,46 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="cProfile the PatchPilot worker (approval to result); .prof files go to --out",
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout (e.g. `git archive` of the commit before a change): its PatchPilot"
+        " runs as 'patchpilot@baseline' in every row, for a before/after in one invocation",
+    )
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="sample the PatchPilot contender with py-spy (collapsed stacks go to --out)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where JSON goes")
     args = parser.parse_args(argv)
 
     contenders = args.only or [
         kind for kind in CONTENDERS if not (args.quick and kind == "raw-window")
     ]
+    if "patchpilot" in contenders:
+        at = contenders.index("patchpilot")
+        contenders[at : at + 1] = [
+            "patchpilot" if v == "shipped" else f"patchpilot:{v}" for v in args.variants
+        ]
+        if args.baseline_tree:
+            contenders.insert(at, "patchpilot@baseline")
     configs = configurations(args)
     workdir = Path(tempfile.mkdtemp(prefix="ppb-", dir="/tmp"))
     print(f"bench: {len(configs)} configurations {configs}, contenders {contenders}")
     print(f"bench: work directory {workdir}; engine {engine_fingerprint()}; {NOISE_NOTE}")
     rows: list[dict[str, Any]] = []
     started = time.time()
-    with Servers(workdir, "patchpilot" in contenders, eager=args.eager_activities) as servers:
+    need_patchpilot = any(kind.startswith("patchpilot") for kind in contenders)
+    with Servers(workdir, need_patchpilot, eager=args.eager_activities) as servers:
         for n in sorted({n for n, _ in configs}):
             lab = MassLab(workdir / f"lab-{n}", n, listeners=args.listeners)
             lab.start()
             try:
                 if servers.bao is not None:
                     lab.seed_vault(servers.bao.address, servers.bao.root_token)
-                for _, c in [cfg for cfg in configs if cfg[0] == n]:
+                runs = [cfg for cfg in configs if cfg[0] == n for _ in range(args.repeat)]
+                for _, c in runs:
                     row: dict[str, Any] = {"n": n, "c": c, "results": {}}
                     for kind in contenders:
                         lab.reset()
@@ -319,15 +479,24 @@ def main(argv: list[str] | None = None) -> int:
                                 vault_token=servers.bao.root_token,
                                 vault_pid=servers.bao.pid,
                             )
-                        if kind == "patchpilot":
+                        if kind.startswith("patchpilot"):
                             spec["history"] = True
+                            spec["variant"] = kind.partition(":")[2] or "shipped"
+                            if args.py_spy:
+                                args.out.mkdir(parents=True, exist_ok=True)
+                                spec["py_spy_out"] = str(
+                                    args.out / f"pyspy-n{n}-c{c}-{spec['variant']}.txt"
+                                )
                             if args.profile:
                                 args.out.mkdir(parents=True, exist_ok=True)
                                 spec["profile"] = "cprofile"
-                                spec["profile_out"] = str(args.out / f"profile-n{n}-c{c}.prof")
-                        host0 = lab.host_cpu_seconds()
-                        result = run_contender(kind, spec, workdir, args.timeout)
-                        result["host_cpu"] = lab.host_cpu_seconds() - host0
+                                spec["profile_out"] = str(
+                                    args.out / f"profile-n{n}-c{c}-{spec['variant']}.prof"
+                                )
+                        host0 = settled_host_cpu(lab)
+                        tree = args.baseline_tree if kind.endswith("@baseline") else ROOT
+                        result = run_contender(kind, spec, workdir, args.timeout, tree)
+                        result["host_cpu"] = settled_host_cpu(lab) - host0
                         problems = [] if result.get("error") else lab.verify_patched()
                         result["problems"] = problems
                         result["ok"] = not problems and not result.get("error")
@@ -335,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                         row["results"][kind] = result
                         status = "ok" if result["ok"] else f"FAILED ({len(problems)} problems)"
                         print(
-                            f"  N={n:<4} C={c:<3} {kind:<10} wall {fmt(result.get('wall')):>7}s"
+                            f"  N={n:<4} C={c:<3} {kind:<22} wall {fmt(result.get('wall')):>7}s"
                             f"  cpu {fmt(result.get('cpu')):>6}s  {status}",
                             flush=True,
                         )

@@ -28,8 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from workflows.host_patch import HostPatchWorkflow
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
+    HOST_WORKFLOW_NAME,
     WORKFLOW_NAME,
     ApprovalDecision,
+    HostPatchResult,
     HostProgress,
     HostState,
     HostStepReport,
@@ -44,7 +46,7 @@ from workflows.system_patch import SystemPatchWorkflow
 log = logging.getLogger("patchpilot.rollouts")
 
 # The updates that control a running rollout (workflows.controls), as front ends name them.
-CONTROLS = ("pause", "resume", "skip", "abort")
+CONTROLS = ("pause", "resume", "skip", "abort", "gate")
 # Hosts in flight are at most maxConcurrency (≤ 1000): ask at most this many at once.
 MAX_PARALLEL_QUERIES = 50
 # Explaining a refusal must not hang when no worker is up to answer the query of a closed rollout.
@@ -156,16 +158,16 @@ class Rollouts:
         `RolloutError` with `Problem.REFUSED` and the validator's reason."""
         handle = self.handle(rollout_id)
         try:
-            if approve:
-                return await handle.execute_update(SystemPatchWorkflow.approve, decision)
-            return await handle.execute_update(SystemPatchWorkflow.reject, decision)
+            name = "approve" if approve else "reject"  # async updates: the SDK types them loosely
+            return await handle.execute_update(name, decision, result_type=str)
         except WorkflowUpdateFailedError as error:
             raise RolloutError(failure_reason(error), Problem.REFUSED) from None
         except RPCError as error:
             raise await self._explain(rollout_id, error, "nothing to decide") from None
 
     async def control(self, rollout_id: str, action: str, control: RolloutControl) -> str:
-        """Send the `pause`, `resume`, `skip` or `abort` update (`action`, one of CONTROLS);
+        """Send the `pause`, `resume`, `skip`, `abort` or `gate` (a `workflows.gating.GateControl`:
+        cut or extend the soak) update (`action`, one of CONTROLS);
         returns the workflow's answer ("paused by bob@example.com"). A refusal by the update's
         validator raises `RolloutError` with `Problem.REFUSED` and the validator's reason."""
         if action not in CONTROLS:
@@ -246,6 +248,23 @@ class Rollouts:
         except RPCError as error:
             raise _rpc_error(rollout_id, error) from None
 
+    async def host_results(self, rollout_id: str) -> list[HostPatchResult]:
+        """The results of the rollout's ended host workflows (their package reports among them),
+        found by their parent, sorted by host name; hosts still running are left out."""
+        query = f"WorkflowType='{HOST_WORKFLOW_NAME}' AND ParentWorkflowId='{_quoted(rollout_id)}'"
+        found: list[HostPatchResult] = []
+        try:
+            async for execution in self.client.list_workflows(query=query):
+                if execution.status != WorkflowExecutionStatus.COMPLETED:
+                    continue
+                handle = self.client.get_workflow_handle(
+                    execution.id, run_id=execution.run_id, result_type=HostPatchResult
+                )
+                found.append(await handle.result())
+        except RPCError as error:
+            raise _rpc_error(rollout_id, error) from None
+        return sorted(found, key=lambda result: result.hostname)
+
     async def list(self, condition: str = "", limit: int = 10) -> list[RolloutRow]:
         """Rollouts matching a Temporal visibility `condition` (e.g. "ExecutionStatus='Running'"),
         newest first, at most `limit`."""
@@ -318,3 +337,9 @@ class Rollouts:
             if progress.message
             else progress.phase.value
         )
+
+
+def _quoted(value: str) -> str:
+    """`value` inside a single-quoted visibility string (rollout ids have no quote, but a typed
+    one might)."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     Schedule,
@@ -19,9 +21,12 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 
 from workflows.models import WORKFLOW_NAME, RolloutInput
+from workflows.proof import StandingGrant
 from workflows.windows import trigger
 
 ACTIONS = ("pause", "unpause", "trigger", "delete")
@@ -126,3 +131,39 @@ async def act(client: Client, schedule_id: str, action: str, note: str = "") -> 
         await handle.delete()
     else:
         raise ValueError(f"unknown schedule action {action!r}; choose from {', '.join(ACTIONS)}")
+
+
+async def stored_rollout(client: Client, schedule_id: str) -> RolloutInput:
+    """The rollout input schedule `schedule_id` starts each run with. Raises `RPCError`
+    (NOT_FOUND for an unknown id), ValueError when the schedule does not start a rollout."""
+    description = await client.get_schedule_handle(schedule_id).describe()
+    return await _rollout_of(client, description.schedule)
+
+
+async def _rollout_of(client: Client, schedule: Schedule) -> RolloutInput:
+    action = schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or action.workflow != WORKFLOW_NAME:
+        raise ValueError("this schedule does not start a PatchPilot rollout")
+    args: list[Any] = list(action.args)
+    if args and isinstance(args[0], Payload):
+        args = await client.data_converter.decode(args[:1], [RolloutInput])
+    return RolloutInput.model_validate(args[0])
+
+
+async def add_grant(client: Client, schedule_id: str, grant: StandingGrant) -> RolloutInput:
+    """Store `grant` in the schedule's rollout input (replacing that approver's earlier grant);
+    the input as it is now. Raises as `stored_rollout`."""
+    stored: list[RolloutInput] = []
+
+    async def update(change: ScheduleUpdateInput) -> ScheduleUpdate:
+        schedule = change.description.schedule
+        rollout = await _rollout_of(client, schedule)
+        kept = [g for g in rollout.standing_grants if g.approver != grant.approver]
+        rollout = rollout.model_copy(update={"standing_grants": [*kept, grant]})
+        assert isinstance(schedule.action, ScheduleActionStartWorkflow)
+        schedule.action.args = [rollout]
+        stored.append(rollout)
+        return ScheduleUpdate(schedule=schedule)
+
+    await client.get_schedule_handle(schedule_id).update(update)
+    return stored[-1]

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     temporal_ui_url: str | None = Field(None, validation_alias=_env("PATCHPILOT_TEMPORAL_UI_URL"))
 
     inventory: Path | None = Field(None, validation_alias=_env("PATCHPILOT_INVENTORY"))
+    # The approval policy (README "Trust model"); the worker and the bot refuse to start
+    # without one unless run with --no-policy.
+    policy: Path | None = Field(None, validation_alias=_env("PATCHPILOT_POLICY"))
+    # A front end's own signing key (OpenSSH ed25519 private key file) and its name in the
+    # policy's `frontends`: the bot signs Slack clicks, the approval server personal links.
+    signing_key: Path | None = Field(None, validation_alias=_env("PATCHPILOT_SIGNING_KEY"))
+    signer: str | None = Field(None, validation_alias=_env("PATCHPILOT_SIGNER"))
     known_hosts: Path = Field(
         Path("~/.ssh/known_hosts").expanduser(), validation_alias=_env("PATCHPILOT_KNOWN_HOSTS")
     )
@@ -126,6 +133,11 @@ class Settings(BaseSettings):
     vault_ssh_default_user: str = Field(
         "root", validation_alias=_env("PATCHPILOT_VAULT_SSH_DEFAULT_USER")
     )
+
+    # Health gates (issue 18): the Prometheus whose alerts and queries gate each wave, e.g.
+    # http://prometheus:9090. Unset: this worker runs no gate and rollouts asking for one are
+    # refused.
+    prometheus_url: str | None = Field(None, validation_alias=_env("PATCHPILOT_PROMETHEUS_URL"))
 
     smtp_host: str | None = Field(None, validation_alias=_env("PATCHPILOT_SMTP_HOST"))
     smtp_port: int = Field(25, validation_alias=_env("PATCHPILOT_SMTP_PORT"))
@@ -191,6 +203,16 @@ class Settings(BaseSettings):
             _check_webhook(url, name)
         return value
 
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://prometheus:9090")
+        return value.strip().rstrip("/")
+
     @field_validator("vault_trusted_addresses")
     @classmethod
     def _trusted_vault_urls(cls, value: str) -> str:
@@ -228,10 +250,19 @@ class Settings(BaseSettings):
         return codec_from_environment(environ)
 
     def ui_link(self, workflow_id: str) -> str | None:
+        """The workflow's Temporal Web UI page, in the namespace clients connect to (a
+        temporal.toml profile's when PatchPilot sets none), or None without a UI URL."""
         if not self.temporal_ui_url:
             return None
+        # Imported here: bot.temporal_config imports this module.
+        from bot.temporal_config import TemporalConfigError, namespace_for
+
+        try:
+            namespace = namespace_for(self)
+        except TemporalConfigError:  # no client connects then either; the link is a nicety
+            namespace = self.temporal_namespace
         base = self.temporal_ui_url.rstrip("/")
-        return f"{base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+        return f"{base}/namespaces/{namespace}/workflows/{workflow_id}"
 
 
 def describe_settings_error(error: Exception) -> str:

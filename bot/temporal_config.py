@@ -87,6 +87,15 @@ def profile_address() -> str | None:
     return _load_profile().address
 
 
+def namespace_for(settings: Settings) -> str:
+    """The namespace a client made from `settings` uses: PatchPilot's `temporal_namespace` when
+    set (patchpilot.toml, TEMPORAL_NAMESPACE, or in code), else the profile's (temporal.toml),
+    else "default". Reads no certificate; raises TemporalConfigError as `temporal_target`."""
+    if "temporal_namespace" in settings.model_fields_set:
+        return settings.temporal_namespace
+    return _load_profile().namespace or settings.temporal_namespace
+
+
 def temporal_target(settings: Settings) -> TemporalTarget:
     """The client configuration for `settings` (see the module doc for the sources).
 
@@ -107,7 +116,7 @@ def temporal_target(settings: Settings) -> TemporalTarget:
         address = profile.address
     namespace = settings.temporal_namespace
     if "temporal_namespace" not in explicit and profile.namespace:
-        namespace = profile.namespace
+        namespace = profile.namespace  # as namespace_for, without loading the profile twice
     options["target_host"] = address
     options["namespace"] = namespace
     tls = profile.tls

@@ -11,7 +11,10 @@ from temporalio.worker import Worker
 from activities.host_steps import HostStepActivities
 from activities.inventory import InventoryActivities
 from activities.notify import NotificationActivities, Notifier, build_notifiers
+from activities.policy import load_policy
+from activities.prometheus import PrometheusActivities
 from activities.ssh import SshRunner
+from activities.trust import Trust
 from activities.vault import VaultCredentialSource
 from activities.vault_ssh import CertSettings
 from bot.codec import data_converter
@@ -67,9 +70,17 @@ class WorkerParts:
         )
         self.ssh = SshRunner(settings.known_hosts, connect_timeout=settings.ssh_connect_timeout)
         self.inventory = InventoryActivities(settings.inventory)
-        self.host_steps = HostStepActivities(self.vault, self.ssh)
+        # None: development mode (--no-policy); the CLI refuses to run a worker so by accident.
+        self.policy = load_policy(settings.policy) if settings.policy else None
+        self.trust = Trust(self.policy, self.inventory)
+        self.host_steps = HostStepActivities(self.vault, self.ssh, self.trust)
         self.notifiers = build_notifiers(settings, extra_notifiers)
         self.notifications = NotificationActivities(self.notifiers)
+        # The gate activities exist only with a Prometheus to ask: a rollout that asks for a
+        # gate elsewhere stops saying so (workflows/gating.py) instead of passing unchecked.
+        self.prometheus = (
+            PrometheusActivities(settings.prometheus_url) if settings.prometheus_url else None
+        )
 
     def activities(self) -> list[Any]:
         return [
@@ -77,7 +88,9 @@ class WorkerParts:
             self.vault.vault_preflight,
             self.vault.vault_cleanup,
             *self.host_steps.all(),
+            *self.trust.all(),
             *self.notifications.all(),
+            *(self.prometheus.all() if self.prometheus else []),
         ]
 
     async def close(self) -> None:
@@ -104,12 +117,12 @@ def build_worker(
     client: Client, settings: Settings, parts: WorkerParts | None = None, **options: Any
 ) -> Worker:
     parts = parts or WorkerParts(settings)
+    options.setdefault("workflow_runner", workflow_runner())  # a bench may try another
     return PatchPilotWorker(
         client,
         parts,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=parts.activities(),
-        workflow_runner=workflow_runner(),
         **options,
     )

@@ -36,6 +36,13 @@ set -e
 db_input high pp-debconf/mode || true
 db_go || true
 """
+# Takes its time, so that a test can cut the connection or kill the worker mid-upgrade: as many
+# seconds as /etc/pp-slow.seconds says (3 without it), marking when it is under way.
+_SLOW_POSTINST = """#!/bin/sh
+touch /var/run/pp-slow.configuring
+sleep "$(cat /etc/pp-slow.seconds 2>/dev/null || echo 3)"
+rm -f /var/run/pp-slow.configuring
+"""
 _DEBCONF_TEMPLATES = """Template: pp-debconf/mode
 Type: select
 Choices: safe, fast
@@ -63,8 +70,8 @@ class TestPackage:
 
 def standard_packages() -> list[TestPackage]:
     """The lab's packages: each 1.0 (installed on a host) and 1.1 (in the repository), and the
-    ones whose 1.1 reboots, fails, changes a conffile or asks a question; `pp-held` is put on
-    hold by the lab."""
+    ones whose 1.1 reboots, fails, changes a conffile, asks a question or takes its time
+    (`pp-slow`); `pp-held` is put on hold by the lab."""
     conf = "/etc/pp-conf/pp-conf.conf"
     packages = []
     for version in ("1.0", "1.1"):
@@ -80,6 +87,8 @@ def standard_packages() -> list[TestPackage]:
         TestPackage("pp-reboot", "1.1", scripts={"postinst": _REBOOT_POSTINST}),
         TestPackage("pp-broken", "1.0"),
         TestPackage("pp-broken", "1.1", scripts={"postinst": _FAILING_POSTINST}),
+        TestPackage("pp-slow", "1.0"),
+        TestPackage("pp-slow", "1.1", scripts={"postinst": _SLOW_POSTINST}),
         TestPackage("pp-debconf", "1.0"),
         TestPackage(
             "pp-debconf",

@@ -67,6 +67,7 @@ class AsyncsshLab(Lab):
             "patchpilot_maintenance_off": f"rm -f {flag}",
             "patchpilot_boot_id": f"cat {h.boot_id_path}",
             "patchpilot_reboot_required_check": f"test -e {h.run_dir}/reboot-required",
+            "patchpilot_run_dir": f"{h.state_dir}/runs",
         }
 
     def _spawn(self, h: LabHost) -> None:

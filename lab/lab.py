@@ -10,13 +10,16 @@ reads and switches a host's state through the same directories on the real files
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from lab import sshd
+from lab import procfs, sshd
 from lab.base import LabBase
 from lab.host import SIM_BIN_MOUNT, LabHost
 from lab.hoststate import write_in_place
@@ -106,6 +109,20 @@ class Lab(LabBase):
             return
         self._spawn(h)
         self._wait_ready(h)
+
+    def cut_connections(self, host: str) -> int:
+        """Drop every SSH connection to the host, as a network cut would: each connection's
+        own sshd process is killed, the listener and everything the sessions started detached
+        (setsid) go on. Returns how many connections were cut."""
+        running = self._running.get(self.host(host).name)
+        if running is None:
+            return 0
+        cut = 0
+        for pid in procfs.children(running.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                cut += 1
+        return cut
 
     def rekey_host(self, host: str) -> None:
         """Give the host a new host key and restart it; known_hosts keeps the old key."""

@@ -29,8 +29,12 @@ The inventory (``inventory.yml``) is Ansible-compatible and is what PatchPilot r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -41,6 +45,19 @@ from lab.host import SIM_BIN_MOUNT, LabHost
 from lab.sshd import SSHD, SshdLauncher
 
 MAX_HOSTS = 254 * 256
+
+
+def _socket_owners(address: str) -> set[int]:
+    """Pids holding an established TCP socket whose local address is ``address`` (``ss``)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", "src", address],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
 _READY_TIMEOUT = 20.0
 
 # The ForceCommand of every listener. {root} is filled in when the lab is built.
@@ -53,6 +70,8 @@ case $addr in
 esac
 dir={root}/hosts/$addr
 [ -f "$dir/lab/.lab-host" ] || {{ echo "mass-lab-shell: no lab host at $addr" >&2; exit 126; }}
+# A cut host (MassLab.cut): its connection dies as if its sshd were gone.
+[ ! -e "$dir/cut" ] || {{ kill -KILL "$PPID" 2>/dev/null; exit 255; }}
 exec nsenter --mount="$dir/mntns" -- {bin}/lab-shell
 """
 
@@ -178,6 +197,36 @@ class MassLab(LabBase):
         if self._launcher is None:
             return []
         return procfs.children(self._launcher.proc.pid)
+
+    def cut(self, name: str, cut: bool = True) -> int:
+        """Cut a host off (or restore it): while cut, every SSH session to it kills its own
+        connection before running anything, and the connections it has now are killed too
+        (their sshd processes, found by the host's address). Returns how many were killed."""
+        host = self.host(name)
+        marker = self.root / "hosts" / host.address / "cut"
+        if not cut:
+            marker.unlink(missing_ok=True)
+            return 0
+        marker.touch()
+        killed = 0
+        own = self._own_sshds()
+        for pid in _socket_owners(host.address):
+            if pid in own:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+        return killed
+
+    def _own_sshds(self) -> set[int]:
+        """Every process under this lab's listeners (the sessions and their children)."""
+        found: set[int] = set()
+        todo = list(self.listener_pids())
+        while todo:
+            pid = todo.pop()
+            kids = procfs.children(pid)
+            found.update(kids)
+            todo += kids
+        return found
 
     def host_cpu_seconds(self) -> float:
         """CPU seconds used so far by the hosts: the listeners and every session they reaped."""

@@ -6,8 +6,11 @@ Fixtures here are registered once, by the root conftest, so each session-wide pa
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import email
 import email.policy
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -156,7 +159,8 @@ def approle(
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment an operator would give `patchpilot` for these settings."""
     assert settings.vault_token is not None and settings.vault_addr is not None
-    return {
+    policy = {"PATCHPILOT_POLICY": str(settings.policy)} if settings.policy else {}
+    return policy | {
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "PATCHPILOT_TASK_QUEUE": settings.task_queue,
         "PATCHPILOT_INVENTORY": str(settings.inventory),
@@ -204,3 +208,22 @@ async def record_history(client: Client, workflow_id: str, name: str) -> None:
                 child_id.workflow_id, run_id=child_id.run_id
             ).fetch_history()
             (HISTORIES / f"{name}.host-{child_id.workflow_id}.json").write_text(child.to_json())
+
+
+def decoded_history(raw: str) -> str:
+    """A history's JSON with every payload's base64 `data` decoded, so text in it can be found."""
+    found: list[str] = [raw]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data" and isinstance(value, str):
+                    with contextlib.suppress(ValueError):
+                        found.append(base64.b64decode(value).decode("utf-8", "replace"))
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(raw))
+    return "\n".join(found)

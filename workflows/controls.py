@@ -14,7 +14,7 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.approval import check_controller
+    from workflows.approval import ApprovalRules, check_controller
     from workflows.models import HostState, Phase, RolloutControl, RolloutInput
     from workflows.state import RolloutState
 
@@ -32,6 +32,7 @@ class RolloutControls:
 
     _rollout: RolloutInput
     _state: RolloutState
+    _rules: ApprovalRules | None
     _cancel_requested: bool
     _stop_reason: str | None
     aborted_by: str | None = None
@@ -59,7 +60,7 @@ class RolloutControls:
     def raise_if_aborted(self) -> None:
         """After an `abort`: every host not started is skipped, and the rollout ends."""
         if self.aborted_by is not None:
-            self._state.skip_pending()
+            self._state.skip_pending(f"not started: aborted by {self.aborted_by}")
             raise RolloutAborted(
                 f"aborted by {self.aborted_by}; hosts in progress finished, no further host "
                 "was started"
@@ -71,7 +72,8 @@ class RolloutControls:
         return line
 
     def _check(self, control: RolloutControl) -> None:
-        check_controller(control.person, self._rollout)
+        operators = self._rules.operators if self._rules else []
+        check_controller(control.person, self._rollout, operators)
         if self._state.progress.phase not in LIVE or self.aborted_by is not None:
             raise ValueError(f"this rollout has ended ({self._state.progress.phase.value})")
 
@@ -88,12 +90,22 @@ class RolloutControls:
         if self.paused:
             raise ValueError(f"already paused by {self._state.progress.paused_by}")
 
+    def _pause_lasted(self) -> str:
+        """While paused, what the record of its end adds: ` (paused by <who> for <N> s)`, N in
+        whole seconds of workflow time; else the empty string."""
+        progress = self._state.progress
+        if progress.paused_by is None or progress.paused_since is None:
+            return ""
+        seconds = int((workflow.now() - progress.paused_since).total_seconds())
+        return f" (paused by {progress.paused_by} for {seconds} s)"
+
     @workflow.update(name="resume")
     def resume(self, control: RolloutControl) -> str:
-        """New hosts start again."""
+        """New hosts start again; the record says who paused and for how long."""
         progress = self._state.progress
+        line = self._record(f"resumed by {control.person}{self._pause_lasted()}")
         progress.paused_by, progress.paused_since = None, None
-        return self._record(f"resumed by {control.person}")
+        return line
 
     @resume.validator
     def _validate_resume(self, control: RolloutControl) -> None:
@@ -106,9 +118,9 @@ class RolloutControls:
         """A pending host is never started; the summary names it with who and why."""
         host = self._state.host(str(control.host))
         host.state = HostState.SKIPPED
-        why = f": {control.reason}" if control.reason else ""
+        why = f': "{control.reason}"' if control.reason else ""
         host.note = f"skipped by {control.person}{why}"
-        return self._record(f"{control.host} {host.note}")
+        return self._record(f"skipped host {control.host} by {control.person}{why}")
 
     @skip.validator
     def _validate_skip(self, control: RolloutControl) -> None:
@@ -128,7 +140,7 @@ class RolloutControls:
     def abort(self, control: RolloutControl) -> str:
         """As a cancel: hosts in flight finish their steps, every other host is skipped."""
         self.aborted_by = control.person
-        return self._record(f"aborted by {control.person}")
+        return self._record(f"aborted by {control.person}{self._pause_lasted()}")
 
     @abort.validator
     def _validate_abort(self, control: RolloutControl) -> None:

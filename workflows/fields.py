@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from workflows.policy import visible_problem
+
 # Names end up in shell commands, workflow ids and file paths: keep them boring on purpose.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 SERVICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
@@ -66,6 +68,11 @@ def _shell_command(value: str) -> str:
         raise ValueError("must not contain a NUL character")
     if len(value) > MAX_COMMAND_LENGTH:
         raise ValueError(f"is {len(value)} characters long; the limit is {MAX_COMMAND_LENGTH}")
+    # What approvers read must be what the shell runs: no bidi overrides, zero-width or control
+    # characters, no run of blanks pushing a `; curl …` tail out of sight (issue 13).
+    hidden = visible_problem(value)
+    if hidden:
+        raise ValueError(f"does not read as what runs: {hidden}")
     return value
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from workflows.fields import ContractModel
+from workflows.fields import ContractModel, PositiveDuration
 
 PLACEHOLDER = re.compile(r"\{(cluster|host|hosts|baseline)\}")
 # RE2 metacharacters (Go's regexp.QuoteMeta escapes exactly these).
@@ -156,11 +158,13 @@ def judge(
 
 class AlertGateRequest(ContractModel):
     """Input of CheckAlertGateActivity: alert matchers as written by people (placeholders not yet
-    filled) and the cluster / host they are asked about."""
+    filled) and the cluster / host they are asked about; `hosts` are the cluster's hosts patched
+    so far (`{hosts}`, and `{host}` for each of them when `host` is not given)."""
 
     matchers: str
     cluster: str
     host: str | None = None
+    hosts: list[str] = Field(default_factory=list)
 
 
 class FiringAlert(ContractModel):
@@ -193,3 +197,143 @@ class QueryGateResult(ContractModel):
     baseline: float | None
     patched_samples: int
     baseline_samples: int
+
+
+# ---- what a rollout or a cluster asks for -------------------------------------------------------
+
+# Outside its quoted values a matcher is label names, operators, commas and spaces: nothing that
+# could close the `ALERTS{...}` selector it is placed in.
+MATCHER_SYNTAX = re.compile(r"^[A-Za-z0-9_\s=~!,]*$")
+SAMPLE_VALUES: dict[str, str | Sequence[str]] = {
+    "cluster": "c",
+    "host": "h",
+    "hosts": ["h"],
+    "baseline": ["b"],
+}
+# `EXPR <= baseline [* FACTOR] [+ OFFSET] [min N]`, the one-line form of a gate query.
+_NUMBER = r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?"
+QUERY_LINE = re.compile(
+    rf"^(?P<expression>.+?)\s*<=\s*baseline\s*(?:\*\s*(?P<factor>{_NUMBER}))?\s*"
+    rf"(?:\+\s*(?P<offset>{_NUMBER}))?\s*(?:min\s+(?P<min_samples>\d+))?\s*$",
+    re.DOTALL,
+)
+
+
+def _alert_matcher(value: str) -> str:
+    """One alert selector's matchers, e.g. `alertname=~"HighErrorRate|NodeDown",
+    cluster="{cluster}"`; ValueError saying why it cannot be used."""
+    value = value.strip()
+    if not value or len(value) > 2000:
+        raise ValueError('must be 1 to 2000 characters of matchers, e.g. cluster="{cluster}"')
+    if "{baseline}" in value:
+        raise ValueError("{baseline} is for gate queries; matchers take {cluster}, {host}, {hosts}")
+    try:
+        fill(value, SAMPLE_VALUES)
+    except GateError as error:
+        raise ValueError(str(error)) from None
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', "", value)
+    if not MATCHER_SYNTAX.match(outside):
+        raise ValueError(
+            f'{value[:80]!r} must be matchers only (label="value", label=~"regex", …, '
+            "comma-separated); braces and other syntax outside quoted values are refused"
+        )
+    return value
+
+
+AlertMatcher = Annotated[str, AfterValidator(_alert_matcher)]
+
+
+def _non_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must be zero or a positive duration (seconds or ISO 8601, e.g. 'PT10M')")
+    return value
+
+
+SoakDuration = Annotated[timedelta, AfterValidator(_non_negative)]
+
+
+class GateQuery(ContractModel):
+    """One canary expression and its bound: the gate passes when the expression's value for the
+    hosts just patched is at most baseline * factor + offset (the baseline: the same expression
+    over the cluster's still-unpatched hosts), with at least `minSamples` hosts reporting on each
+    side. `{hosts}` stands for either side, in a regex matcher (`host=~"{hosts}"`).
+
+    Also read from one line: `avg(rate(errors_total{host=~"{hosts}"}[1m])) <= baseline * 1.2 +
+    0.01 min 2` (factor, offset and min optional)."""
+
+    expression: str = Field(min_length=1, max_length=4000)
+    factor: float = Field(default=1.0, ge=0, le=1e6)
+    offset: float = Field(default=0.0, ge=-1e12, le=1e12)
+    min_samples: int = Field(default=1, ge=1, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found = QUERY_LINE.match(value.strip())
+        if found is None:
+            raise ValueError(
+                f"{value[:80]!r} must read 'EXPRESSION <= baseline [* FACTOR] [+ OFFSET] [min N]',"
+                " e.g. 'avg(error_rate{host=~\"{hosts}\"}) <= baseline * 1.2 + 0.01 min 1'"
+            )
+        return {key: item for key, item in found.groupdict().items() if item is not None}
+
+    @field_validator("expression")
+    @classmethod
+    def _fills_safely(cls, value: str) -> str:
+        if "{baseline}" in value:
+            raise ValueError(
+                "is evaluated once for the hosts just patched and once for their unpatched "
+                "baseline, {hosts} standing for each in turn: write {hosts}, not {baseline}"
+            )
+        if "{hosts}" not in value:
+            raise ValueError(
+                'must use {hosts} (e.g. host=~"{hosts}"): without it the patched hosts and their '
+                "baseline would be the same series"
+            )
+        try:
+            fill(value, SAMPLE_VALUES)
+        except GateError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @property
+    def bound(self) -> Bound:
+        return Bound(factor=self.factor, offset=self.offset, min_samples=self.min_samples)
+
+    def describe(self) -> str:
+        """The one-line form, as people write it."""
+        return (
+            f"{self.expression} <= baseline * {self.factor:g} + {self.offset:g} "
+            f"min {self.min_samples}"
+        )
+
+
+class GateSettings(ContractModel):
+    """A cluster's gates between waves: the rollout's own fields where it sets them, else the
+    cluster's inventory group vars (`patchpilot_soak_time`, `patchpilot_gate_timeout`,
+    `patchpilot_alert_matchers`, `patchpilot_gate_queries`)."""
+
+    soak_time: SoakDuration | None = None
+    gate_timeout: PositiveDuration | None = None
+    alert_matchers: list[AlertMatcher] = Field(default_factory=list, max_length=20)
+    gate_queries: list[GateQuery] = Field(default_factory=list, max_length=20)
+
+    @property
+    def asks_prometheus(self) -> bool:
+        """True when a gate needs the worker's Prometheus (alert matchers or queries)."""
+        return bool(self.alert_matchers or self.gate_queries)
+
+    @property
+    def active(self) -> bool:
+        return self.asks_prometheus or bool(self.soak_time)
+
+    def under(self, own: GateSettings) -> GateSettings:
+        """These (a cluster's) settings with `own` (the rollout's) winning where it sets one."""
+        return GateSettings(
+            soak_time=own.soak_time if own.soak_time is not None else self.soak_time,
+            gate_timeout=own.gate_timeout or self.gate_timeout,
+            alert_matchers=own.alert_matchers or self.alert_matchers,
+            gate_queries=own.gate_queries or self.gate_queries,
+        )

@@ -4,6 +4,19 @@ It runs as a child of SystemPatchWorkflow with the id `patch-host-<hostname>`, s
 refuses a second rollout that tries to patch the same host at the same time. The rollout learns a
 host's step from this workflow's `host_progress` query (no signal per step: that would cost both
 workflows a task and fill the rollout's history).
+
+Short steps (maintenance on and off, stopping and starting services, the reboot decision, the
+notices) run as local activities: in the worker that runs the workflow task, their results
+recorded as markers when the task completes, with no round trip through the server each. The long
+ones (scripts, drain wait, update, boot wait, health wait) stay activities with heartbeats.
+
+The preconditions stay an activity too, although short, for a reason of failure semantics: a local
+activity runs again when its worker is lost before the task completes. Run locally in the same task
+as maintenance on and the stop, a lost worker would make the next one check a host that this very
+workflow had already put into maintenance with its services stopped, fail it "in maintenance" and
+report it as not in maintenance. As an activity its result is in the history before anything
+changes the host. (A timer as that boundary costs up to a second: the server fires timers at
+about one-second granularity.)
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
+    from workflows.local_activity import run_local
     from workflows.models import (
         HOST_WORKFLOW_NAME,
         BootWait,
@@ -29,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
     )
     from workflows.notices import host_notice, send_notice
+    from workflows.packages import PackageReport
     from workflows.policies import (
         HEARTBEAT,
         MARGIN,
@@ -56,6 +71,7 @@ class HostPatchWorkflow:
         self._in_maintenance: bool | None = False
         self._rebooted = False
         self._reboot_note = ""
+        self._packages: PackageReport | None = None
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -79,6 +95,7 @@ class HostPatchWorkflow:
             in_maintenance=self._in_maintenance,
             rebooted=self._rebooted,
             reboot_note="" if failed else self._reboot_note,
+            packages=self._packages,
             started_at=started,
             finished_at=workflow.now(),
         )
@@ -98,7 +115,10 @@ class HostPatchWorkflow:
         # Until the command has answered we cannot know whether the flag was written.
         self._in_maintenance = None
         await self._ssh_step(
-            names.STEP_MAINTENANCE_ON, names.SET_MAINTENANCE_MODE, timeout=job.maintenance_timeout
+            names.STEP_MAINTENANCE_ON,
+            names.SET_MAINTENANCE_MODE,
+            timeout=job.maintenance_timeout,
+            local=True,
         )
         self._in_maintenance = True
         services = len(job.service_list)
@@ -107,6 +127,7 @@ class HostPatchWorkflow:
             names.STOP_SERVICES,
             timeout=job.service_stop_timeout,
             commands=services,
+            local=True,
         )
         await self._ssh_step(
             names.STEP_DRAIN, names.WAIT_FOR_WORKLOAD_DRAIN, timeout=job.drain_timeout
@@ -114,19 +135,21 @@ class HostPatchWorkflow:
         await self._scripts(
             names.STEP_PRE_UPDATE, names.RUN_PRE_UPDATE_SCRIPTS, job.pre_update_scripts
         )
-        await self._ssh_step(
+        updated = await self._ssh_step(
             names.STEP_UPDATE,
             names.PERFORM_UPDATE,
             command=job.update_command,
             timeout=job.update_timeout,
             retry=UPDATE_RETRY,
         )
+        self._packages = updated.packages
         await self._reboot()
         await self._ssh_step(
             names.STEP_START_SERVICES,
             names.START_SERVICES,
             timeout=job.service_start_timeout,
             commands=services,
+            local=True,
         )
         await self._scripts(
             names.STEP_POST_UPDATE, names.RUN_POST_UPDATE_SCRIPTS, job.post_update_scripts
@@ -138,6 +161,7 @@ class HostPatchWorkflow:
             names.STEP_MAINTENANCE_OFF,
             names.CLEAR_MAINTENANCE_MODE,
             timeout=job.maintenance_timeout,
+            local=True,
         )
         self._in_maintenance = False
         await self._notify(names.STEP_SUCCESS_NOTICE, names.SEND_SUCCESS_NOTIFICATION)
@@ -148,7 +172,9 @@ class HostPatchWorkflow:
         job = self._job
         self._step = names.STEP_REBOOT
         try:
-            result = await workflow.execute_activity(
+            # Local: run again after a lost worker, it finds the host either not yet rebooted
+            # (and decides again) or back with a new boot id and nothing pending.
+            result = await run_local(
                 names.REBOOT_HOST,
                 RebootRequest(step=self._step_input(QUICK_STEP), policy=job.reboot_policy),
                 result_type=RebootResult,
@@ -213,23 +239,38 @@ class HostPatchWorkflow:
         timeout: timedelta | None = None,
         retry: RetryPolicy = TRANSIENT_RETRY,
         commands: int = 1,
+        local: bool = False,
     ) -> StepResult:
-        """One activity on the host; a step with its own time limit heartbeats.
+        """One activity on the host, with heartbeats.
 
         `timeout` (default QUICK_STEP) limits each of the step's `commands` on the host (the
         activity kills one that overruns and reports it, non-retryable); Temporal's own limit is
         all of them plus MARGIN, so the activity's precise report comes first.
+
+        `local`: a local activity with the same limit and retry policy. It needs no heartbeat: a
+        lost worker shows as the workflow task's timeout, and the next worker runs it again.
         """
         self._step = step
         limit = timeout or QUICK_STEP
         step_input = self._step_input(limit, scripts=scripts, command=command)
         try:
+            if local:
+                return await run_local(
+                    activity_name,
+                    step_input,
+                    result_type=StepResult,
+                    start_to_close_timeout=limit * max(1, commands) + MARGIN,
+                    retry_policy=retry,
+                )
             return await workflow.execute_activity(
                 activity_name,
                 step_input,
                 result_type=StepResult,
                 start_to_close_timeout=limit * max(1, commands) + MARGIN,
-                heartbeat_timeout=HEARTBEAT if timeout else None,
+                # Every host activity heartbeats from the start (activities/host_steps.py), so a
+                # lost worker costs HEARTBEAT, not the step's whole limit (16 min for the
+                # preconditions, found by bench/soak.py).
+                heartbeat_timeout=HEARTBEAT,
                 retry_policy=retry,
             )
         except ActivityError as error:

@@ -41,6 +41,8 @@ from workflows.fields import (
     ShellCommand,
     describe_validation_error,
 )
+from workflows.gates import AlertMatcher, GateQuery, GateSettings, SoakDuration
+from workflows.packages import PackageReport
 from workflows.progress import (
     ClusterProgress,
     HostInspection,
@@ -54,6 +56,7 @@ from workflows.progress import (
     pack_targets,
     unpack_targets,
 )
+from workflows.proof import ApprovalDecision, DecisionProof, StandingGrant
 from workflows.targets import (
     MAINTENANCE_FLAG,
     ClusterHosts,
@@ -75,6 +78,8 @@ __all__ = [
     "ClusterHosts",
     "ClusterHostsRequest",
     "ClusterProgress",
+    "DecisionProof",
+    "GateSettings",
     "HostCommands",
     "HostInspection",
     "HostJob",
@@ -95,6 +100,7 @@ __all__ = [
     "RolloutNotice",
     "RolloutProgress",
     "RolloutSummary",
+    "StandingGrant",
     "StepResult",
     "VaultCleanupInput",
     "VaultPreflightInput",
@@ -110,15 +116,6 @@ STEP_TIME_LIMIT = timedelta(minutes=3)
 WORKFLOW_NAME = "SystemPatchWorkflow"
 HOST_WORKFLOW_NAME = "HostPatchWorkflow"
 DEFAULT_TASK_QUEUE = "system-patching"
-
-
-class ApprovalDecision(ContractModel):
-    """Argument of the `approve` and `reject` updates."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    approver: Email
-    comment: str = Field(default="", max_length=2000)
 
 
 class RolloutControl(ContractModel):
@@ -176,11 +173,21 @@ class RolloutInput(ContractModel):
     dry_run: bool = False
     # A schedule's standing approval; honoured only for runs a Temporal Schedule started.
     pre_approved_by: ApprovalDecision | None = None
+    # Under a policy a schedule's standing approval is these grants, signed by the approvers.
+    standing_grants: list[StandingGrant] = Field(default_factory=list, max_length=20)
+    # The update profile (policy `updateProfiles`) `updateCommand` was taken from, for people.
+    update_profile: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     # Empty: each cluster's windows from the inventory (patchpilot_windows), else always open.
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     window_cutoff: PositiveDuration = Field(default=timedelta(minutes=15), validate_default=True)
-    # Ansible `--limit` pattern: only the target clusters' hosts it matches (`web0[1-3]`, `!a3`).
+    # Ansible `--limit` pattern: only the target clusters' hosts it matches (`web0[12]*`, `!a3`).
     host_pattern: HostPattern | None = None
+    # Health gates after the pilots and each wave (workflows/gating.py); unset: the cluster's
+    # patchpilot_soak_time, patchpilot_gate_timeout, _alert_matchers, _gate_queries group vars.
+    soak_time: SoakDuration | None = None
+    gate_timeout: PositiveDuration | None = None
+    alert_matchers: list[AlertMatcher] = Field(default_factory=list, max_length=20)
+    gate_queries: list[GateQuery] = Field(default_factory=list, max_length=20)
     # Where chat notifications for this rollout go (set by the Slack bot; not secrets).
     slack_channel: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,32}$")] | None = None
     slack_thread_ts: Annotated[str, StringConstraints(pattern=r"^\d{1,12}\.\d{1,8}$")] | None = None
@@ -268,10 +275,8 @@ class RolloutInput(ContractModel):
     def _requester_is_not_the_only_approver(self) -> RolloutInput:
         if self.dry_run:
             return self  # a dry run changes nothing and needs no approval
-        if not self.approver_emails:
-            raise ValueError(
-                "approverEmails: at least one approver is needed (a dry run needs none)"
-            )
+        # No approvers: under a policy the policy names them; without one the worker refuses
+        # (`workflows.approval.NO_APPROVERS`), and so do the CLI and Slack edges.
         if set(self.approver_emails) == {self.requester_email}:
             raise ValueError(
                 "approverEmails: the requester cannot approve their own rollout, so at least one "
@@ -295,6 +300,11 @@ class HostJob(ContractModel):
     rollout_id: str
     requester_email: Email
     approver_emails: list[Email] = Field(default_factory=list)
+    # What the approvals cover (workflows.proof.rollout_digest), verified again by each host step.
+    target_clusters: list[ClusterName] = Field(default_factory=list)
+    host_pattern: str | None = None
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
+    grants: list[StandingGrant] = Field(default_factory=list)
     vault_address: str | None = None
     # Set only when the rollout's input had one, which needs payload encryption (RolloutInput).
     vault_token: str | None = Field(default=None, repr=False)
@@ -320,7 +330,8 @@ class HostJob(ContractModel):
     @classmethod
     def from_rollout(cls, rollout_id: str, rollout: RolloutInput) -> HostJob:
         """The job of `rollout`: each of its fields is the rollout's field of the same name."""
-        shared = {name: getattr(rollout, name) for name in cls.model_fields if name != "rollout_id"}
+        own = ("rollout_id", "approvals", "grants")
+        shared = {name: getattr(rollout, name) for name in cls.model_fields if name not in own}
         return cls(rollout_id=rollout_id, **shared)
 
 
@@ -350,6 +361,8 @@ class HostStepInput(ContractModel):
 class StepResult(ContractModel):
     ok: bool = True
     detail: str = ""
+    # The update step's: what it did to the host's packages (workflows/packages.py).
+    packages: PackageReport | None = None
 
 
 class VaultPreflightResult(StepResult):
@@ -403,6 +416,11 @@ class RolloutNotice(ContractModel):
     summary: RolloutSummary | None = None
     pilot_host_count: int = 0
     update_command: str = ""
+    # In the approval request (what approvers see is what runs): the profile the command came
+    # from, every script by kind ("preDowntimeScripts": [...]), and the digest the approvals sign.
+    update_profile: str | None = None
+    scripts: dict[str, list[str]] = Field(default_factory=dict)
+    digest: str | None = None
     service_list: list[str] = Field(default_factory=list)
     slack_channel: str | None = None
     slack_thread_ts: str | None = None
@@ -420,3 +438,4 @@ class HostPatchResult(ContractModel):
     reboot_note: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    packages: PackageReport | None = None

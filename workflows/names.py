@@ -26,6 +26,15 @@ REBOOT_HOST = "RebootHostActivity"
 WAIT_FOR_HOST_BOOT = "WaitForHostBootActivity"
 INSPECT_HOST = "InspectHostActivity"
 SEND_WAVE_NOTIFICATION = "SendWaveNotificationActivity"
+# The approval policy (issue 13): the worker's own policy answers, with its own keys.
+RESOLVE_APPROVAL_POLICY = "ResolveApprovalPolicyActivity"
+VERIFY_DECISION = "VerifyDecisionActivity"
+VERIFY_STANDING_GRANTS = "VerifyStandingGrantsActivity"
+TRUST_ACTIVITIES = (RESOLVE_APPROVAL_POLICY, VERIFY_DECISION, VERIFY_STANDING_GRANTS)
+# Health gates (issue 18): registered only on a worker with PATCHPILOT_PROMETHEUS_URL.
+CHECK_ALERT_GATE = "CheckAlertGateActivity"
+QUERY_GATE = "QueryGateActivity"
+GATE_ACTIVITIES = (CHECK_ALERT_GATE, QUERY_GATE)
 
 SPEC_ACTIVITIES = (
     SEND_APPROVAL_REQUEST,
@@ -54,6 +63,8 @@ ALL_ACTIVITIES = (
     WAIT_FOR_HOST_BOOT,
     INSPECT_HOST,
     SEND_WAVE_NOTIFICATION,
+    *TRUST_ACTIVITIES,
+    *GATE_ACTIVITIES,
 )
 
 # Step names as they appear in `progress`, alerts and the command log order.

@@ -21,7 +21,12 @@ LISTED_HOSTS = 20
 
 
 async def send_notice(activity_name: str, notice: RolloutNotice) -> None:
-    """Run a notification activity; a lost e-mail is worth a log line, never a failed rollout."""
+    """Run a notification activity; a lost e-mail is worth a log line, never a failed rollout.
+
+    A normal activity, not a local one: the Slack notifier waits inside the activity for the
+    channel's rate budget (bot/slack/pacing.py), and a local activity that waits holds the
+    workflow task open, so the rollout's `progress` query (which the card reads) goes stale and
+    card updates bunch up."""
     try:
         await workflow.execute_activity(
             activity_name,
@@ -41,7 +46,8 @@ def rollout_notice(
     **extra: object,
 ) -> RolloutNotice:
     """A notice about the whole rollout; only the approval request and the summary list the hosts
-    (10,000 names in every notice would be 100 kB of history each)."""
+    and the scripts (10,000 names in every notice would be 100 kB of history each). `digest`
+    (in `extra`) is what the approvals sign, from the workflow's progress."""
     return RolloutNotice.model_validate(
         {
             "rollout_id": rollout_id,
@@ -52,12 +58,24 @@ def rollout_notice(
             "host_pattern": rollout.host_pattern if hosts_by_cluster else None,
             "pilot_host_count": rollout.pilot_host_count,
             "update_command": rollout.update_command,
+            "update_profile": rollout.update_profile,
+            "scripts": _scripts(rollout) if hosts_by_cluster else {},
             "service_list": rollout.service_list,
             "slack_channel": rollout.slack_channel,
             "slack_thread_ts": rollout.slack_thread_ts,
             **extra,
         }
     )
+
+
+def _scripts(rollout: RolloutInput) -> dict[str, list[str]]:
+    """Every script of `rollout` by its field name, kinds without scripts left out."""
+    kinds = {
+        "preDowntimeScripts": rollout.pre_downtime_scripts,
+        "preUpdateScripts": rollout.pre_update_scripts,
+        "postUpdateScripts": rollout.post_update_scripts,
+    }
+    return {kind: list(scripts) for kind, scripts in kinds.items() if scripts}
 
 
 def host_notice(job: HostJob, host: HostTarget) -> RolloutNotice:

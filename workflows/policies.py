@@ -19,9 +19,10 @@ TRANSIENT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=3,
 )
-# A retried upgrade is usually harmless (package managers are idempotent); never more than twice.
-# A retry follows a lost worker (heartbeat timeout), not a lost connection: when the SSH connection
-# drops mid-update nobody knows what ran, so the host is reported as unknown and the rollout stops.
+# The update runs detached on the host (activities/detached.py): a retry after a lost worker
+# (heartbeat timeout) attaches to the same run and waits for its exit status, and a connection
+# dropped mid-update is attached to again within the attempt; only when the host stays unreachable
+# until the update's limit is the outcome unknown (SshConnectionLost), and the rollout stops.
 UPDATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,

@@ -9,6 +9,9 @@ Shape (keys as in the issue that introduced it; `operators` added for rollout co
 
     people:   {alice: {email: alice@example.com, slack: U0ALICE01, keys: ["ssh-ed25519 AAAA…"]}}
     groups:   {web-approvers: [alice, carol]}
+    frontends:                     # who may vouch for a person it verified, by its own key
+      slack: {keys: ["ssh-ed25519 AAAA…"]}    # the Slack bot, for a click it verified
+      links: {keys: ["ssh-ed25519 AAAA…"]}    # the approval server, for a personal link
     clusters:                      # the first entry whose name or glob matches the cluster wins
       "cluster-*":
         requesters: [bob]          # people or groups who may start rollouts here
@@ -98,6 +101,7 @@ class Policy:
     people: Mapping[str, Person]
     groups: Mapping[str, frozenset[str]]
     clusters: tuple[ClusterRule, ...]
+    frontends: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _by_email: Mapping[str, str] = field(default_factory=dict, repr=False)
     _by_slack: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -117,6 +121,11 @@ class Policy:
     def person_by_slack(self, user_id: str) -> Person | None:
         name = self._by_slack.get(user_id)
         return self.people[name] if name else None
+
+    def vouchers(self, approver: Person) -> dict[str, tuple[str, ...]]:
+        """Who may sign a decision of `approver`, by signer name: the person with their own
+        keys, and every front end with its keys (a front end vouches for people it verified)."""
+        return {approver.name: approver.keys, **self.frontends}
 
     def may_request(
         self,
@@ -192,7 +201,7 @@ class _Checker:
 
     def policy(self, document: Any) -> Policy:
         top = self.mapping(document, "(top level)")
-        self.known_keys(top, "(top level)", ("people", "groups", "clusters"))
+        self.known_keys(top, "(top level)", ("people", "groups", "frontends", "clusters"))
         people = self.people(top.get("people"))
         groups = self.groups(top.get("groups") or {}, people)
         clusters = self.clusters(top.get("clusters"), people, groups)
@@ -200,6 +209,7 @@ class _Checker:
             people=people,
             groups=groups,
             clusters=clusters,
+            frontends=self.frontends(top.get("frontends") or {}, people, groups),
             _by_email={person.email: name for name, person in people.items()},
             _by_slack={person.slack: name for name, person in people.items() if person.slack},
         )
@@ -229,14 +239,36 @@ class _Checker:
                 if slack in slack_ids:
                     raise self.fail(f"{key}.slack", f"{slack} is also {slack_ids[slack]}'s id")
                 slack_ids[slack] = name
-            keys = self.strings(entry.get("keys") or [], f"{key}.keys")
-            for index, line in enumerate(keys):
-                if line.split(" ", 1)[0] not in KEY_TYPES or len(line.split()) < 2:
-                    raise self.fail(
-                        f"{key}.keys[{index}]", "must be an OpenSSH public key 'ssh-ed25519 AAAA…'"
-                    )
-            people[name] = Person(name=name, email=email, slack=slack, keys=tuple(keys))
+            keys = self.keys(entry.get("keys") or [], f"{key}.keys")
+            people[name] = Person(name=name, email=email, slack=slack, keys=keys)
         return people
+
+    def keys(self, value: Any, key: str) -> tuple[str, ...]:
+        keys = self.strings(value, key)
+        for index, line in enumerate(keys):
+            if line.split(" ", 1)[0] not in KEY_TYPES or len(line.split()) < 2:
+                raise self.fail(
+                    f"{key}[{index}]", "must be an OpenSSH public key 'ssh-ed25519 AAAA…'"
+                )
+        return tuple(keys)
+
+    def frontends(
+        self, value: Any, people: Mapping[str, Person], groups: Mapping[str, frozenset[str]]
+    ) -> dict[str, tuple[str, ...]]:
+        frontends: dict[str, tuple[str, ...]] = {}
+        for name, raw in self.mapping(value, "frontends").items():
+            key = f"frontends.{name}"
+            if not isinstance(name, str) or not PERSON_PATTERN.fullmatch(name):
+                raise self.fail(key, "a name is lower-case letters, digits, '.', '_' or '-'")
+            if name in people or name in groups:
+                raise self.fail(key, f"{name} is already a person's or a group's name")
+            entry = self.mapping(raw, key)
+            self.known_keys(entry, key, ("keys",))
+            keys = self.keys(entry.get("keys"), f"{key}.keys")
+            if not keys:
+                raise self.fail(f"{key}.keys", "at least one public key is needed")
+            frontends[name] = keys
+        return frontends
 
     def groups(self, value: Any, people: Mapping[str, Person]) -> dict[str, frozenset[str]]:
         groups: dict[str, frozenset[str]] = {}

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from workflows.fields import ContractModel
+from workflows.gates import GateSettings
+from workflows.proof import ApprovalDecision, StandingGrant
 from workflows.targets import DEFAULT_COMMANDS, HostCommands, HostTarget, MaintenanceWindow
 
 
@@ -54,6 +56,9 @@ class HostInspection(ContractModel):
     reason: str = ""
     pending_updates: list[str] = Field(default_factory=list)
     reboot_required: bool | None = None
+    # What `apt-get -s` says the update would do: "upgrade NAME OLD → NEW", "install NAME NEW",
+    # "remove NAME OLD" (HostCommands.simulate_update; empty where it gives nothing).
+    would_change: list[str] = Field(default_factory=list)
 
 
 class HostProgress(ContractModel):
@@ -68,6 +73,8 @@ class HostProgress(ContractModel):
     in_maintenance: bool | None = False
     rebooted: bool = False
     note: str | None = None
+    # What the update did to the host's packages, in one line (PackageReport.summary_line).
+    packages: str | None = None
 
     @model_serializer(mode="wrap")
     def _omit_defaults(
@@ -103,6 +110,11 @@ class RolloutProgress(ContractModel):
     approver_emails: list[str]
     decided_by: str | None = None
     decision_comment: str | None = None
+    # Under a policy: the digest of what runs (the approvals sign it), who approved so far, and
+    # what is still missing ("cluster-a: 1 more of alice@…, carol@…").
+    digest: str | None = None
+    approved_by: list[str] = Field(default_factory=list)
+    approvals_missing: list[str] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     message: str | None = None
@@ -113,6 +125,11 @@ class RolloutProgress(ContractModel):
     paused_since: datetime | None = None
     # Every control of the running rollout, oldest first ("paused by bob@example.com", …).
     controls: list[str] = Field(default_factory=list)
+    # The health gate now (workflows/gating.py): "cluster-a: soaking 10 min after the pilots;
+    # next wave at 14:32 UTC"; and every gate decision so far with its numbers, oldest first.
+    gate: str | None = None
+    soak_until: datetime | None = None
+    gates: list[str] = Field(default_factory=list)
 
     def hosts(self) -> list[HostProgress]:
         return [host for cluster in self.clusters for host in cluster.hosts]
@@ -129,6 +146,7 @@ class RolloutSummary(ContractModel):
     hosts: list[HostProgress] = Field(default_factory=list)
     dry_run: list[HostInspection] | None = None
     controls: list[str] = Field(default_factory=list)  # pause, resume, skip, abort: who, when
+    gates: list[str] = Field(default_factory=list)  # each gate decision and its numbers
 
 
 class HostStepReport(ContractModel):
@@ -166,10 +184,17 @@ class RolloutCarry(ContractModel):
     finished: list[HostProgress] = Field(default_factory=list)
     # The accessor of the rollout's Vault child token, revoked when the last run ends.
     vault_token_accessor: str | None = None
+    # The approvals (signed, verified again by the next run and by every host step) and the
+    # standing grants of a scheduled run.
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
+    grants: list[StandingGrant] = Field(default_factory=list)
     # A pause holds across runs; the controls so far go on into the summary.
     paused_by: str | None = None
     paused_since: datetime | None = None
     controls: list[str] = Field(default_factory=list)
+    # Each cluster's gates as resolved, and the gate decisions so far.
+    gate_settings: dict[str, GateSettings] = Field(default_factory=dict)
+    gates: list[str] = Field(default_factory=list)
 
 
 def pack_targets(

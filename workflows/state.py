@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from workflows import names
 from workflows.models import (
     ClusterProgress,
+    GateSettings,
     HostInspection,
     HostPatchResult,
     HostProgress,
@@ -27,6 +28,7 @@ from workflows.models import (
     unpack_targets,
 )
 from workflows.planning import plan_cluster, resolve_amount, should_stop
+from workflows.proof import ApprovalDecision, StandingGrant
 from workflows.windows import WindowStatus, window_status
 
 
@@ -45,7 +47,12 @@ class RolloutState:
         )
         self.targets: dict[str, list[HostTarget]] = {}
         self.windows: dict[str, list[MaintenanceWindow]] = {}
+        # Each cluster's health gates, the rollout's fields over its group vars (gating.py).
+        self.gate_settings: dict[str, GateSettings] = {}
         self.approved: bool | None = None
+        # The signed approvals and standing grants so far (handed to every host step).
+        self.approvals: list[ApprovalDecision] = []
+        self.grants: list[StandingGrant] = []
         self.failures = 0
         self.runs = 1
         self.inspections: list[HostInspection] = []
@@ -114,6 +121,7 @@ class RolloutState:
         entry.in_maintenance = result.in_maintenance
         entry.rebooted = result.rebooted
         entry.note = result.reboot_note or None
+        entry.packages = result.packages.summary_line() if result.packages else None
         entry.finished_at = result.finished_at or now
         if result.started_at:
             entry.started_at = result.started_at
@@ -133,11 +141,13 @@ class RolloutState:
         tolerated = resolve_amount(max_failures, len(self.targets[cluster]))
         return should_stop(self.failures, tolerated, pilot_failed=pilot)
 
-    def skip_pending(self) -> None:
-        """The rollout ends: every host not started is skipped, never touched."""
+    def skip_pending(self, note: str | None = None) -> None:
+        """The rollout ends: every host not started is skipped, never touched (with `note`, e.g.
+        who aborted, for the summary)."""
         for host in self.progress.hosts():
             if host.state == HostState.PENDING:
                 host.state = HostState.SKIPPED
+                host.note = note
 
     # ---- the decision and the end ------------------------------------------------------------
 
@@ -145,6 +155,15 @@ class RolloutState:
         self.approved = approved
         self.progress.decided_by = approver.lower()
         self.progress.decision_comment = comment or None
+
+    def add_approval(self, decision: ApprovalDecision, missing: list[str]) -> None:
+        """One more approval; `missing` is what the rules still need after it (empty: the
+        rollout is approved, "by" everyone who approved)."""
+        self.approvals.append(decision)
+        self.progress.approved_by.append(decision.approver.lower())
+        self.progress.approvals_missing = missing
+        if not missing:
+            self.decide(", ".join(self.progress.approved_by), decision.comment, approved=True)
 
     def summary(self, now: datetime, *, dry_run: bool) -> RolloutSummary:
         progress = self.progress
@@ -162,6 +181,7 @@ class RolloutState:
             hosts=hosts,
             dry_run=self.inspections if dry_run else None,
             controls=list(progress.controls),
+            gates=list(progress.gates),
         )
 
     # ---- continue-as-new ---------------------------------------------------------------------
@@ -198,6 +218,10 @@ class RolloutState:
             paused_by=self.progress.paused_by,
             paused_since=self.progress.paused_since,
             controls=list(self.progress.controls),
+            gate_settings=self.gate_settings,
+            gates=list(self.progress.gates),
+            approvals=self.approvals,
+            grants=self.grants,
         )
 
     def _restore(self, carry: RolloutCarry) -> None:
@@ -206,10 +230,14 @@ class RolloutState:
         self.approved = True
         self.progress.decided_by = carry.decided_by
         self.progress.decision_comment = carry.decision_comment
+        self.approvals, self.grants = list(carry.approvals), list(carry.grants)
+        self.progress.approved_by = [decision.approver for decision in carry.approvals]
         self.failures = carry.failures
         self.runs = carry.runs
         self.progress.paused_by, self.progress.paused_since = carry.paused_by, carry.paused_since
         self.progress.controls = list(carry.controls)
+        self.gate_settings = dict(carry.gate_settings)
+        self.progress.gates = list(carry.gates)
         finished = {entry.name: entry for entry in carry.finished}
         for cluster_name, names_done in carry.patched.items():
             rebooted = set(carry.rebooted.get(cluster_name, []))

@@ -21,9 +21,11 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
-    from workflows.controls import RolloutAborted, RolloutControls
+    from workflows.approval import ApprovalRules
+    from workflows.controls import RolloutAborted
     from workflows.decisions import DecisionUpdates
     from workflows.dry_run import inspect_hosts
+    from workflows.gating import GateStopped, RolloutGates
     from workflows.models import (
         HOST_WORKFLOW_NAME,
         WORKFLOW_NAME,
@@ -67,7 +69,7 @@ class HistoryFull(Exception):
 
 
 @workflow.defn(name=WORKFLOW_NAME)
-class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
+class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
     @workflow.init
     def __init__(self, rollout: RolloutInput) -> None:
         # State exists before the first update or query arrives, even in the first workflow task.
@@ -82,6 +84,8 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
         carried = rollout.continued
         self._vault_accessor = carried.vault_token_accessor if carried else None
         self._vault_used = carried is not None or rollout.dry_run
+        self._rules: ApprovalRules | None = None
+        self._digest: str | None = None
 
     # ---- the rollout, as the spec tells it -----------------------------------------------------
 
@@ -105,6 +109,7 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
         try:
             if rollout.continued is None:
                 await self._resolve_clusters()
+                await self._apply_policy(await self._resolve_rules())
                 if rollout.dry_run:
                     # A dry run changes nothing, so it needs no approval.
                     await inspect_hosts(self._state, self._job, rollout.max_concurrency)
@@ -112,6 +117,14 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
                 if not await self._obtain_approval():
                     return await self._finish()
                 await self._vault_preflight()
+            else:
+                await self._apply_policy(
+                    await self._resolve_rules() or await self._recheck_carried()
+                )
+            # Every host step verifies these again, with the worker's own policy and inventory.
+            self._job = self._job.model_copy(
+                update={"approvals": self._state.approvals, "grants": self._state.grants}
+            )
             progress.phase = Phase.PATCHING
             for cluster in progress.clusters:
                 await self._patch_cluster(cluster.name)
@@ -132,7 +145,7 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
                 update={"vault_token_accessor": self._vault_accessor}
             )
             workflow.continue_as_new(rollout.model_copy(update={"continued": carry}))
-        except RolloutStopped as stopped:
+        except (RolloutStopped, GateStopped) as stopped:
             progress.phase = Phase.FAILED
             progress.message = str(stopped)
         except RolloutAborted as aborted:
@@ -178,10 +191,16 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
                 )
             windows = rollout.maintenance_windows or resolved.windows
             self._state.add_cluster(cluster_name, hosts, windows, "; ".join(notes) or None)
+            self._settle_gates(cluster_name, resolved.gates)
+
+    async def _apply_policy(self, refusal: str | None) -> None:
+        if refusal is not None:
+            self._state.skip_pending()
+            raise RolloutStopped(f"refused by the approval policy: {refusal}; nothing was touched")
 
     async def _obtain_approval(self) -> bool:
         rollout, state = self._rollout, self._state
-        if self._standing_approval():
+        if await self._standing_approval():
             return True
         state.progress.phase = Phase.AWAITING_APPROVAL
         notes = {c.name: c.note for c in state.progress.clusters if c.note}
@@ -225,16 +244,18 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
         rollout, state = self._rollout, self._state
         targets = state.targets[cluster]
         plan = stages(targets, rollout.pilot_host_count, rollout.max_concurrency, rollout.waves)
-        for stage in plan:
+        for number, stage in enumerate(plan):
             pending = state.pending(stage.hosts)
             if not pending:
                 continue  # every host of this stage finished in an earlier run
+            await self._gate_before(cluster, first=number == 0)
             await self._await_window(cluster)
             wave = f"{cluster}: {stage.label}: {listing(pending, len(stage.hosts))}"
             await send_notice(
                 names.SEND_WAVE_NOTIFICATION, self._notice(cluster=cluster, wave=wave)
             )
             await self._roll(cluster, pending, stage.limit, pilot=stage.pilot)
+            await self._gate(cluster, plan, number)  # soak, alerts, queries (workflows/gating.py)
 
     async def _roll(
         self, cluster: str, hosts: list[HostTarget], limit: int, *, pilot: bool
@@ -380,7 +401,10 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutControls):
 
     def _notice(self, *, with_hosts: bool = False, **extra: object) -> RolloutNotice:
         hosts = self._state.hosts_by_cluster() if with_hosts else None
-        return rollout_notice(self._rollout, self._state.progress.rollout_id, hosts, **extra)
+        digest = self._state.progress.digest  # what the approvals sign (None: no policy)
+        return rollout_notice(
+            self._rollout, self._state.progress.rollout_id, hosts, digest=digest, **extra
+        )
 
 
 def _busy(host: HostTarget) -> HostPatchResult:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from workflows.fields import ClusterName, ContractModel, HostName, HostPattern, PositiveDuration
+from workflows.gates import GateSettings
 
 MAINTENANCE_FLAG = "/var/lib/patchpilot/maintenance"
 # A POSIX user name (useradd(8)'s rule, as Debian relaxes it): it reaches `sudo -u` on the host.
@@ -60,6 +61,17 @@ class HostCommands(ContractModel):
     boot_id: str = "cat /proc/sys/kernel/random/boot_id"
     # One line per pending update (RHEL family: "dnf -q check-update; [ $? -ne 1 ]").
     list_updates: str = "apt list --upgradable 2>/dev/null | grep -v '^Listing'"
+    # Where the update runs detached, one directory per run (activities/detached.py).
+    run_dir: str = "/var/lib/patchpilot/runs"
+    # The pre-flight doctor (activities/doctor.py): MiB that must be free on the file system of
+    # each path, and how long a held dpkg/apt lock is waited for before the host is refused.
+    preflight_free_mb: str = "/=300,/var=300,/boot=50"
+    preflight_lock_wait: float = Field(default=120.0, ge=0)
+    # What the dry run shows the update would change; "Inst"/"Remv" lines are read, as apt-get -s
+    # prints them (no lock needed: Debug::NoLocking). Prints nothing where there is no apt-get.
+    simulate_update: str = (
+        "command -v apt-get > /dev/null || exit 0; apt-get -s -o Debug::NoLocking=1 dist-upgrade"
+    )
 
 
 DEFAULT_COMMANDS = HostCommands()
@@ -118,3 +130,5 @@ class ClusterHosts(ContractModel):
     cluster: ClusterName
     hosts: list[HostTarget]
     windows: list[MaintenanceWindow] = Field(default_factory=list)
+    # The cluster's health gates from its group vars (patchpilot_soak_time, …).
+    gates: GateSettings = Field(default_factory=GateSettings)

@@ -12,6 +12,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
+    from workflows.local_activity import run_local
     from workflows.models import (
         RolloutInput,
         StepResult,
@@ -34,8 +35,12 @@ CLEANUP_RETRY = RetryPolicy(
 async def check_vault(rollout: RolloutInput, probe_host: str | None) -> str | None:
     """Run VaultClientActivity (Vault reachable, auth valid, a key readable, the rollout's child
     token made); returns the token's accessor, None when the rollout brought its own token.
-    Raises ActivityError when the preflight fails."""
-    checked = await workflow.execute_activity(
+    Raises ActivityError when the preflight fails.
+
+    A local activity (a few short calls to Vault, no heartbeat). Should its worker be lost before
+    the workflow task completes, the next worker's rerun makes a new child token; the lost one
+    is unrenewed and expires at its TTL, as after a lost worker in a retried activity."""
+    checked = await run_local(
         names.VAULT_CLIENT,
         VaultPreflightInput(
             vault_address=rollout.vault_address,

@@ -1,4 +1,5 @@
-"""Signed, personal Approve / Reject links for e-mail and Teams.
+"""Signed, personal Approve / Reject links, sent only in each approver's own e-mail (never on a
+channel card: anyone in the channel could use them).
 
 A link names one rollout, one approver and one action, and carries its expiry and a random nonce,
 all signed with HMAC-SHA256 under the server's secret (PATCHPILOT_LINK_SECRET). Tokens are built

@@ -66,6 +66,8 @@ def host_outcome(host: HostProgress, reason_limit: int | None = None) -> str:
             host.failure_reason if reason_limit is None else clip(host.failure_reason, reason_limit)
         )
         line += f" at {host.step}: {reason}"
+    if host.state == "skipped" and host.note:  # who skipped it and why, or the end that did
+        line += f" ({host.note})"
     if host.rebooted:
         line += " (rebooted)"
     if host.in_maintenance:
@@ -102,16 +104,83 @@ def _host_message(notice: RolloutNotice, event: str, subject: str, body: str) ->
 
 
 def _hosts_block(notice: RolloutNotice) -> str:
+    """Per cluster its host count and first HOSTS_LISTED hosts (the rest in `_every_host`), its
+    note, then the limit pattern that selected them."""
     lines = []
     for cluster, hosts in notice.hosts_by_cluster.items():
         more = len(hosts) - HOSTS_LISTED
-        shown = ", ".join(hosts[:HOSTS_LISTED]) + (f" … and {more} more" if more > 0 else "")
+        shown = ", ".join(hosts[:HOSTS_LISTED]) + (
+            f" … and {more} more (every host is listed at the end)" if more > 0 else ""
+        )
         lines.append(f"  {cluster} ({len(hosts)} hosts): {shown}")
         if notice.cluster_notes.get(cluster):
             lines.append(f"    note: {notice.cluster_notes[cluster]}")
     if notice.host_pattern and lines:
-        lines.append(f"  (only the hosts matching the Ansible pattern {notice.host_pattern!r})")
+        lines.append(
+            f"  limit: {notice.host_pattern} (Ansible host pattern: only the hosts it selects "
+            "are listed and patched)"
+        )
     return "\n".join(lines) or "  " + ", ".join(notice.target_clusters)
+
+
+def _every_host(notice: RolloutNotice) -> str:
+    """When a cluster has more than HOSTS_LISTED hosts: every selected host, one per line, per
+    cluster in inventory order (folded to the end of the e-mail, never cut); else ""."""
+    if all(len(hosts) <= HOSTS_LISTED for hosts in notice.hosts_by_cluster.values()):
+        return ""
+    lines = ["", "Every selected host:"]
+    for cluster, hosts in notice.hosts_by_cluster.items():
+        lines.append(f"  {cluster} ({len(hosts)} hosts):")
+        lines.extend(f"    {host}" for host in hosts)
+    return "\n".join(lines) + "\n"
+
+
+SCRIPT_KINDS = {
+    "preDowntimeScripts": "Before downtime (each host, before maintenance mode)",
+    "preUpdateScripts": "Before the update (each host, services stopped and drained)",
+    "postUpdateScripts": "After the update (each host, services started, before health checks)",
+}
+
+
+def host_count(notice: RolloutNotice) -> int:
+    """How many hosts the approval request covers (all clusters)."""
+    return sum(len(hosts) for hosts in notice.hosts_by_cluster.values())
+
+
+def script_sections(notice: RolloutNotice) -> list[tuple[str, str]]:
+    """(heading, script) for every script of the notice, in the order they run on a host."""
+    return [
+        (f"{SCRIPT_KINDS.get(kind, kind)}, script {index} of {len(scripts)}", script)
+        for kind, scripts in notice.scripts.items()
+        for index, script in enumerate(scripts, 1)
+    ]
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines() or [""])
+
+
+def what_runs(notice: RolloutNotice) -> str:
+    """Everything the approval covers, in full (never cut: an approver must read what runs): the
+    update command and its profile, every script, and the digest the signed approvals bind.
+    Plain text, lines indented by four spaces, ending in a newline."""
+    profile = f" (update profile {notice.update_profile})" if notice.update_profile else ""
+    lines = [
+        f"Update command{profile}, run on every host as written:",
+        "",
+        _indented(notice.update_command),
+        "",
+    ]
+    for heading, script in script_sections(notice):
+        lines.extend([f"{heading}:", "", _indented(script), ""])
+    if not notice.scripts:
+        lines.extend(["Scripts: none", ""])
+    if notice.digest:
+        lines.append(
+            f"Digest of exactly what runs (clusters, hosts, command, scripts, services): "
+            f"{notice.digest}\nAn approval is signed for this digest and holds for nothing else."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def approval_request(
@@ -125,8 +194,9 @@ def approval_request(
     their own signed Approve / Reject URLs (`links(notice, approver)` -> (approve, reject))."""
     approvers = [a for a in notice.approver_emails if a != notice.requester_email]
     how = (
-        f"To approve:  patchpilot approve {notice.rollout_id} --as <your e-mail>\n"
-        f"To reject:   patchpilot reject {notice.rollout_id} --as <your e-mail>\n"
+        f"To approve:  patchpilot approve {notice.rollout_id} --as <your e-mail> [--key KEY]\n"
+        f"To reject:   patchpilot reject {notice.rollout_id} --as <your e-mail> [--key KEY]\n"
+        "(--key: your own SSH key, which signs the decision when an approval policy applies)\n"
     )
     recipients = _unique(approvers)
     if links is not None and approver is not None:
@@ -142,11 +212,13 @@ def approval_request(
     body = (
         f"{notice.requester_email} asks to patch these hosts (rollout {notice.rollout_id}):\n\n"
         f"{_hosts_block(notice)}\n\n"
+        f"Clusters: {', '.join(notice.target_clusters)} ({host_count(notice)} hosts in all)\n"
         f"Pilot hosts per cluster: {notice.pilot_host_count}\n"
-        f"Services stopped and restarted: {', '.join(notice.service_list) or 'none'}\n"
-        f"Update command: {notice.update_command}\n\n"
+        f"Services stopped and restarted: {', '.join(notice.service_list) or 'none'}\n\n"
+        f"{what_runs(notice)}\n"
         f"{how}"
-        "Nothing is touched until an approver other than the requester approves.\n"
+        "Nothing is touched until the approvals it needs, never the requester's, are given.\n"
+        f"{_every_host(notice)}"
     )
     return Message(
         event="approval-request",
@@ -200,16 +272,29 @@ def failure_alert(notice: RolloutNotice) -> Message:
 
 
 def summary_text(summary: RolloutSummary) -> str:
-    """The rollout's end as plain text: phase, message, counts, then one line per host (or, for a
-    dry run, what each host would need). Also what `patchpilot status` prints for an ended rollout.
+    """The rollout's end as plain text: phase, message, counts, the controls used (pause, resume,
+    skip, abort: who, when, why), then one line per host (or, for a dry run, what each host would
+    need). Also what `patchpilot status` prints for an ended rollout.
     """
     lines = [
         f"Rollout {summary.rollout_id}: {summary.phase.value}",
         summary.message,
         f"patched {summary.patched}, failed {summary.failed}, skipped {summary.skipped}, "
         f"duration {summary.duration_seconds:.0f}s",
-        "",
     ]
+    if summary.controls:
+        lines.append("Controls:")
+        lines.extend(f"  {control}" for control in summary.controls)
+    if summary.gates:  # each health gate's decision and its numbers (workflows/gating.py)
+        lines.append("Gates:")
+        lines.extend(f"  {gate}" for gate in summary.gates)
+    return "\n".join([*lines, "", hosts_text(summary)])
+
+
+def hosts_text(summary: RolloutSummary) -> str:
+    """The per-host part of `summary_text`: one line per host, or what a dry run found; ends in
+    a newline when it has lines."""
+    lines = []
     if summary.dry_run is not None:
         lines.append("Dry run — nothing was changed:")
         for found in summary.dry_run:
@@ -222,13 +307,18 @@ def summary_text(summary: RolloutSummary) -> str:
                 f"{len(found.pending_updates)} pending updates; {reboot}"
             )
             lines.extend(f"      {update}" for update in found.pending_updates[:20])
+            if found.would_change:  # apt-get -s: what the update would do
+                lines.append(f"    apt-get -s: the update would ({len(found.would_change)}):")
+                lines.extend(f"      {change}" for change in found.would_change[:20])
         return "\n".join(lines) + "\n"
     for host in summary.hosts:
         line = host_outcome(host)
         if host.in_maintenance is None and host.state in ("failed", "running"):
             line += " [maintenance state unknown]"
         lines.append(f"  {line}")
-    return "\n".join(lines) + "\n"
+        if host.packages:  # what the update did to its packages (workflows/packages.py)
+            lines.append(f"      packages: {host.packages}")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def rollout_summary(notice: RolloutNotice) -> Message:

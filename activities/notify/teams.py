@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities.notify.delivery import Target, WebhookNotifier
-from activities.notify.messages import Message, clip, failure_place, host_outcome
+from activities.notify.messages import (
+    Message,
+    clip,
+    failure_place,
+    host_count,
+    host_outcome,
+    script_sections,
+)
 from workflows.models import RolloutNotice, RolloutSummary
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -94,14 +101,70 @@ def _decide_blocks(notice: RolloutNotice) -> list[dict[str, Any]]:
     ]
 
 
+# Text longer than this (or with more lines) is folded behind a "Show" button: the card stays
+# readable, and nothing is cut (Action.ToggleVisibility, Adaptive Cards 1.2+).
+FOLD_CHARS = 300
+FOLD_LINES = 6
+
+
+def _shown_text(key: str, heading: str, text: str) -> list[dict[str, Any]]:
+    """`heading` and `text` in full: inline when short, else folded behind a toggle button
+    (`key` names the hidden container, unique in the card)."""
+    if len(text) <= FOLD_CHARS and text.count("\n") < FOLD_LINES:
+        return [
+            _text(heading, weight="Bolder", spacing="Small"),
+            _text(text, fontType="Monospace"),
+        ]
+    size = f"{len(text)} characters, {text.count(chr(10)) + 1} lines"
+    return [
+        _text(f"{heading} ({size}, folded: press Show to read it whole)", weight="Bolder"),
+        {
+            "type": "ActionSet",
+            "actions": [
+                {"type": "Action.ToggleVisibility", "title": "Show / hide", "targetElements": [key]}
+            ],
+        },
+        {
+            "type": "Container",
+            "id": key,
+            "isVisible": False,
+            "items": [_text(text, fontType="Monospace")],
+        },
+    ]
+
+
+def _what_runs(notice: RolloutNotice, *, whole: bool) -> list[dict[str, Any]]:
+    """The update command and every script, in full; when `whole` is False (they do not fit
+    Teams' 28 KB), a sentence saying so and where to read them all instead."""
+    profile = f" (update profile {notice.update_profile})" if notice.update_profile else ""
+    if not whole:
+        length = len(notice.update_command) + sum(len(s) for _, s in script_sections(notice))
+        return [
+            _text(
+                f"⚠ The update command{profile} and {len(script_sections(notice))} scripts "
+                f"({length} characters) do not fit a Teams card (28 KB). Read them whole before "
+                "deciding: on the confirmation page of the personal link in your e-mail, or in "
+                "the approval e-mail itself.",
+                weight="Bolder",
+                color="Attention",
+            )
+        ]
+    blocks = _shown_text("command", f"Update command{profile}:", notice.update_command)
+    for index, (heading, script) in enumerate(script_sections(notice)):
+        blocks.extend(_shown_text(f"script-{index}", f"{heading}:", script))
+    return blocks
+
+
 def approval_card(notice: RolloutNotice) -> dict[str, Any]:
-    """The approval request: what will run where, and how to decide. The update command is shown
-    whole (approvers see what runs); host lists are cut, per cluster, as far as the size budget
-    needs, always saying how many hosts there are."""
+    """The approval request: what will run where, and how to decide. The update command and every
+    script are shown whole (long ones folded behind a Show button), with the digest the approvals
+    sign; host lists are cut, per cluster, as far as the size budget needs, always saying how many
+    hosts there are. Only when command and scripts alone exceed the budget does the card say so
+    and send approvers to the e-mail and the link page, which show them all."""
     hosts = notice.hosts_by_cluster
     approvers = [a for a in notice.approver_emails if a != notice.requester_email]
 
-    def build(shown: int) -> dict[str, Any]:
+    def build(shown: int, whole: bool = True) -> dict[str, Any]:
         body: list[dict[str, Any]] = [
             _text(
                 f"Approval needed: patch {', '.join(notice.target_clusters)}",
@@ -112,12 +175,14 @@ def approval_card(notice: RolloutNotice) -> dict[str, Any]:
                 ("Rollout", notice.rollout_id),
                 ("Requester", notice.requester_email),
                 ("Clusters", ", ".join(notice.target_clusters)),
+                ("Hosts", str(host_count(notice)) if hosts else ""),
                 ("Pilot hosts per cluster", str(notice.pilot_host_count)),
                 ("Services", ", ".join(notice.service_list) or "none"),
                 ("Approvers", ", ".join(approvers)),
+                ("Limit (Ansible host pattern)", notice.host_pattern or ""),  # none: not shown
+                ("Digest (what the approvals sign)", notice.digest or ""),
             ),
-            _text("Update command:", weight="Bolder", spacing="Small"),
-            _text(notice.update_command, fontType="Monospace", wrap=True),
+            *_what_runs(notice, whole=whole),
         ]
         body.extend(
             _text(f"**{cluster}** — {_hosts_line(names, shown)}", spacing="Small")
@@ -126,7 +191,10 @@ def approval_card(notice: RolloutNotice) -> dict[str, Any]:
         return _card(body + _decide_blocks(notice))
 
     longest = max((len(v) for v in hosts.values()), default=0)
-    return _fit(build, longest)
+    card = _fit(build, longest)
+    if size_of(envelope(card)) > SIZE_BUDGET:
+        card = _fit(lambda shown: build(shown, whole=False), longest)
+    return card
 
 
 def host_card(event: str, notice: RolloutNotice) -> dict[str, Any]:

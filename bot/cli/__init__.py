@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.markup import escape
 
-from bot.cli import rollout_commands, server_commands
+from bot.cli import report_command, rollout_commands, server_commands
 from bot.cli.common import UserError, errors
 from bot.cli.config_check import config_app
 from bot.cli.demo import demo
@@ -51,10 +51,12 @@ app.command()(rollout_commands.status)
 app.command()(rollout_commands.watch)
 app.command()(rollout_commands.cancel)
 app.command()(rollout_commands.result)
+app.command()(report_command.report)
 app.command()(rollout_commands.pause)
 app.command()(rollout_commands.resume)
 app.command()(rollout_commands.skip)
 app.command()(rollout_commands.abort)
+app.command()(rollout_commands.soak)
 app.command()(demo)
 app.command()(server_commands.bot)
 app.command("codec-server")(server_commands.codec_server)

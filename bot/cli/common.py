@@ -12,16 +12,27 @@ import asyncio
 import json
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import typer
 from pydantic import ValidationError
 from rich.console import Console
 from temporalio.client import Client
 
-from activities.inventory import InventoryError, limit_warnings, load_inventory
+from activities.inventory import InventoryError, limit_refusal, load_clusters
+from bot.policy_edge import (
+    CLI_OPTIONS,
+    PolicyRefusal,
+    hosts_by_cluster,
+    policy_refusal,
+    profile_command,
+)
 from bot.rollouts import Rollouts
 from bot.settings import Settings
-from workflows.models import RolloutInput, describe_validation_error
+from workflows.approval import NO_APPROVERS
+from workflows.gate_rules import gate_refusal
+from workflows.models import GateSettings, RolloutInput, describe_validation_error
+from workflows.policy import Policy, PolicyError
 
 T = TypeVar("T")
 
@@ -79,12 +90,20 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return raw
 
 
-def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
+def build_rollout(
+    raw: dict[str, Any], settings: Settings, *, profile: str | None = None
+) -> RolloutInput:
     """Validate at the edge: the model's rules (a `vaultAddress` only among the Vault addresses
-    the worker trusts, `Settings.trusted_vault_addresses`), then the clusters against the inventory.
+    the worker trusts, `Settings.trusted_vault_addresses`), then the clusters against the
+    inventory, then, under PATCHPILOT_POLICY, the policy (`_policy_check`). `profile` (--profile)
+    takes updateCommand from the policy's `updateProfiles` of every target cluster.
 
-    Raises `UserError` listing every invalid field, or the clusters the inventory does not know.
+    Raises `UserError` listing every invalid field, the clusters the inventory does not know, or
+    why the policy refuses the rollout, naming the option.
     """
+    policy = _load_policy(settings)
+    if profile is not None:
+        raw = _with_profile(raw, policy, profile)
     try:
         rollout = RolloutInput.at_edge(
             raw,
@@ -93,9 +112,12 @@ def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
         )
     except ValidationError as error:
         raise UserError("invalid rollout:\n" + describe_validation_error(error)) from None
+    if settings.policy is None and not rollout.dry_run and not rollout.approver_emails:
+        raise UserError(f"invalid rollout:\n{NO_APPROVERS}")  # under a policy, it names them
+    gates: dict[str, GateSettings] = {}
     if settings.inventory is not None:
         try:
-            clusters = load_inventory(settings.inventory)
+            clusters = load_clusters(settings.inventory)
         except InventoryError as error:
             raise UserError(str(error)) from None
         unknown = [name for name in rollout.target_clusters if name not in clusters]
@@ -106,19 +128,104 @@ def build_rollout(raw: dict[str, Any], settings: Settings) -> RolloutInput:
             )
         if rollout.host_pattern is not None:
             check_limit(settings.inventory, rollout.target_clusters, rollout.host_pattern)
+        gates = {name: cluster[2] for name, cluster in clusters.items()}
+    refused = gate_refusal(rollout, gates, prometheus=settings.prometheus_url is not None)
+    if refused:
+        raise UserError(f"invalid rollout:\n{refused}")
+    if policy is not None:
+        _policy_check(policy, rollout, settings)
     return rollout
+
+
+def _load_policy(settings: Settings) -> Policy | None:
+    """The policy PATCHPILOT_POLICY names (None when unset); UserError when it is not valid."""
+    from activities.policy import load_policy
+
+    if settings.policy is None:
+        return None
+    try:
+        return load_policy(settings.policy)
+    except PolicyError as error:
+        raise UserError(f"PATCHPILOT_POLICY: {error}") from None
+
+
+def _with_profile(raw: dict[str, Any], policy: Policy | None, profile: str) -> dict[str, Any]:
+    """`raw` with updateCommand and updateProfile from the policy's profile `profile` (the same
+    command in every target cluster's entry). UserError without a policy, with --update too,
+    or when a cluster lacks the profile or the clusters' commands differ."""
+    if policy is None:
+        raise UserError(
+            "--profile: update profiles come from the approval policy's updateProfiles, and "
+            "PATCHPILOT_POLICY is not set"
+        )
+    if raw.get("updateCommand"):
+        raise UserError("--profile and --update both name the update command; give one")
+    clusters = [str(c) for c in raw.get("targetClusters") or []]
+    try:
+        command = profile_command(policy, clusters, profile, CLI_OPTIONS)
+    except PolicyRefusal as error:
+        raise UserError(str(error)) from None
+    return {**raw, "updateCommand": command, "updateProfile": profile}
+
+
+def _policy_check(policy: Policy, rollout: RolloutInput, settings: Settings) -> None:
+    """UserError naming the option when the policy refuses `rollout`: requester, free-form
+    command or scripts, maxHosts (hosts counted from PATCHPILOT_INVENTORY), approvers."""
+    if settings.inventory is None:
+        raise UserError(
+            "PATCHPILOT_INVENTORY is not set: under a policy the hosts of a rollout are counted "
+            "from the inventory (maxHosts) before it starts"
+        )
+    try:
+        hosts = hosts_by_cluster(settings.inventory, rollout)
+        refused = policy_refusal(policy, rollout, hosts, CLI_OPTIONS)
+    except PolicyRefusal as error:
+        refused = str(error)
+    if refused:
+        raise UserError(f"refused by the approval policy:\n{refused}")
 
 
 def check_limit(inventory: Path, clusters: list[str], pattern: str) -> None:
     """`UserError` naming hostPattern when it selects no host of one of `clusters`."""
     try:
-        selected = load_inventory(inventory, pattern)
+        refused = limit_refusal(inventory, clusters, pattern)
     except InventoryError as error:
         raise UserError(f"hostPattern: {error}") from None
-    empty = [name for name in clusters if not selected.get(name)]
-    if empty:
-        said = "; ".join(limit_warnings(inventory, pattern))
-        raise UserError(
-            f"hostPattern: {pattern!r} selects no host of {', '.join(empty)} in the inventory"
-            + (f" (Ansible: {said})" if said else "")
-        )
+    if refused:
+        raise UserError(f"hostPattern: {pattern!r} {refused}")
+
+
+NoPolicy = Annotated[
+    bool,
+    typer.Option(
+        "--no-policy",
+        help="Development only: run without PATCHPILOT_POLICY (no approval rules, no signatures).",
+    ),
+]
+NO_POLICY_WARNING = (
+    "[bold red]--no-policy: DEVELOPMENT MODE.[/] No approval policy: anyone who can start a "
+    "rollout may patch any cluster with any command, the rollout's own approverEmails approve "
+    "it without a signature, and hosts run steps without checking approvals. Never use this "
+    "with real hosts."
+)
+
+
+def require_policy(settings: Settings, no_policy: bool) -> None:
+    """Refuse to serve without a readable policy unless `--no-policy` was given (then say loudly
+    what that allows). Raises UserError naming PATCHPILOT_POLICY and the problem."""
+    from activities.policy import load_policy
+    from workflows.policy import PolicyError
+
+    if settings.policy is None:
+        if not no_policy:
+            raise UserError(
+                'PATCHPILOT_POLICY is not set: the approval policy (README "Trust model") '
+                "says who may patch what and who must approve; give its path, or run with "
+                "--no-policy for development"
+            )
+        console.print(NO_POLICY_WARNING)
+        return
+    try:
+        load_policy(settings.policy)
+    except PolicyError as error:
+        raise UserError(f"PATCHPILOT_POLICY: {error}") from None

@@ -20,7 +20,7 @@ from rich.table import Table
 from bot.cli.checks import CheckResult, Status, fail
 from bot.cli.checks.channels import check_notifications, check_slack, check_smtp
 from bot.cli.checks.codec import check_codec
-from bot.cli.checks.files import check_inventory, check_known_hosts
+from bot.cli.checks.files import check_inventory, check_known_hosts, check_policy
 from bot.cli.checks.temporal import check_temporal
 from bot.cli.checks.vault import check_vault
 from bot.cli.common import UserError, console, run, split
@@ -31,12 +31,13 @@ CHECKS = (
     "vault",
     "inventory",
     "known_hosts",
+    "policy",
     "smtp",
     "slack",
     "codec",
     "notifications",
 )
-FILE_CHECKS = {"inventory", "known_hosts", "notifications"}  # all read the inventory once
+FILE_CHECKS = {"inventory", "known_hosts", "policy", "notifications"}  # all read the inventory once
 MARK = {
     Status.OK: "[green]✓[/]",
     Status.FAIL: "[bold red]✗[/]",
@@ -52,8 +53,8 @@ def config_check(
     only: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these checks: temporal, vault, inventory, known_hosts, smtp, slack, "
-            "codec, notifications (repeatable or comma-separated)."
+            help="Run only these checks: temporal, vault, inventory, known_hosts, policy, smtp, "
+            "slack, codec, notifications (repeatable or comma-separated)."
         ),
     ] = None,
     secret_prefix: Annotated[
@@ -102,6 +103,8 @@ async def run_checks(
             found.append(inventory)
         if "known_hosts" in selected:
             found.append(check_known_hosts(settings, clusters))
+        if "policy" in selected:
+            found.append(check_policy(settings, clusters))
         if "notifications" in selected:
             found.append(check_notifications(settings, clusters))
         return found

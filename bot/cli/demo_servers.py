@@ -38,6 +38,9 @@ log = logging.getLogger("patchpilot.demo")
 
 DEMO_TASK_QUEUE = "patchpilot-demo"
 DEMO_SERVICES = ("nginx", "postgresql")
+DEMO_REQUESTER = "requester@demo.patchpilot.example"
+DEMO_APPROVER = "approver@demo.patchpilot.example"
+DEMO_UPDATE = "apt-get update && apt-get -y upgrade"
 DEFAULT_UI_PORT = 8233
 DEFAULT_ADDRESS_PREFIX = "127.0.1."
 CLUSTERS = ("cluster-a", "cluster-b")
@@ -69,7 +72,8 @@ class DemoOptions:
     metrics_port: int | None = None
     # demo.log as text or JSON lines (bot.observability).
     log_format: str = "text"
-    # "sshd" (real OpenSSH hosts), "asyncssh" (built-in stand-in) or "auto" (sshd when possible).
+    # "apt" (real OpenSSH hosts with real apt and dpkg), "sshd" (real OpenSSH hosts, simulated
+    # apt), "asyncssh" (built-in stand-in) or "auto" (the first of these that can run here).
     lab: str = "auto"
 
 
@@ -283,12 +287,15 @@ def start_everything(
     console.print(f"  [dim]up in {time.monotonic() - begun:.1f}s[/]")
 
     if options.fail_host:
+        # On real-apt hosts this installs pp-broken 1.0, whose 1.1 postinst fails in dpkg.
         lab.set_fault(options.fail_host, "update-fail")
+        how = " (pp-broken's postinst fails in dpkg)" if _lab_kind(lab) == "real-apt sshd" else ""
         console.print(
-            f"  [yellow]fault:[/] the update on [bold]{options.fail_host}[/] will fail "
+            f"  [yellow]fault:[/] the update on [bold]{options.fail_host}[/] will fail{how} "
             "(--fail-host)"
         )
     settings = demo_settings(temporal.address, ui_url, lab, bao, smtp_port, data_dir)
+    settings.policy = write_demo_policy(data_dir, DEMO_REQUESTER, DEMO_APPROVER, DEMO_UPDATE)
     return Started(settings=settings, lab=lab, mail=mail, ui_port=ui_port, data_dir=data_dir)
 
 
@@ -302,7 +309,7 @@ def _start_servers(
 ) -> tuple[Any, Any]:
     """Temporal, OpenBao and the lab's hosts at once (each takes seconds); the lab's SSH key
     goes into OpenBao. Returns the Temporal and OpenBao processes."""
-    from lab import Lab, start_openbao
+    from lab import start_openbao
 
     root_token = f"demo-{secrets.token_urlsafe(16)}"
 
@@ -312,7 +319,7 @@ def _start_servers(
 
     console.print(
         f"Starting Temporal (Web UI {'off' if ui_port is None else f'on port {ui_port}'}), "
-        f"OpenBao and {len(lab.hosts)} {'sshd' if type(lab) is Lab else 'asyncssh'} hosts in "
+        f"OpenBao and {len(lab.hosts)} {_lab_kind(lab)} hosts in "
         f"{cluster_count} clusters …"
     )
     with console.status("starting the embedded servers and the lab"):
@@ -332,6 +339,16 @@ def _start_servers(
         )
         lab.seed_vault(bao.address, bao.root_token, prefix=SECRET_PREFIX)
     return temporal, bao
+
+
+def _lab_kind(lab: Any) -> str:
+    """How the start-up line names the lab's hosts."""
+    from lab.apt_lab import AptLab
+    from lab.fallback import AsyncsshLab
+
+    if isinstance(lab, AsyncsshLab):
+        return "asyncssh"
+    return "real-apt sshd" if isinstance(lab, AptLab) else "sshd"
 
 
 def demo_settings(
@@ -362,6 +379,35 @@ def demo_settings(
         codec_keys=None,
         codec_key_file=None,
     )
+
+
+def write_demo_policy(data_dir: Path, requester: str, approver: str, update: str) -> Path:
+    """The demo's approval policy (README "Trust model"), written afresh with a fresh key for
+    the demo approver (`approver_ed25519` beside it): the demo runs under a policy, as a real
+    deployment does; the approver signs the decision with that key."""
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="patchpilot demo approver")
+    key_path = data_dir / "approver_ed25519"
+    key_path.write_bytes(key.export_private_key())
+    key_path.chmod(0o600)
+    public = key.export_public_key().decode().strip()
+    policy = data_dir / "demo-policy.yml"
+    policy.write_text(
+        "# Written by `patchpilot demo`: the requester may patch every cluster with the\n"
+        "# security profile; the approver approves with the key in approver_ed25519.\n"
+        "people:\n"
+        f"  requester: {{email: {requester}}}\n"
+        f'  approver: {{email: {approver}, keys: ["{public}"]}}\n'
+        "clusters:\n"
+        '  "*":\n'
+        "    requesters: [requester]\n"
+        "    approvers: [approver]\n"
+        "    minApprovals: 1\n"
+        f'    updateProfiles: {{security: "{update}"}}\n'
+        "    allowCustomUpdate: false\n"
+    )
+    return policy
 
 
 async def terminate_leftovers(client: Any) -> int:

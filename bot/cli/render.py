@@ -66,7 +66,7 @@ def host_label(host: HostProgress, *, cluster: bool = True) -> str:
 def _host_table(progress: RolloutProgress, status: str) -> Table:
     table = Table(
         title=f"{progress.rollout_id} — {progress.phase.value} (workflow {status.lower()})",
-        caption=progress.message or "",
+        caption=progress.gate or progress.message or "",
     )
     for column in HOST_COLUMNS:
         table.add_column(column)

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -28,11 +28,28 @@ from bot.cli.common import (
 from bot.cli.render import render_progress
 from bot.rollouts import Problem, RolloutError, Rollouts, RolloutStatus
 from bot.settings import Settings
-from workflows.models import ApprovalDecision, RolloutControl, describe_validation_error
+
+if TYPE_CHECKING:
+    from bot.signing import Signer
+from workflows.gate_rules import GateControl
+from workflows.models import (
+    ApprovalDecision,
+    RolloutControl,
+    RolloutInput,
+    describe_validation_error,
+)
+from workflows.policy import PolicyError
 
 T = TypeVar("T")
 
-DURATION_FIELDS = ("approvalTimeout", "rebootTimeout", "updateTimeout", "windowCutoff")
+DURATION_FIELDS = (
+    "approvalTimeout",
+    "rebootTimeout",
+    "updateTimeout",
+    "windowCutoff",
+    "soakTime",
+    "gateTimeout",
+)
 As = Annotated[str, typer.Option("--as", help="Your e-mail (must be an approver).")]
 Comment = Annotated[str, typer.Option(help="Why.")]
 
@@ -52,6 +69,9 @@ def start(
     requester: Annotated[str | None, typer.Option(help="Your e-mail.")] = None,
     services: Annotated[str | None, typer.Option(help="Comma-separated services.")] = None,
     update: Annotated[str | None, typer.Option(help="Update command run on each host.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Update profile of the policy (instead of --update).")
+    ] = None,
     vault_address: Annotated[str | None, typer.Option(help="Vault URL (else VAULT_ADDR).")] = None,
     secret_prefix: Annotated[str | None, typer.Option(help="Vault KV path prefix.")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Hosts patched at once.")] = None,
@@ -88,7 +108,28 @@ def start(
             "--limit",
             "-l",
             help="Only the clusters' hosts matching this Ansible host pattern, as "
-            "ansible-playbook --limit: 'web0[1-3]', 'cluster-a:&dc1', '!a3'.",
+            "ansible-playbook --limit: 'web0[12]*', 'cluster-a:&dc1', '!a3'.",
+        ),
+    ] = None,
+    soak_time: Annotated[
+        str | None,
+        typer.Option(help="Wait after the pilots and each wave: seconds or ISO 8601 ('PT10M')."),
+    ] = None,
+    gate_timeout: Annotated[
+        str | None, typer.Option(help="How long firing alerts may hold a wave (default 30 min).")
+    ] = None,
+    alert_matcher: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Prometheus alert matchers holding the next wave while they fire, e.g. "
+            '\'alertname=~"HighErrorRate|NodeDown", cluster="{cluster}"\' (repeatable).'
+        ),
+    ] = None,
+    gate_query: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Canary check after each stage: 'EXPR <= baseline * F + O min N', {hosts} in a "
+            "regex matcher (repeatable)."
         ),
     ] = None,
     input_file: Annotated[
@@ -122,20 +163,27 @@ def start(
         "maintenanceWindows": [parse_window(text) for text in window] if window else None,
         "windowCutoff": window_cutoff,
         "hostPattern": limit,
+        "soakTime": soak_time,
+        "gateTimeout": gate_timeout,
+        "alertMatchers": alert_matcher,
+        "gateQueries": gate_query,
     }
     raw.update({key: value for key, value in flags.items() if value is not None})
     for duration in DURATION_FIELDS:  # "3600" on the command line means seconds
         value = raw.get(duration)
         if isinstance(value, str) and value.isdigit():
             raw[duration] = int(value)
-    rollout = build_rollout(raw, settings)
+    rollout = build_rollout(raw, settings, profile=profile)
     workflow_id = _ask(settings, lambda facade: facade.start(rollout, rollout_id)).id
     console.print(f"Started rollout [bold]{workflow_id}[/]")
     if rollout.dry_run:
         console.print("Dry run: no approval needed, nothing will be changed.")
         console.print(f"  patchpilot result {workflow_id}")
     else:
-        console.print(f"It waits for approval by: {', '.join(rollout.approver_emails)}")
+        console.print(
+            "It waits for approval by: "
+            f"{', '.join(rollout.approver_emails) or 'the approvers the policy names'}"
+        )
         console.print(f"  patchpilot approve {workflow_id} --as <approver e-mail>")
     console.print(f"  patchpilot status {workflow_id}")
     link = settings.ui_link(workflow_id)
@@ -172,29 +220,91 @@ def parse_window(text: str) -> dict[str, Any]:
     return window
 
 
-def approve(rollout_id: str, as_: As, comment: Comment = "") -> None:
-    """Approve a rollout (you must be an approver, and not its requester)."""
-    _decide(rollout_id, as_, comment, approve=True)
+Key = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Your OpenSSH ed25519 private key: sign the decision (needed under a policy).",
+    ),
+]
 
 
-def reject(rollout_id: str, as_: As, comment: Comment = "") -> None:
-    """Reject a rollout: no host is touched."""
-    _decide(rollout_id, as_, comment, approve=False)
+def approve(rollout_id: str, as_: As, comment: Comment = "", key: Key = None) -> None:
+    """Approve a rollout (you must be an approver, and not its requester). Under a policy, sign
+    it with your own key (`--key`, the one the policy lists for you)."""
+    _decide(rollout_id, as_, comment, approve=True, key=key)
 
 
-def _decide(rollout_id: str, approver: str, comment: str, *, approve: bool) -> None:
+def reject(rollout_id: str, as_: As, comment: Comment = "", key: Key = None) -> None:
+    """Reject a rollout: no host is touched. Under a policy, sign it with `--key`."""
+    _decide(rollout_id, as_, comment, approve=False, key=key)
+
+
+def _decide(
+    rollout_id: str, approver: str, comment: str, *, approve: bool, key: Path | None
+) -> None:
     settings = Settings()
     try:
         decision = ApprovalDecision(approver=approver, comment=comment)
     except ValidationError as error:
         raise UserError(describe_validation_error(error).replace("approver:", "--as:")) from None
+    signer = personal_signer(settings, decision.approver, key) if key else None
+    from bot.signing import signed_decision  # asyncssh: loaded only when signing
 
-    answer = _ask(
-        settings,
-        lambda facade: facade.decide(rollout_id, decision, approve=approve),
-        refused=f"{'approve' if approve else 'reject'} refused: ",
-    )
+    async def decide(facade: Rollouts) -> str:
+        signed = decision
+        if signer is not None:
+            signed, rollout, digest = await signed_decision(
+                facade,
+                rollout_id,
+                decision.approver,
+                comment,
+                approve=approve,
+                signer=signer,
+                inventory=settings.inventory,
+            )
+            console.print(what_is_signed(rollout, digest), highlight=False, markup=False)
+        return await facade.decide(rollout_id, signed, approve=approve)
+
+    answer = _ask(settings, decide, refused=f"{'approve' if approve else 'reject'} refused: ")
     console.print(answer)
+
+
+def personal_signer(settings: Settings, approver: str, key: Path) -> Signer:
+    """Your own key, under your name in the policy (PATCHPILOT_POLICY, read here)."""
+    from activities.policy import load_policy
+    from bot.signing import Signer
+
+    if settings.policy is None:
+        raise UserError("--key: set PATCHPILOT_POLICY, whose people list says who you are")
+    try:
+        policy = load_policy(settings.policy)
+    except PolicyError as error:
+        raise UserError(f"PATCHPILOT_POLICY: {error}") from None
+    person = policy.person_by_email(approver)
+    if person is None:
+        raise UserError(f"--as: {approver} is not a person of the policy")
+    if not key.is_file():
+        raise UserError(f"--key: {key} is not a file")
+    return Signer(key, person.name)
+
+
+def what_is_signed(rollout: RolloutInput, digest: str) -> str:
+    """The decision's subject in full, as the person signs it."""
+    lines = [
+        f"requested by {rollout.requester_email}",
+        f"clusters: {', '.join(rollout.target_clusters)}"
+        + (f" (limit {rollout.host_pattern})" if rollout.host_pattern else ""),
+        f"update command: {rollout.update_command}",
+    ]
+    for label, scripts in (
+        ("pre-downtime script", rollout.pre_downtime_scripts),
+        ("pre-update script", rollout.pre_update_scripts),
+        ("post-update script", rollout.post_update_scripts),
+    ):
+        lines += [f"{label}: {script}" for script in scripts]
+    lines += [f"services: {', '.join(rollout.service_list) or 'none'}", f"signing {digest}"]
+    return "\n".join(lines)
 
 
 def status(
@@ -266,16 +376,37 @@ def abort(rollout_id: str, as_: Who) -> None:
     _control(rollout_id, "abort", as_)
 
 
-def _control(rollout_id: str, action: str, person: str, **extra: str) -> None:
+def soak(
+    rollout_id: str,
+    action: Annotated[str, typer.Argument(help="cut (end the soak now) or extend.")],
+    as_: Who,
+    by: Annotated[
+        str | None, typer.Option(help="extend by: seconds or ISO 8601 (default 10 min).")
+    ] = None,
+) -> None:
+    """Cut the running soak (after the pilots or a wave) short, or extend it."""
+    extra: dict[str, object] = {"action": action}
+    if by is not None:
+        extra["by"] = int(by) if by.isdigit() else by
+    _control(rollout_id, "gate", as_, model=GateControl, **extra)
+
+
+def _control(
+    rollout_id: str,
+    update: str,
+    person: str,
+    model: type[RolloutControl] = RolloutControl,
+    **extra: object,
+) -> None:
     settings = Settings()
     try:
-        control = RolloutControl.model_validate({"person": person, **extra})
+        control = model.model_validate({"person": person, **extra})
     except ValidationError as error:
         raise UserError(describe_validation_error(error).replace("person:", "--as:")) from None
     answer = _ask(
         settings,
-        lambda facade: facade.control(rollout_id, action, control),
-        refused=f"{action} refused: ",
+        lambda facade: facade.control(rollout_id, update, control),
+        refused=f"{update} refused: ",
     )
     console.print(answer)
 

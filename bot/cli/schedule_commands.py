@@ -41,6 +41,12 @@ def schedule_create(
     if pre_approved_by:
         raw["preApprovedBy"] = {"approver": pre_approved_by, "comment": note}
     rollout = build_rollout(raw, settings)
+    if rollout.pre_approved_by and settings.policy is not None:
+        raise UserError(
+            "--pre-approved-by: under a policy a standing approval is signed by each approver "
+            f"themselves: create the schedule, then `patchpilot schedule grant {schedule_id} "
+            "--as EMAIL --key PATH`"
+        )
     if rollout.pre_approved_by:
         who = rollout.pre_approved_by.approver
         if who == rollout.requester_email:
@@ -72,6 +78,49 @@ def schedule_create(
         f"pre-approved by {pre_approved_by}" if pre_approved_by else "each run needs approval"
     )
     console.print(f"Schedule [bold]{schedule_id}[/]: '{cron}' ({timezone}), {approval}")
+
+
+@schedule_app.command("grant")
+def schedule_grant(
+    schedule_id: Annotated[str, typer.Argument(help="The schedule to pre-approve.")],
+    as_: Annotated[str, typer.Option("--as", help="Your e-mail (an approver in the policy).")],
+    key: Annotated[Path, typer.Option("--key", help="Your OpenSSH ed25519 private key.")],
+    valid_for: Annotated[
+        int, typer.Option("--days", min=1, max=366, help="Days the grant holds.")
+    ] = 30,
+    comment: Annotated[str, typer.Option(help="Why, recorded with the grant.")] = "",
+) -> None:
+    """Pre-approve a schedule's runs with your own signature: they go ahead without asking while
+    what they run (clusters, hosts, commands) is exactly what you are shown now, until the
+    grant expires. Each approver the policy requires grants for themselves."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.cli.rollout_commands import personal_signer, what_is_signed
+    from bot.rollouts import RolloutError
+    from bot.signing import digest_here
+
+    settings = Settings()
+    signer = personal_signer(settings, as_, key)
+    expires = datetime.now(UTC) + timedelta(days=valid_for)
+
+    async def main() -> str:
+        client = await connect(settings)
+        try:
+            rollout = await schedules.stored_rollout(client, schedule_id)
+            digest = digest_here(rollout, settings.inventory)
+            grant = signer.grant(schedule_id, as_, digest, expires, comment)
+            await schedules.add_grant(client, schedule_id, grant)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise UserError(f"no schedule with id {schedule_id}") from None
+            raise UserError(f"grant {schedule_id}: {error.message}") from None
+        except (RolloutError, ValueError) as error:
+            raise UserError(f"grant {schedule_id}: {error}") from None
+        return what_is_signed(rollout, digest)
+
+    shown = run(main())
+    console.print(shown, highlight=False, markup=False)
+    console.print(f"schedule {schedule_id}: granted by {as_} until {expires:%Y-%m-%d %H:%M} UTC")
 
 
 @schedule_app.command("list")

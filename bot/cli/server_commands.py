@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.common import UserError, connect, console, run
+from bot.cli.common import NoPolicy, UserError, connect, console, require_policy, run
 from bot.settings import Settings
 from bot.temporal_config import temporal_target
 
@@ -54,12 +54,14 @@ def worker(
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
     metrics_port: MetricsPort = None,
+    no_policy: NoPolicy = False,
 ) -> None:
     """Run a worker for SystemPatchWorkflow and its activities until interrupted.
 
     Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server (database in
-    PATCHPILOT_DATA_DIR) so rollouts survive a restart.
+    PATCHPILOT_DATA_DIR) so rollouts survive a restart. Needs PATCHPILOT_POLICY (or --no-policy).
     """
+    require_policy(Settings(), no_policy)
 
     async def main(settings: Settings) -> None:
         from activities.inventory import prefetch
@@ -90,10 +92,12 @@ def bot(
     log_format: LogFormat = "text",
     host: Annotated[str, typer.Option(help="HTTP mode: address to listen on.")] = "0.0.0.0",
     metrics_port: MetricsPort = None,
+    no_policy: NoPolicy = False,
 ) -> None:
     """Run the Slack bot (Socket Mode if SLACK_APP_TOKEN, else HTTP mode) and an embedded worker.
 
-    Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server, as `worker` does.
+    Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server, as `worker` does. Needs
+    PATCHPILOT_POLICY and, under it, PATCHPILOT_SIGNING_KEY to sign the clicks it verified.
     """
     first = Settings()
     if first.slack_bot_token is None:
@@ -109,6 +113,12 @@ def bot(
         load_defaults(first.slack_defaults)  # a clear error now rather than a traceback later
     except DefaultsError as error:
         raise UserError(f"PATCHPILOT_SLACK_DEFAULTS: {error}") from None
+    require_policy(first, no_policy)
+    if first.policy is not None and first.signing_key is None:
+        raise UserError(
+            "PATCHPILOT_SIGNING_KEY is not set: under a policy the bot signs each Approve or "
+            "Reject click it verified with its own key (listed under the policy's frontends)"
+        )
 
     async def main(settings: Settings) -> None:
         from bot.observability import worker_options
@@ -177,16 +187,27 @@ def approval_server(
     port: Annotated[
         int | None, typer.Option(help="Port (default PATCHPILOT_APPROVAL_PORT, 3001).")
     ] = None,
+    no_policy: NoPolicy = False,
 ) -> None:
-    """Serve the pages behind the signed Approve / Reject links of e-mails and Teams cards.
+    """Serve the pages behind the signed Approve / Reject links of e-mails.
 
     Needs PATCHPILOT_LINK_SECRET (the same as the workers') and PATCHPILOT_PUBLIC_URL (the address
-    approvers reach this server at, e.g. https://patchpilot.example.com behind a TLS proxy).
+    approvers reach this server at, e.g. https://patchpilot.example.com behind a TLS proxy), and
+    PATCHPILOT_POLICY with PATCHPILOT_SIGNING_KEY and PATCHPILOT_INVENTORY: it signs each decision
+    of a link it verified, as PATCHPILOT_SIGNER (default "links", a `frontends` name).
     """
     from activities.notify.links import LinkSigner
     from bot.web.approvals import start_link_server
 
     settings = Settings()
+    require_policy(settings, no_policy)
+    if settings.policy is not None and (settings.signing_key is None or not settings.inventory):
+        raise UserError(
+            "set PATCHPILOT_SIGNING_KEY and PATCHPILOT_INVENTORY: under a policy the approval "
+            "server signs each decision of a link it verified with its own key (listed under "
+            f"the policy's frontends as {settings.signer or 'links'!r}), for the digest of what "
+            "runs computed from its own inventory"
+        )
     if settings.link_secret is None or not settings.public_url:
         raise UserError(
             "set PATCHPILOT_LINK_SECRET (shared with the workers) and PATCHPILOT_PUBLIC_URL "
@@ -203,9 +224,10 @@ def approval_server(
         # No access log: the request line carries the link's token.
         runner = await start_link_server(client, settings, host, listen)
         assert runner is not None
+        signing = f"signing as {settings.signer or 'links'}" if settings.policy else "unsigned"
         console.print(
             f"approval links served on {host}:{listen} (public URL {settings.public_url}); "
-            f"Temporal {temporal_target(settings).describe()}"
+            f"Temporal {temporal_target(settings).describe()}; decisions {signing}"
         )
         try:
             await asyncio.Event().wait()

@@ -1,4 +1,5 @@
-"""The Bolt AsyncApp: `/patch` and the Approve / Reject buttons wired to their listeners.
+"""The Bolt AsyncApp: `/patch`, the Approve / Reject buttons, the card's controls (Pause, Resume,
+Abort, "Skip a host…") and the modals wired to their listeners.
 
 What each listener does is in `bot.slack.listeners`; serving the app is `bot.slack.http` (HTTP
 mode) or `bot.slack.runner` (Socket Mode, and `patchpilot bot` as a whole).
@@ -14,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack import blocks, listeners, modal
+from bot.slack import blocks, listeners, modal, selection, skip, what_runs
 from bot.slack.client import web_client
 from bot.slack.config import SlackDefaults, load_defaults
 from bot.slack.context import Ack, Respond, SlackBot
@@ -74,12 +75,32 @@ def build_app(
     async def reject(ack: Ack, body: dict[str, Any]) -> None:
         await listeners.on_decision(bot, REJECT, ack, body)
 
+    @app.action(selection.SHOW_HOSTS_ACTION)
+    async def show_hosts(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_show_hosts(bot, ack, body)
+
+    @app.action(what_runs.SHOW_RUNS_ACTION)
+    async def show_runs(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_show_runs(bot, ack, body)
+
     @app.view(modal.CALLBACK_ID)
     async def submitted(ack: Ack, body: dict[str, Any]) -> None:
         await listeners.on_submission(bot, ack, body)
 
     for action_id, update in blocks.CONTROL_ACTIONS.items():
         app.action(action_id)(_control_listener(bot, update))
+
+    @app.action(skip.SKIP_ACTION)
+    async def skip_choice(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_skip_choice(bot, ack, body)
+
+    @app.action(skip.SKIP_OPEN_ACTION)
+    async def skip_open(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_skip_open(bot, ack, body)
+
+    @app.view(skip.SKIP_CALLBACK)
+    async def skip_submitted(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_skip_submission(bot, ack, body)
 
     return app, bot
 

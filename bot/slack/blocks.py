@@ -22,9 +22,13 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from activities.notify import summary_text
+from activities.notify import hosts_text
+from bot.slack.selection import Selection, show_all_button
+from bot.slack.selection import summary_text as selection_text
+from bot.slack.skip import control_block_id, skip_element
 from bot.slack.text import mrkdwn as mrkdwn_escape
 from bot.slack.text import plain
+from bot.slack.what_runs import WhatRuns, runs_blocks, show_runs_button
 from workflows.models import (
     ClusterProgress,
     HostState,
@@ -43,7 +47,6 @@ CONTROL_ACTIONS = {
     "patchpilot_resume": "resume",
     "patchpilot_abort": "abort",
 }
-CONTROL_BLOCK = "patchpilot_controls"
 # Phases in which the card offers its control buttons.
 LIVE_PHASES = (Phase.RESOLVING, Phase.AWAITING_APPROVAL, Phase.PREFLIGHT, Phase.PATCHING)
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks): blocks in one message,
@@ -116,6 +119,7 @@ class CardInfo:
     hosts_by_cluster: dict[str, list[str]] = field(default_factory=dict)
     progress: RolloutProgress | None = None
     note: str | None = None
+    host_pattern: str | None = None  # the `limit=` pattern that selected the hosts
 
     @classmethod
     def from_input(
@@ -156,6 +160,7 @@ class CardInfo:
             requester=request.requester_email,
             approvers=list(request.approver_emails),
             ui_link=ui_link,
+            host_pattern=getattr(request, "host_pattern", None),
             **extra,
         )
 
@@ -210,7 +215,9 @@ def _card_fields(info: CardInfo) -> list[str]:
     if info.services is not None:
         fields.append(f"*Services*\n{mrkdwn_escape(', '.join(info.services) or 'none')}")
     if info.update_command is not None:
-        fields.append(f"*Update command*\n{code(info.update_command, 1500)}")
+        fields.append(f"*Update command*\n{_whole_or_said(info.update_command)}")
+    if info.host_pattern is not None:
+        fields.append(f"*Limit (Ansible host pattern)*\n{code(info.host_pattern, 500)}")
     if progress is not None and progress.paused_by:
         since = progress.paused_since or datetime.now(UTC)
         minutes = int((datetime.now(UTC) - since).total_seconds() // 60)
@@ -218,10 +225,33 @@ def _card_fields(info: CardInfo) -> list[str]:
             f"*Paused by*\n{mrkdwn_escape(progress.paused_by)} since {since:%H:%M} UTC "
             f"({minutes} min): no new host starts"
         )
+    if progress is not None and not progress.decided_by and progress.approved_by:
+        fields.append(approvals_field(progress))
     if progress is not None and progress.decided_by:
         verdict = "Rejected" if progress.phase == Phase.REJECTED else "Approved"
         fields.append(f"*{verdict} by*\n{mrkdwn_escape(progress.decided_by)}")
     return fields
+
+
+def _whole_or_said(command: str) -> str:
+    """The command as inline code when it fits a field, else its start and how much of it the
+    card leaves out (the approval request shows all of it), never cut silently."""
+    escaped = mrkdwn_escape(command).replace("`", "'")
+    if len(escaped) <= 1500:
+        return f"`{escaped}`"
+    return (
+        f"`{escaped[:1200]}…` _(the first 1,200 of {len(command)} characters; the approval "
+        "request's “Show everything that runs” shows all of it)_"
+    )
+
+
+def approvals_field(progress: RolloutProgress) -> str:
+    """The card's field while approvals come in: "*Approvals*\napproved by alice@…; still
+    needed: cluster-a: 1 more of carol@…" (mrkdwn)."""
+    line = f"*Approvals*\napproved by {mrkdwn_escape(', '.join(progress.approved_by))}"
+    if progress.approvals_missing:
+        line += f"; still needed: {mrkdwn_escape('; '.join(progress.approvals_missing))}"
+    return line
 
 
 def _progress_sections(progress: RolloutProgress) -> list[Block]:
@@ -271,11 +301,13 @@ def status_card(info: CardInfo) -> list[Block]:
         blocks.append(
             _section(f":hourglass_flowing_sand: {mrkdwn_escape(progress.waiting_for_window)}")
         )
+    if progress is not None and progress.gate:  # soaking, or held by firing alerts
+        blocks.append(_section(f":hourglass_flowing_sand: {mrkdwn_escape(progress.gate)}"))
     message = info.note or (progress.message if progress else None)
     if message:
         blocks.append(_section(mrkdwn_escape(message)))
     if progress is not None and progress.phase in LIVE_PHASES:
-        blocks.append(_controls(info.rollout_id, paused=progress.paused_by is not None))
+        blocks.append(_controls(info.rollout_id, progress))
     context = f"Rollout {code(info.rollout_id, 250)}"
     if info.ui_link:
         context += f" · <{info.ui_link}|Temporal Web UI>"
@@ -283,21 +315,25 @@ def status_card(info: CardInfo) -> list[Block]:
     return blocks[:MAX_BLOCKS]
 
 
-def _controls(rollout_id: str, *, paused: bool) -> ActionsBlock:
-    """Pause (or Resume) and Abort; skipping a host is `/patch skip <id> <host>`."""
-    first = "patchpilot_resume" if paused else "patchpilot_pause"
-    return ActionsBlock(
-        block_id=CONTROL_BLOCK,
-        elements=[
-            ButtonElement(text="Resume" if paused else "Pause", action_id=first, value=rollout_id),
-            _danger_button(
-                "Abort",
-                "patchpilot_abort",
-                rollout_id,
-                "Hosts in progress finish their steps; every other host is skipped.",
-            ),
-        ],
-    )
+def _controls(rollout_id: str, progress: RolloutProgress) -> ActionsBlock:
+    """Pause (or Resume), Abort, and skipping a pending host (`bot.slack.skip`); the block's id
+    names the rollout."""
+    first = "patchpilot_resume" if progress.paused_by else "patchpilot_pause"
+    elements: list[Any] = [
+        ButtonElement(
+            text="Resume" if progress.paused_by else "Pause", action_id=first, value=rollout_id
+        ),
+        _danger_button(
+            "Abort",
+            "patchpilot_abort",
+            rollout_id,
+            "Hosts in progress finish their steps; every other host is skipped.",
+        ),
+    ]
+    skip = skip_element(rollout_id, progress)
+    if skip is not None:
+        elements.append(skip)
+    return ActionsBlock(block_id=control_block_id(rollout_id), elements=elements)
 
 
 def _danger_button(verb: str, action_id: str, rollout_id: str, consequence: str) -> ButtonElement:
@@ -327,14 +363,27 @@ def card_text(info: CardInfo) -> str:
 
 
 def approval_request(
-    rollout_id: str, requester: str, approvers: Sequence[str], clusters: Sequence[str]
+    rollout_id: str,
+    requester: str,
+    approvers: Sequence[str],
+    clusters: Sequence[str],
+    selection: Selection | None = None,
+    runs: WhatRuns | None = None,
 ) -> list[Block]:
-    """The thread message with Approve / Reject; `approvers` are mentions or e-mail addresses."""
+    """The thread message with Approve / Reject; `approvers` are mentions or e-mail addresses.
+    With `selection`: the hosts selected per cluster and the limit (`bot.slack.selection`), a
+    long list folded behind a "Show all N hosts" button. With `runs`: below the buttons, what
+    runs, whole or folded behind "Show everything that runs" (`bot.slack.what_runs`)."""
     text = (
         f"{' '.join(approvers)}: {requester} asks to patch *{mrkdwn_escape(', '.join(clusters))}* "
         f"(rollout {code(rollout_id, 250)}). Nothing is touched until an approver other than "
         "the requester approves."
     )
+    folded = False
+    if selection is not None:
+        hosts, folded = selection_text(selection)
+        text += "\n" + hosts
+    shown, runs_folded = runs_blocks(runs) if runs is not None else ([], False)
     return [
         _section(text),
         ActionsBlock(
@@ -349,8 +398,11 @@ def approval_request(
                     rollout_id,
                     "No host will be touched and the rollout ends.",
                 ),
-            ],
+            ]
+            + ([show_all_button(rollout_id, selection)] if selection and folded else [])
+            + ([show_runs_button(rollout_id)] if runs_folded else []),
         ),
+        *shown,
     ]
 
 
@@ -362,8 +414,9 @@ def decided(verdict: str, by: str, rollout_id: str) -> list[Block]:
 
 
 def summary_message(summary: RolloutSummary) -> str:
-    """The thread's last message: counts, duration (whole seconds), the rollout's message and
-    the per-host table of `activities.notify.summary_text` in a code block."""
+    """The thread's last message: counts, duration (whole seconds), the rollout's message, the
+    controls used (who paused, resumed, skipped which host and why, aborted; when) and the
+    per-host table of `activities.notify.hosts_text` in a code block."""
     icon = PHASE_ICON.get(summary.phase, "")
     head = (
         f"{icon} *Rollout {summary.phase.value}* — patched {summary.patched}, failed "
@@ -372,7 +425,9 @@ def summary_message(summary: RolloutSummary) -> str:
     )
     if summary.controls:  # pause, resume, skip, abort: who and when
         head += "\n*Controls*\n" + "\n".join(f"• {mrkdwn_escape(c)}" for c in summary.controls)
-    body = summary_text(summary).split("\n", 4)[-1].strip()
+    if summary.gates:  # each health gate's decision and its numbers
+        head += "\n*Gates*\n" + "\n".join(f"• {mrkdwn_escape(g)}" for g in summary.gates)
+    body = hosts_text(summary).strip()
     return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, SUMMARY_TEXT)
 
 

@@ -18,8 +18,13 @@ from workflows.models import RolloutInput, describe_validation_error
 USAGE = """\
 *Usage*
 • `/patch <cluster> [<cluster> …] [pilot=N] [services=a,b] [update="command"] \
-[approvers=@alice,bob@example.com] [limit=web0[1-3]]`
+[approvers=@alice,bob@example.com] [limit=web0[12]*]`
    start a rollout: nothing is touched until an approver (not you) approves it
+• `/patch <cluster> … profile=security`   the update command of the approval policy's profile
+• `… soak=PT10M alert='alertname="HighErrorRate", cluster="{cluster}"' \
+query='avg(error_rate{host=~"{hosts}"}) <= baseline * 1.2 + 0.01' gate-timeout=PT30M`   \
+health gates after the pilots and each wave (README "Health gates"); \
+`/patch soak <rollout id> cut|extend [PT10M]` ends or lengthens a running soak
 • `/patch <cluster> … dry-run`   what would change (pending updates, reboots); \
 no approval, no change
 • `/patch schedule list` · `/patch schedule create <id> cron="0 2 * * sat" tz=UTC \
@@ -37,7 +42,14 @@ control a running rollout (requester or approvers; also buttons on its card)
 update="apt-get update && apt-get -y upgrade" approvers=@alice,@bob`
 Defaults for pilot, services, update and approvers can be configured per channel or cluster."""
 
-OPTIONS = ("pilot", "services", "update", "approvers", "limit")
+# Health gates (workflows/gating.py): option -> RolloutInput field (alert and query: one each).
+GATE_OPTIONS = {
+    "soak": "soakTime",
+    "gate-timeout": "gateTimeout",
+    "alert": "alertMatchers",
+    "query": "gateQueries",
+}
+OPTIONS = ("pilot", "services", "update", "profile", "approvers", "limit", *GATE_OPTIONS)
 ALIASES = {"service": "services", "approver": "approvers", "pilots": "pilot"}
 SUBCOMMANDS = ("help", "status", "list", "cancel")
 MAX_TEXT = 4000
@@ -108,8 +120,11 @@ class PatchCommand:
     update: str | None = None
     approvers: list[ApproverRef] | None = None
     dry_run: bool = False
+    profile: str | None = None  # an update profile of the approval policy (bot.slack.trust)
     # An Ansible host pattern (`--limit`): only the clusters' hosts it matches.
     limit: str | None = None
+    # soak=, gate-timeout=, alert=, query= as RolloutInput fields (see GATE_OPTIONS).
+    gates: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,8 @@ class PatchPlan:
     approvers: list[ApproverRef] = field(default_factory=list)
     dry_run: bool = False
     limit: str | None = None
+    gates: dict[str, object] = field(default_factory=dict)
+    profile: str | None = None  # the policy's profile `update` was taken from
 
 
 def _tokens(text: str) -> list[str]:
@@ -182,6 +199,11 @@ def parse_approver(token: str) -> ApproverRef:
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _duration(value: str) -> int | str:
+    """Seconds ("600") or ISO 8601 ("PT10M"), as the CLI reads durations."""
+    return int(value.strip()) if value.strip().isdigit() else value.strip()
 
 
 def _pilot(value: str) -> int:
@@ -300,7 +322,13 @@ def _parse_patch(tokens: list[str]) -> PatchCommand:
             else None
         ),
         dry_run=dry_run,
+        profile=options.get("profile"),
         limit=options.get("limit"),
+        gates={
+            GATE_OPTIONS[name]: [value] if name in ("alert", "query") else _duration(value)
+            for name, value in options.items()
+            if name in GATE_OPTIONS
+        },
     )
 
 
@@ -313,9 +341,14 @@ def _first(layers: list[RolloutDefaults], name: str) -> object:
 
 
 def apply_defaults(
-    command: PatchCommand, defaults: SlackDefaults, channel_id: str | None
+    command: PatchCommand,
+    defaults: SlackDefaults,
+    channel_id: str | None,
+    *,
+    under_policy: bool = False,
 ) -> PatchPlan:
-    """Fill what the command leaves out from the channel's, the clusters' and global defaults."""
+    """Fill what the command leaves out from the channel's, the clusters' and global defaults;
+    `under_policy`: no approvers is fine (the approval policy names them)."""
     layers = defaults.layers(channel_id, command.clusters)
     pilot = command.pilot if command.pilot is not None else _first(layers, "pilot")
     services = command.services if command.services is not None else _first(layers, "services")
@@ -324,7 +357,7 @@ def apply_defaults(
     if approvers is None:
         configured = _first(layers, "approvers")
         approvers = [parse_approver(str(item)) for item in configured or []]  # type: ignore[attr-defined]
-    if not approvers and not command.dry_run:
+    if not approvers and not command.dry_run and not under_policy:
         raise CommandError(
             "no approvers: give approvers=@name,… (Slack mentions or e-mail addresses); none are "
             "configured for this channel or these clusters"
@@ -342,6 +375,8 @@ def apply_defaults(
         approvers=approvers,
         dry_run=command.dry_run,
         limit=command.limit,
+        gates=command.gates,
+        profile=command.profile,
     )
 
 
@@ -365,6 +400,9 @@ def rollout_input(
     }
     if plan.limit is not None:
         raw["hostPattern"] = plan.limit
+    if plan.profile is not None:
+        raw["updateProfile"] = plan.profile
+    raw.update(plan.gates)
     if slack_channel:
         raw["slackChannel"] = slack_channel
     if slack_thread_ts:

@@ -17,13 +17,15 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
-from activities.inventory import load_inventory
+from activities.inventory import limit_refusal, load_inventory
+from activities.policy import load_policy
 from bot.rollouts import Rollouts
 from bot.settings import Settings
 from bot.slack.commands import USAGE, CommandError
 from bot.slack.config import SlackDefaults
 from bot.slack.identity import Directory, IdentityError
 from bot.slack.text import mrkdwn
+from workflows.policy import Policy
 
 log = logging.getLogger("patchpilot.slack")
 
@@ -63,10 +65,23 @@ class SlackBot:
     team_id: str | None = None
     rollouts: Rollouts = field(init=False)
     directory: Directory = field(init=False)
+    # The approval policy (PATCHPILOT_POLICY, README "Trust model"); None: development mode,
+    # people are who their Slack e-mail says (bot.slack.trust has the rules under a policy).
+    policy: Policy | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.temporal, self.settings.task_queue)
         self.directory = Directory(self.client)
+        # Raises PolicyError naming the key when the file is not a valid policy.
+        self.policy = load_policy(self.settings.policy) if self.settings.policy else None
+
+    async def home_team(self) -> str:
+        """The id of the workspace this installation serves: auth.test's `team_id`
+        (https://api.slack.com/methods/auth.test), asked once. Raises SlackApiError."""
+        if self.team_id is None:
+            identity = await self.client.auth_test()
+            self.team_id = str(identity.get("team_id") or "")
+        return self.team_id
 
     def foreign_team(self, team_id: str | None) -> str | None:
         """Why a request from workspace `team_id` is refused, or None when it is ours (or when
@@ -89,6 +104,18 @@ class SlackBot:
         if source is None:
             return None
         return set(load_inventory(source))
+
+    def limit_refusal(self, clusters: list[str], limit: str) -> str | None:
+        """Why `limit=` cannot start a rollout of `clusters` ("limit=web0 selects no host of
+        cluster-a in the inventory (Ansible: …)"), or None when it selects a host of each or no
+        inventory is configured (the worker then judges). Reads the inventory through Ansible
+        (about half a second for a new pattern): call it off the event loop. Raises InventoryError.
+        """
+        source = self.settings.inventory
+        if source is None:
+            return None
+        refused = limit_refusal(source, clusters, limit)
+        return None if refused is None else f"limit={limit} {refused}; nothing was started"
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run `work` in the background; a failure is logged, never raised to the listener."""

@@ -16,13 +16,15 @@ from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 
 from bot.rollouts import CONTROLS, RolloutError
-from bot.slack import blocks
+from bot.slack import blocks, trust
 from bot.slack.commands import ROLLOUT_ID, CommandError
 from bot.slack.context import Respond, SlackBot, error_mrkdwn
 from bot.slack.decisions import Click, tell
 from bot.slack.identity import IdentityError
 from bot.slack.text import mrkdwn
+from workflows.gate_rules import GateControl
 from workflows.models import RolloutControl, describe_validation_error
+from workflows.policy import Person
 
 log = logging.getLogger("patchpilot.slack")
 
@@ -32,19 +34,57 @@ STATUS_RUNNING = 5
 LIST_LIMIT = 15
 LIST_DAYS = 30
 LIST_TEXT = 3000  # characters of the list's message
+# Under the policy, `/patch list` looks among this many newest rollouts for the ones to show.
+LIST_SCAN = 200
 
 
-async def status(bot: SlackBot, rollout_id: str | None, respond: Respond) -> None:
+@dataclass(frozen=True)
+class Asker:
+    """Who asks for `/patch status` or `/patch list`, from which workspace and channel."""
+
+    user_id: str
+    team_id: str | None
+    channel_id: str
+
+
+async def _shown(
+    bot: SlackBot, ids: list[str], asker: Asker | None, limit: int
+) -> tuple[list[str], int]:
+    """The first `limit` of `ids` the asker may see (under the policy: the rollouts of the
+    channel they ask in and the ones they take part in, `trust.visible`; without one: all),
+    and how many were left out. Raises IdentityError when the asker is refused."""
+    if bot.policy is None or asker is None:
+        return ids[:limit], 0
+    person = await trust.verified_person(bot, asker.user_id, asker.team_id)
+    seen = await trust.visible_requests(bot, ids, person, asker.channel_id)
+    return list(seen)[:limit], len(ids) - len(seen)
+
+
+async def status(
+    bot: SlackBot, rollout_id: str | None, respond: Respond, asker: Asker | None = None
+) -> None:
     """The card of rollout `rollout_id`, or of each running rollout when it is None; an unknown
-    id is answered with the facade's sentence ("no rollout with id …")."""
+    id is answered with the facade's sentence ("no rollout with id …"). Under the policy only
+    the rollouts `asker` may see (`_shown`)."""
     if rollout_id is None:
-        running = await bot.rollouts.list("ExecutionStatus='Running'", limit=STATUS_RUNNING)
-        if not running:
-            await respond(text="No rollout is running.", response_type="ephemeral")
+        running = await bot.rollouts.list(
+            "ExecutionStatus='Running'", limit=STATUS_RUNNING if bot.policy is None else 100
+        )
+        ids, _ = await _shown(bot, [row.rollout_id for row in running], asker, STATUS_RUNNING)
+        if not ids:
+            await respond(
+                text="No rollout is running that you may see here.", response_type="ephemeral"
+            )
             return
-        ids = [row.rollout_id for row in running]
     else:
-        ids = [rollout_id]
+        ids, hidden = await _shown(bot, [rollout_id], asker, 1)
+        if hidden:
+            await respond(
+                text=f":no_entry: rollout `{mrkdwn(rollout_id)}` was started in another channel "
+                "and you are neither its requester nor one of its approvers; ask in its channel",
+                response_type="ephemeral",
+            )
+            return
     cards: list[dict[str, Any]] = []
     texts: list[str] = []
     for one in ids:
@@ -67,11 +107,15 @@ async def status(bot: SlackBot, rollout_id: str | None, respond: Respond) -> Non
     )
 
 
-async def list_rollouts(bot: SlackBot, respond: Respond) -> None:
+async def list_rollouts(bot: SlackBot, respond: Respond, asker: Asker | None = None) -> None:
     """The rollouts started in the last LIST_DAYS days, newest first, with status and start
-    time (UTC, to the minute)."""
+    time (UTC, to the minute); under the policy only those `asker` may see (`_shown`, among
+    the newest LIST_SCAN)."""
     since = (datetime.now(UTC) - timedelta(days=LIST_DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    recent = await bot.rollouts.list(f"StartTime > '{since}'", limit=LIST_LIMIT)
+    scan = LIST_LIMIT if bot.policy is None else LIST_SCAN
+    rows = await bot.rollouts.list(f"StartTime > '{since}'", limit=scan)
+    ids, _ = await _shown(bot, [row.rollout_id for row in rows], asker, LIST_LIMIT)
+    recent = [row for row in rows if row.rollout_id in ids]
     if not recent:
         await respond(text=f"No rollout in the last {LIST_DAYS} days.", response_type="ephemeral")
         return
@@ -85,18 +129,29 @@ async def list_rollouts(bot: SlackBot, respond: Respond) -> None:
     )
 
 
-async def cancel(bot: SlackBot, rollout_id: str, user_id: str, respond: Respond) -> None:
+async def cancel(
+    bot: SlackBot, rollout_id: str, user_id: str, respond: Respond, team_id: str | None = None
+) -> None:
     """Ask rollout `rollout_id` to stop, when Slack user `user_id` is its requester or one of its
-    approvers. Raises IdentityError when their e-mail cannot be read, RolloutError when Temporal
-    refuses the cancellation itself."""
-    email = await bot.directory.email_of(user_id)
+    approvers (under the policy: `trust.control_refusal`, operators too). Raises IdentityError
+    when they cannot be identified, RolloutError when Temporal refuses the cancellation itself."""
+    person = None
+    if bot.policy is not None:
+        person = await trust.verified_person(bot, user_id, team_id)
+        email = person.email
+    else:
+        email = await bot.directory.email_of(user_id)
     try:
         current = await bot.rollouts.status(rollout_id)
+        refused = await _control_refusal(bot, person, rollout_id, "cancel")
     except RolloutError as error:
         await respond(text=mrkdwn(str(error)), response_type="ephemeral")
         return
     progress = current.progress
-    if email not in {progress.requester_email, *progress.approver_emails}:
+    if refused:
+        await respond(text=f":no_entry: {mrkdwn(refused)}", response_type="ephemeral")
+        return
+    if person is None and email not in {progress.requester_email, *progress.approver_emails}:
         await respond(
             text=f":no_entry: only the requester or an approver of `{rollout_id}` may cancel "
             f"it; {mrkdwn(email)} is neither",
@@ -125,13 +180,23 @@ class ControlCommand:
     rollout_id: str
     host: str | None = None
     reason: str = ""
+    # `/patch soak <id> cut|extend [duration]`: the `gate` update's action and extension.
+    soak: str | None = None
+    by: str | None = None
 
 
 def parse_control(text: str) -> ControlCommand | None:
     """The control command in `/patch` text (already read back as typed), or None when the text
     is not one; raises CommandError, naming what is missing, for a malformed one."""
     words = text.split()
-    if not words or words[0].lower() not in CONTROLS:
+    if words and words[0].lower() == "soak":
+        if len(words) not in (3, 4) or words[2].lower() not in ("cut", "extend"):
+            raise CommandError(
+                "`soak` reads: /patch soak <id> cut | /patch soak <id> extend [PT10M]"
+            )
+        by = words[3] if len(words) == 4 else None
+        return ControlCommand("gate", _rollout_id(words[1]), soak=words[2].lower(), by=by)
+    if not words or words[0].lower() not in CONTROLS or words[0].lower() == "gate":
         return None
     action, rest = words[0].lower(), words[1:]
     if action == "skip":
@@ -151,15 +216,43 @@ def _rollout_id(value: str) -> str:
     return value
 
 
-async def control(bot: SlackBot, command: ControlCommand, user_id: str) -> str:
+async def _control_refusal(
+    bot: SlackBot, person: Person | None, rollout_id: str, what: str
+) -> str | None:
+    """Under the policy, why `person` may not `what` the rollout (`trust.control_refusal`);
+    None without a policy. Raises RolloutError when the rollout cannot be read."""
+    if bot.policy is None or person is None:
+        return None
+    request = await bot.rollouts.request(rollout_id)
+    return trust.control_refusal(bot.policy, person, request, what)
+
+
+async def control(
+    bot: SlackBot, command: ControlCommand, user_id: str, team_id: str | None = None
+) -> str:
     """Send `command` for Slack user `user_id` through the facade; the answer to show them
-    (mrkdwn), the workflow's own reason when refused. Raises IdentityError when their e-mail
-    cannot be read. A control that went through also refreshes the rollout's card."""
-    email = await bot.directory.email_of(user_id)
+    (mrkdwn), the workflow's own reason when refused. Raises IdentityError when they cannot be
+    identified (under the policy: verified, and refused unless `trust.control_refusal`
+    allows). A control that went through also refreshes the rollout's card."""
+    if bot.policy is not None:
+        person = await trust.verified_person(bot, user_id, team_id)
+        email = person.email
+        try:
+            refused = await _control_refusal(bot, person, command.rollout_id, command.action)
+        except RolloutError as error:
+            return f":no_entry: {command.action} refused: {mrkdwn(str(error))}"
+        if refused:
+            return f":no_entry: {command.action} refused: {mrkdwn(refused)}"
+    else:
+        email = await bot.directory.email_of(user_id)
+    fields: dict[str, object] = {"person": email, "host": command.host, "reason": command.reason}
+    model: type[RolloutControl] = RolloutControl
+    if command.soak is not None:
+        model, fields = GateControl, {"person": email, "action": command.soak}
+        if command.by is not None:
+            fields["by"] = int(command.by) if command.by.isdigit() else command.by
     try:
-        request = RolloutControl.model_validate(
-            {"person": email, "host": command.host, "reason": command.reason}
-        )
+        request = model.model_validate(fields)
     except ValidationError as error:
         return f":warning: {mrkdwn(describe_validation_error(error))}"
     try:
@@ -192,17 +285,22 @@ async def refresh_card(bot: SlackBot, rollout_id: str) -> None:
 
 
 async def answer_control(
-    bot: SlackBot, command: ControlCommand, user_id: str, respond: Respond
+    bot: SlackBot,
+    command: ControlCommand,
+    user_id: str,
+    respond: Respond,
+    team_id: str | None = None,
 ) -> None:
     """`/patch pause|resume|skip|abort …` after the ack: the answer, ephemerally."""
-    await respond(text=await control(bot, command, user_id), response_type="ephemeral")
+    answer = await control(bot, command, user_id, team_id)
+    await respond(text=answer, response_type="ephemeral")
 
 
 async def click_control(bot: SlackBot, command: ControlCommand, click: Click) -> None:
     """A control button on the card, after the ack: the answer to the person who clicked, in
     the card's thread; never raises."""
     try:
-        text = await control(bot, command, click.user_id)
+        text = await control(bot, command, click.user_id, click.team_id)
     except IdentityError as error:
         text = f":warning: {error_mrkdwn(error)}"
     await tell(bot, click, text)

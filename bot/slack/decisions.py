@@ -1,9 +1,12 @@
 """The Approve / Reject buttons after the ack: send the decision through the facade, then replace
 the buttons with the verdict.
 
-Who may decide is the workflow's rule (its update validator), not the bot's: the bot only names
-the person who clicked, by the e-mail Slack gives for their user id, and passes the workflow's
-answer on. Answers go to the person who clicked only (chat.postEphemeral).
+Who may decide is the workflow's rule (its update validator), not the bot's. Without a policy the
+bot only names the person who clicked, by the e-mail Slack gives for their user id; under the
+approval policy it verifies the clicker by stable ids (`bot.slack.trust`), checks they are one of
+the rollout's approvers and not its requester, and signs the decision with its own key for the
+digest it computes (`bot.signing`), which the worker verifies. Either way it passes the
+workflow's answer on. Answers go to the person who clicked only (chat.postEphemeral).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot.rollouts import RolloutError
-from bot.slack import blocks
+from bot.signing import Signer, signed_decision
+from bot.slack import blocks, trust
 from bot.slack.client import slack_error
 from bot.slack.context import SlackBot, error_mrkdwn
 from bot.slack.identity import IdentityError
+from bot.slack.selection import Selection
 from bot.slack.text import mrkdwn
+from bot.slack.what_runs import WhatRuns
 from workflows.models import ApprovalDecision
 
 log = logging.getLogger("patchpilot.slack")
@@ -76,21 +82,39 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
 
     A refusal (not an approver, the requester, already decided, the rollout has ended) is told
     with the facade's reason; a decision that went through replaces the buttons (chat.update).
+    Under the approval policy the clicker is verified and the decision signed first
+    (`_signed`); an approval that leaves others still needed keeps the buttons and says who
+    has approved and what is missing.
     """
+    comment = f"via Slack by <@{click.user_id}>"
+    if bot.policy is not None:
+        signed = await _signed(bot, kind, click, comment)
+        if signed is None:
+            return
+        decision = signed
+        email = decision.approver
+    else:
+        try:
+            email = await bot.directory.email_of(click.user_id)
+        except IdentityError as error:
+            await tell(bot, click, f":warning: {error_mrkdwn(error)}")
+            return
+        decision = ApprovalDecision(approver=email, comment=comment)
     try:
-        email = await bot.directory.email_of(click.user_id)
-    except IdentityError as error:
-        await tell(bot, click, f":warning: {error_mrkdwn(error)}")
-        return
-    decision = ApprovalDecision(approver=email, comment=f"via Slack by <@{click.user_id}>")
-    try:
-        await bot.rollouts.decide(click.rollout_id, decision, approve=kind == APPROVE)
+        answer = await bot.rollouts.decide(click.rollout_id, decision, approve=kind == APPROVE)
     except RolloutError as error:
         await tell(bot, click, f":no_entry: {kind} refused: {mrkdwn(str(error))}")
         return
     except Exception as error:
         log.exception("%s of %s by %s failed", kind, click.rollout_id, email)
         await tell(bot, click, f":x: could not {kind} `{click.rollout_id}`: {mrkdwn(str(error))}")
+        return
+    if "still needed" in answer:  # one approval of several: the buttons stay for the others
+        from bot.slack.control import refresh_card  # control builds on this module
+
+        await tell(bot, click, f":ballot_box_with_check: {mrkdwn(answer)}")
+        await refresh_request(bot, click)
+        await refresh_card(bot, click.rollout_id)  # its Approvals field
         return
     verdict = "Approved" if kind == APPROVE else "Rejected"
     try:
@@ -106,3 +130,91 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
         # The decision stands (Temporal has it); only its echo in Slack is missing.
         log.warning("cannot mark %s as %s: %s", click.rollout_id, verdict, slack_error(error))
         await tell(bot, click, f"{verdict} `{click.rollout_id}`.")
+
+
+async def _signed(bot: SlackBot, kind: str, click: Click, comment: str) -> ApprovalDecision | None:
+    """Under the policy: the clicker verified (`trust.verified_person`), checked to be one of
+    the rollout's approvers (its progress' `approverEmails`, the policy's) and not its
+    requester, and their decision signed by this bot for the digest computed here
+    (`bot.signing.signed_decision`). None when refused; the clicker was told why."""
+    refused = f":no_entry: {kind} refused:"
+    try:
+        person = await trust.verified_person(bot, click.user_id, click.team_id)
+        progress = await bot.rollouts.progress(click.rollout_id, steps=False)
+    except IdentityError as error:
+        await tell(bot, click, f"{refused} {error_mrkdwn(error)}")
+        return None
+    except RolloutError as error:
+        await tell(bot, click, f"{refused} {mrkdwn(str(error))}")
+        return None
+    who = mrkdwn(f"{person.name} ({person.email})")
+    if person.email == progress.requester_email.lower():
+        await tell(bot, click, f"{refused} {who} requested this rollout and cannot decide it")
+        return None
+    if person.email not in {email.lower() for email in progress.approver_emails}:
+        approvers = mrkdwn(", ".join(progress.approver_emails) or "none")
+        await tell(bot, click, f"{refused} {who} is not an approver of it ({approvers} are)")
+        return None
+    if bot.settings.signing_key is None:
+        await tell(
+            bot,
+            click,
+            f"{refused} this PatchPilot has no signing key (PATCHPILOT_SIGNING_KEY), so it "
+            "cannot vouch for your click; use `patchpilot approve --key`",
+        )
+        return None
+    signer = Signer(bot.settings.signing_key, bot.settings.signer or "slack")
+    try:
+        decision, _, _ = await signed_decision(
+            bot.rollouts,
+            click.rollout_id,
+            person.email,
+            comment,
+            approve=kind == APPROVE,
+            signer=signer,
+            inventory=bot.settings.inventory,
+        )
+    except RolloutError as error:
+        await tell(bot, click, f"{refused} {mrkdwn(str(error))}")
+        return None
+    return decision
+
+
+async def refresh_request(bot: SlackBot, click: Click) -> None:
+    """Re-render the approval request `click` was on from the rollout's state now (who has
+    approved, what is still missing), its buttons kept; a failure is only logged."""
+    try:
+        request = await bot.rollouts.request(click.rollout_id)
+        progress = await bot.rollouts.progress(click.rollout_id, steps=False)
+        policy = bot.policy
+        mentions = [
+            trust.how_to_mention(policy, email) if policy else mrkdwn(email)
+            for email in progress.approver_emails
+        ]
+        requester = (
+            trust.how_to_mention(policy, request.requester_email)
+            if policy
+            else mrkdwn(request.requester_email)
+        )
+        runs = WhatRuns.of(request, progress)
+        await bot.client.chat_update(
+            channel=click.channel_id,
+            ts=click.message_ts,
+            text=f"Approval needed for rollout {click.rollout_id}: {' '.join(mentions)} — "
+            + mrkdwn(
+                f"approved by {', '.join(progress.approved_by) or 'no one yet'}; still needed: "
+                f"{'; '.join(progress.approvals_missing) or 'nothing'}"
+            ),
+            blocks=blocks.as_dicts(
+                blocks.approval_request(
+                    click.rollout_id,
+                    requester,
+                    mentions,
+                    request.target_clusters,
+                    Selection.of(progress, request.host_pattern),
+                    runs,
+                )
+            ),
+        )
+    except (RolloutError, SlackApiError) as error:
+        log.warning("cannot refresh the approval request of %s: %s", click.rollout_id, error)

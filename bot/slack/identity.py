@@ -7,17 +7,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.client import slack_error
-from bot.slack.commands import ApproverRef
+from bot.slack.commands import USER_ID, ApproverRef
 from bot.slack.text import mrkdwn
 
 # users.list pages of this many members, at most this many pages (a 10,000-member workspace).
 MEMBERS_PER_PAGE = 200
 MAX_MEMBER_PAGES = 50
+
+
+def mention(user_id: str) -> str:
+    """`<@U…>` for a well-formed user id, else the id escaped: IdentityError texts are mrkdwn."""
+    return f"<@{user_id}>" if USER_ID.fullmatch(user_id) else mrkdwn(user_id or "(no user id)")
+
+
+def account_refusal(user: dict[str, Any], home_team: str) -> str | None:
+    """Why Slack user object `user` (users.info) may not act under the approval policy, or
+    None: deactivated, a bot, a guest (`is_restricted`: multi-channel, `is_ultra_restricted`:
+    single-channel), a member of another workspace (`team_id` not `home_team`, or
+    `is_stranger`), or an e-mail Slack says is not confirmed (`is_email_confirmed` false; when
+    Slack leaves the field out, nothing is concluded from it)."""
+    if user.get("deleted"):
+        return "is deactivated in Slack"
+    if user.get("is_bot") or user.get("is_app_user"):
+        return "is a bot or app user, not a person"
+    if user.get("is_ultra_restricted"):
+        return "is a single-channel guest; guests may not start, approve or control rollouts"
+    if user.get("is_restricted"):
+        return "is a multi-channel guest; guests may not start, approve or control rollouts"
+    team = str(user.get("team_id") or "")
+    if user.get("is_stranger") or (team and team != home_team):
+        return (
+            f"is a member of another workspace ({mrkdwn(team or 'unknown')}); this PatchPilot "
+            f"serves {mrkdwn(home_team)} only"
+        )
+    if user.get("is_email_confirmed") is False:
+        return "has not confirmed their e-mail address in Slack"
+    return None
 
 
 class IdentityError(Exception):
@@ -43,6 +74,17 @@ class Directory:
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
+
+    async def user(self, user_id: str) -> dict[str, Any]:
+        """Slack's user object of `user_id` (https://api.slack.com/types/user); raises
+        IdentityError when Slack does not know the user."""
+        try:
+            response = await self.client.users_info(user=user_id)
+        except SlackApiError as error:
+            raise IdentityError(
+                f"cannot look up {mention(user_id)} in Slack ({slack_error(error)})"
+            ) from None
+        return dict(response.get("user") or {})
 
     async def email_of(self, user_id: str) -> str:
         """The lower-cased e-mail address of user `user_id` (e.g. "U0123ABCD").

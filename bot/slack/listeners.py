@@ -4,20 +4,37 @@ Slack wants an ack within 3 seconds
 (https://api.slack.com/interactivity/handling#acknowledgment_response), and the app is built with
 `process_before_response=True`, so the ack goes out only when the listener returns. A listener
 therefore does only what needs neither Slack's Web API nor Temporal before it returns: the
-workspace check, the command's syntax, the clusters against the inventory, and the service names
-and update command through RolloutInput. A malformed `/patch` is answered in the ack itself,
-ephemerally; anything slower runs after it, through `SlackBot.after_ack` / `SlackBot.spawn`.
+workspace check, the command's syntax, the clusters (and a `limit=` pattern) against the
+inventory, and the service names and update command through RolloutInput. A malformed `/patch`
+is answered in the ack itself, ephemerally; anything slower runs after it, through
+`SlackBot.after_ack` / `SlackBot.spawn`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+
 from activities.inventory import InventoryError
-from bot.slack import commands, control, decisions, modal, schedule_commands, start
+from bot.rollouts import RolloutError
+from bot.slack import (
+    commands,
+    control,
+    decisions,
+    modal,
+    schedule_commands,
+    selection,
+    skip,
+    start,
+    trust,
+    what_runs,
+)
+from bot.slack.client import slack_error
 from bot.slack.context import Ack, Respond, SlackBot, problem_reply
 from bot.slack.text import from_slack, mrkdwn
 
@@ -45,13 +62,20 @@ async def on_patch(bot: SlackBot, ack: Ack, body: dict[str, Any], respond: Respo
         return
     if wanted is not None:
         await ack()
-        bot.after_ack(respond, control.answer_control(bot, wanted, user_id, respond))
+        answer = control.answer_control(bot, wanted, user_id, respond, body.get("team_id"))
+        bot.after_ack(respond, answer)
         return
     try:
         command = commands.parse_command(text)
         if isinstance(command, commands.PatchCommand):
-            plan = commands.apply_defaults(command, bot.defaults, channel_id)
+            plan = trust.plan_of(bot, command, channel_id)  # the policy's profile, approvers
             commands.precheck(plan, bot.known_clusters())
+            if plan.limit is not None:
+                # Refused in the ack, before anything starts: a limit that empties a cluster
+                # would only stop the rollout once the worker resolves it.
+                refused = await asyncio.to_thread(bot.limit_refusal, plan.clusters, plan.limit)
+                if refused:
+                    raise commands.CommandError(refused)
     except (commands.CommandError, InventoryError) as error:
         await ack(text=problem_reply(error), response_type="ephemeral")
         return
@@ -61,15 +85,19 @@ async def on_patch(bot: SlackBot, ack: Ack, body: dict[str, Any], respond: Respo
     await ack()
     work: Awaitable[None]
     if isinstance(command, commands.PatchCommand):
-        work = start.start_rollout(bot, plan, user_id, channel_id, respond)
+        team = body.get("team_id")
+        work = start.start_rollout(bot, plan, user_id, channel_id, respond, team_id=team)
     elif isinstance(command, commands.StatusCommand):
-        work = control.status(bot, command.rollout_id, respond)
+        asker = control.Asker(user_id, body.get("team_id"), channel_id)
+        work = control.status(bot, command.rollout_id, respond, asker)
     elif isinstance(command, commands.ListCommand):
-        work = control.list_rollouts(bot, respond)
+        asker = control.Asker(user_id, body.get("team_id"), channel_id)
+        work = control.list_rollouts(bot, respond, asker)
     elif isinstance(command, commands.CancelCommand):
-        work = control.cancel(bot, command.rollout_id, user_id, respond)
+        work = control.cancel(bot, command.rollout_id, user_id, respond, body.get("team_id"))
     else:
-        work = schedule_commands.schedule(bot, command, user_id, channel_id, respond)
+        team = body.get("team_id")
+        work = schedule_commands.schedule(bot, command, user_id, channel_id, respond, team)
     bot.after_ack(respond, work)
 
 
@@ -82,7 +110,7 @@ async def _open_modal(bot: SlackBot, ack: Ack, body: dict[str, Any], channel_id:
         await ack(text=problem_reply(error), response_type="ephemeral")
         return
     await ack()
-    view = modal.start_view(channel_id, sorted(known) if known else None)
+    view = modal.start_view(channel_id, sorted(known) if known else None, modal.profiles(bot))
     bot.spawn(bot.client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view))
 
 
@@ -98,7 +126,7 @@ async def on_submission(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
         return
     values = (view.get("state") or {}).get("values") or {}
     try:
-        plan = modal.plan_of(values, bot.defaults, channel_id, bot.known_clusters())
+        plan = modal.plan_of(values, bot, channel_id, bot.known_clusters())
     except (commands.CommandError, InventoryError) as error:
         await ack(response_action="errors", errors=modal.field_errors(error))
         return
@@ -107,7 +135,9 @@ async def on_submission(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
     async def respond(text: str, **_: Any) -> None:
         await bot.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text)
 
-    bot.after_ack(respond, start.start_rollout(bot, plan, user_id, channel_id, respond))
+    team = (body.get("team") or {}).get("id")
+    work = start.start_rollout(bot, plan, user_id, channel_id, respond, team_id=team)
+    bot.after_ack(respond, work)
 
 
 async def on_control(bot: SlackBot, action: str, ack: Ack, body: dict[str, Any]) -> None:
@@ -122,6 +152,109 @@ async def on_control(bot: SlackBot, action: str, ack: Ack, body: dict[str, Any])
         return
     wanted = control.ControlCommand(action, click.rollout_id)
     bot.spawn(control.click_control(bot, wanted, click))
+
+
+async def on_skip_choice(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
+    """A host picked in the card's "Skip a host…" menu: acked at once; the skip is sent for the
+    person who picked it and answered ephemerally in the card's thread."""
+    await ack()
+    choice = skip.chosen(body)
+    click = decisions.Click.of(body)
+    await _skip(bot, choice, click.user_id, click.team_id)
+
+
+async def on_skip_open(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
+    """The card's "Skip a host…" button (a rollout with more pending hosts than a menu holds):
+    the skip modal, opened with the click's trigger (valid 3 s) right after the ack."""
+    await ack()
+    click = decisions.Click.of(body)
+    click = replace(click, thread_ts=click.thread_ts or click.message_ts)
+    refused = bot.foreign_team(click.team_id)
+    if refused:
+        bot.spawn(decisions.tell(bot, click, f":no_entry: {mrkdwn(refused)}"))
+        return
+    view = skip.skip_view(click.rollout_id, click.channel_id, click.thread_ts or "")
+    bot.spawn(bot.client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view))
+
+
+async def on_skip_submission(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
+    """The skip modal submitted: closed at once; the skip is answered in the card's thread."""
+    await ack()
+    choice = skip.submitted(body.get("view") or {})
+    user_id = str((body.get("user") or {}).get("id") or "")
+    await _skip(bot, choice, user_id, (body.get("team") or {}).get("id"))
+
+
+async def _skip(bot: SlackBot, choice: skip.SkipChoice, user_id: str, team: str | None) -> None:
+    click = decisions.Click(
+        rollout_id=choice.rollout_id,
+        user_id=user_id,
+        team_id=team,
+        channel_id=choice.channel_id,
+        message_ts=choice.thread_ts,
+        thread_ts=choice.thread_ts or None,
+    )
+    refused = bot.foreign_team(team)
+    if refused:
+        bot.spawn(decisions.tell(bot, click, f":no_entry: {mrkdwn(refused)}"))
+        return
+    if not choice.rollout_id or not choice.host:
+        bot.spawn(decisions.tell(bot, click, ":warning: skip needs a rollout and a host"))
+        return
+    wanted = control.ControlCommand("skip", choice.rollout_id, choice.host, choice.reason)
+    bot.spawn(control.click_control(bot, wanted, click))
+
+
+async def on_show_hosts(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
+    """A "Show all N hosts" click on an approval request: acked at once; the modal with every
+    selected host opens after it, within the click's trigger (3 s, views.open), or the clicker
+    is told ephemerally why not."""
+    await ack()
+    click = decisions.Click.of(body)
+    refused = bot.foreign_team(click.team_id)
+    if refused:
+        bot.spawn(decisions.tell(bot, click, f":no_entry: {mrkdwn(refused)}"))
+        return
+    bot.spawn(_show_hosts(bot, click, str(body.get("trigger_id") or "")))
+
+
+async def _show_hosts(bot: SlackBot, click: decisions.Click, trigger_id: str) -> None:
+    try:
+        progress = await bot.rollouts.progress(click.rollout_id, steps=False)
+        limit = (await bot.rollouts.request(click.rollout_id)).host_pattern
+        view = selection.hosts_view(click.rollout_id, selection.Selection.of(progress, limit))
+        await bot.client.views_open(trigger_id=trigger_id, view=view)
+    except (RolloutError, SlackApiError) as error:
+        reason = slack_error(error) if isinstance(error, SlackApiError) else str(error)
+        await decisions.tell(
+            bot, click, f":warning: cannot show the selected hosts: {mrkdwn(reason)}"
+        )
+
+
+async def on_show_runs(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
+    """A "Show everything that runs" click on an approval request: acked at once; the modal
+    with the whole update command and every script opens after it (views.open, within the
+    click's trigger), or the clicker is told ephemerally why not."""
+    await ack()
+    click = decisions.Click.of(body)
+    refused = bot.foreign_team(click.team_id)
+    if refused:
+        bot.spawn(decisions.tell(bot, click, f":no_entry: {mrkdwn(refused)}"))
+        return
+    bot.spawn(_show_runs(bot, click, str(body.get("trigger_id") or "")))
+
+
+async def _show_runs(bot: SlackBot, click: decisions.Click, trigger_id: str) -> None:
+    try:
+        request = await bot.rollouts.request(click.rollout_id)
+        progress = await bot.rollouts.progress(click.rollout_id, steps=False)
+        runs = what_runs.WhatRuns.of(request, progress)
+        await bot.client.views_open(
+            trigger_id=trigger_id, view=what_runs.runs_view(click.rollout_id, runs)
+        )
+    except (RolloutError, SlackApiError) as error:
+        reason = slack_error(error) if isinstance(error, SlackApiError) else str(error)
+        await decisions.tell(bot, click, f":warning: cannot show what runs: {mrkdwn(reason)}")
 
 
 async def on_decision(bot: SlackBot, kind: str, ack: Ack, body: dict[str, Any]) -> None:

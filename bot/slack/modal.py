@@ -17,25 +17,29 @@ from slack_sdk.models.blocks import (
     Option,
     PlainTextInputElement,
     StaticMultiSelectElement,
+    StaticSelectElement,
     UserMultiSelectElement,
 )
 from slack_sdk.models.views import View
 
 from bot.slack import commands
 from bot.slack.commands import ApproverRef, CommandError, PatchCommand, PatchPlan
-from bot.slack.config import SlackDefaults
+from bot.slack.context import SlackBot
+from bot.slack.trust import plan_of as trusted_plan
 
 CALLBACK_ID = "patchpilot_start"
 # One input block per field; an error is shown under the block of the field it names.
-CLUSTERS, PILOT, SERVICES, UPDATE, APPROVERS = (
+CLUSTERS, PILOT, SERVICES, UPDATE, APPROVERS, PROFILE = (
     "clusters",
     "pilot",
     "services",
     "update",
     "approvers",
+    "profile",
 )
 # Words in a refusal that name its field (the parser's and RolloutInput's own words).
 FIELD_WORDS = (
+    (PROFILE, ("profile",)),
     (PILOT, ("pilot",)),
     (SERVICES, ("service",)),
     (UPDATE, ("update",)),
@@ -45,8 +49,33 @@ FIELD_WORDS = (
 MAX_OPTIONS = 100  # a static select's options (Block Kit limit)
 
 
-def start_view(channel_id: str, clusters: list[str] | None) -> dict[str, Any]:
-    """The modal as views.open takes it; `clusters` None (no inventory) asks for names as text."""
+def profiles(bot: SlackBot) -> list[str]:
+    """The update profiles of the bot's approval policy, by name (every cluster entry's)."""
+    if bot.policy is None:
+        return []
+    return sorted({name for rule in bot.policy.clusters for name in rule.update_profiles})
+
+
+def start_view(
+    channel_id: str, clusters: list[str] | None, update_profiles: list[str] | None = None
+) -> dict[str, Any]:
+    """The modal as views.open takes it; `clusters` None (no inventory) asks for names as text;
+    `update_profiles` (the policy's) are offered in a menu before the free-form command."""
+    profile_blocks = []
+    if update_profiles:
+        profile_blocks.append(
+            InputBlock(
+                block_id=PROFILE,
+                label="Update profile (approval policy)",
+                optional=True,
+                element=StaticSelectElement(
+                    action_id=PROFILE,
+                    options=[
+                        Option(text=name[:75], value=name) for name in update_profiles[:MAX_OPTIONS]
+                    ],
+                ),
+            )
+        )
     if clusters:
         options = [Option(text=name[:75], value=name) for name in sorted(clusters)[:MAX_OPTIONS]]
         cluster_input: Any = StaticMultiSelectElement(action_id=CLUSTERS, options=options)
@@ -73,6 +102,7 @@ def start_view(channel_id: str, clusters: list[str] | None) -> dict[str, Any]:
                 optional=True,
                 element=PlainTextInputElement(action_id=SERVICES, placeholder="nginx,postgresql"),
             ),
+            *profile_blocks,
             InputBlock(
                 block_id=UPDATE,
                 label="Update command",
@@ -99,6 +129,8 @@ def _value(values: dict[str, Any], block: str) -> Any:
         return [option["value"] for option in state.get("selected_options") or []]
     if state.get("type") == "multi_users_select":
         return list(state.get("selected_users") or [])
+    if state.get("type") == "static_select":
+        return (state.get("selected_option") or {}).get("value")
     return state.get("value")
 
 
@@ -117,21 +149,22 @@ def submitted_command(values: dict[str, Any]) -> PatchCommand:
         services=None if services is None else commands.split_list(services),
         update=_value(values, UPDATE) or None,
         approvers=[ApproverRef(user_id=user) for user in users] or None,
+        profile=_value(values, PROFILE) or None,
     )
 
 
 def plan_of(
     values: dict[str, Any],
-    defaults: SlackDefaults,
+    bot: SlackBot,
     channel_id: str,
     known_clusters: set[str] | None,
 ) -> PatchPlan:
-    """The submission through the command line's own rules: parsed, defaults applied, checked
-    against the inventory and RolloutInput. Raises CommandError."""
+    """The submission through the command line's own rules: parsed, defaults (and the policy's
+    profile) applied, checked against the inventory and RolloutInput. Raises CommandError."""
     command = submitted_command(values)
     if not command.clusters:
         raise CommandError("clusters: pick at least one cluster")
-    plan = commands.apply_defaults(command, defaults, channel_id)
+    plan = trusted_plan(bot, command, channel_id)
     commands.precheck(plan, known_clusters)
     return plan
 

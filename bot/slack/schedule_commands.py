@@ -11,10 +11,10 @@ from temporalio.client import ScheduleHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from bot import schedules
+from bot.slack import trust
 from bot.slack.commands import (
     CommandError,
     ScheduleCommand,
-    apply_defaults,
     precheck,
     rollout_input,
 )
@@ -23,16 +23,22 @@ from workflows.models import RolloutInput
 
 
 async def schedule(
-    bot: SlackBot, command: ScheduleCommand, user_id: str, channel_id: str, respond: Respond
+    bot: SlackBot,
+    command: ScheduleCommand,
+    user_id: str,
+    channel_id: str,
+    respond: Respond,
+    team_id: str | None = None,
 ) -> None:
-    """Run `command` for Slack user `user_id`. Raises CommandError (a bad cron, an unknown
-    schedule, a refused create) and IdentityError, which the caller tells the user."""
+    """Run `command` for Slack user `user_id` of workspace `team_id`. Raises CommandError (a
+    bad cron, an unknown schedule, a refused create, under the approval policy what it
+    refuses) and IdentityError, which the caller tells the user."""
     if command.action == "list":
         await _list(bot, respond)
     elif command.action == "create":
-        await _create(bot, command, user_id, channel_id, respond)
+        await _create(bot, command, user_id, (channel_id, team_id), respond)
     else:
-        await _change(bot, command, user_id, respond)
+        await _change(bot, command, user_id, respond, team_id)
 
 
 async def _list(bot: SlackBot, respond: Respond) -> None:
@@ -47,18 +53,26 @@ async def _list(bot: SlackBot, respond: Respond) -> None:
 
 
 async def _create(
-    bot: SlackBot, command: ScheduleCommand, user_id: str, channel_id: str, respond: Respond
+    bot: SlackBot,
+    command: ScheduleCommand,
+    user_id: str,
+    where: tuple[str, str | None],
+    respond: Respond,
 ) -> None:
     schedule_id = str(command.schedule_id)
+    channel_id, team_id = where
     assert command.patch is not None and command.cron is not None
-    plan = apply_defaults(command.patch, bot.defaults, channel_id)
+    plan = trust.plan_of(bot, command.patch, channel_id)  # the policy's profile, approvers
     precheck(plan, bot.known_clusters())
     try:
         schedules.check_cron(command.cron, command.timezone)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    people = await bot.directory.people(user_id, plan.approvers)
+    people = await trust.people(bot, plan, user_id, team_id)
     rollout = rollout_input(plan, people.requester, people.approver_emails)
+    refused = await trust.refusal(bot, rollout)
+    if refused:
+        raise CommandError(f"refused by the approval policy: {refused}; no schedule was created")
     try:
         await schedules.create(
             bot.temporal,
@@ -79,10 +93,16 @@ async def _create(
     )
 
 
-async def _change(bot: SlackBot, command: ScheduleCommand, user_id: str, respond: Respond) -> None:
-    """pause, unpause, trigger or delete: only the schedule's requester or approvers may."""
+async def _change(
+    bot: SlackBot, command: ScheduleCommand, user_id: str, respond: Respond, team: str | None
+) -> None:
+    """pause, unpause, trigger or delete: only the schedule's requester or approvers may
+    (under the approval policy, by the e-mail of the verified person, `trust.verified_person`)."""
     schedule_id = str(command.schedule_id)
-    email = await bot.directory.email_of(user_id)
+    if bot.policy is not None:
+        email = (await trust.verified_person(bot, user_id, team)).email
+    else:
+        email = await bot.directory.email_of(user_id)
     handle = bot.temporal.get_schedule_handle(schedule_id)
     if email not in await _people_of(bot, handle):
         await respond(

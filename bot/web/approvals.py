@@ -1,12 +1,17 @@
 """The small web endpoint behind the signed Approve / Reject links (aiohttp).
 
 GET /approve?t=<token> (or /reject) verifies the link and shows a confirmation page: rollout,
-clusters, requester (read with the workflow's `progress` query), approver and action, with one
-button. A GET never decides anything (mail scanners and link previews open links).
+clusters and host count, requester (the workflow's `progress` query), the whole update command and
+every script (the rollout's input, in scrollable blocks, never cut), the digest the approvals
+sign, approver and action, with one button. A GET never decides anything (mail scanners and link
+previews open links).
 POST /approve (or /reject) with the token in the form body sends the workflow's `approve` /
 `reject` update (through the rollout facade, `bot.rollouts`) as the approver the link names, so
 the workflow's own rules hold: approver list, no self-approval, decided once. The token in the
 body is what makes the POST unforgeable (CSRF): only someone holding the link can make it.
+Under a policy the decision is signed by this server's key (`bot.signing.signed_decision`, for the
+digest computed here from the rollout's input and this server's inventory); a rollout whose
+digest differs from the one the page showed, or from the workflow's, is refused (409).
 
 Tampered links are refused with 403, malformed ones with 400, expired or reused ones with 410, and
 none of them changes anything. A link is used once: after a POST the workflow answered, its nonce
@@ -19,6 +24,8 @@ import html
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from temporalio.client import Client
@@ -26,13 +33,33 @@ from temporalio.client import Client
 from activities.notify.links import Action, LinkClaims, LinkError, LinkSigner
 from bot.rollouts import Problem, RolloutError, Rollouts
 from bot.settings import Settings
-from workflows.models import ApprovalDecision, Phase, RolloutProgress
+from bot.signing import Signer, digest_here, signed_decision
+from workflows.models import ApprovalDecision, Phase, RolloutInput, RolloutProgress
 
 log = logging.getLogger("patchpilot.approval_web")
 
 SIGNER_KEY: web.AppKey[LinkSigner] = web.AppKey("signer", LinkSigner)
 ROLLOUTS_KEY: web.AppKey[Rollouts] = web.AppKey("rollouts", Rollouts)
 USED_KEY: web.AppKey[UsedLinks] = web.AppKey("used_links")
+SIGNING_KEY: web.AppKey[DecisionSigning] = web.AppKey("decision_signing")
+
+
+@dataclass(frozen=True)
+class DecisionSigning:
+    """How this server signs the decisions it verified: `signer` (None: no policy, decisions go
+    unsigned, as in development) and the inventory the digest is computed from."""
+
+    signer: Signer | None = None
+    inventory: Path | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> DecisionSigning:
+        """Signing as `settings` say: under a policy with PATCHPILOT_SIGNING_KEY, as
+        PATCHPILOT_SIGNER (default "links"); else unsigned."""
+        if settings.policy is None or settings.signing_key is None:
+            return cls()
+        return cls(Signer(settings.signing_key, settings.signer or "links"), settings.inventory)
+
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -81,6 +108,9 @@ button {{ font-size: 1.1rem; padding: .6rem 1.4rem; border: 0; border-radius: .4
 .approve {{ background: #1a7f37; }} .reject {{ background: #cf222e; }}
 .error {{ color: #cf222e; }} .ok {{ color: #1a7f37; }}
 textarea {{ width: 100%; }}
+pre {{ max-height: 24rem; overflow: auto; background: #f6f8fa; padding: .6rem; margin: .2rem 0;
+       white-space: pre; border: 1px solid #d0d7de; }}
+code {{ word-break: break-all; }}
 </style></head>
 <body><h1 id="title">{html.escape(title)}</h1>
 {body}
@@ -172,26 +202,91 @@ async def _show(request: web.Request, action: Action) -> web.Response:
         return _error(LINK_REFUSED, str(refused), refused.status)
     if request.app[USED_KEY].used(claims):
         return _error(LINK_REFUSED, "this link was already used", 410)
+    rollouts = request.app[ROLLOUTS_KEY]
     try:
-        progress = await request.app[ROLLOUTS_KEY].progress(claims.rollout_id, steps=False)
+        progress = await rollouts.progress(claims.rollout_id, steps=False)
+        rollout = await rollouts.request(claims.rollout_id)
     except RolloutError as error:
         if error.problem == Problem.NOT_FOUND:
             return _error("Unknown rollout", f"rollout {claims.rollout_id} was not found", 410)
         log.warning("progress query for %s failed: %s", claims.rollout_id, error)
         return _error("Try again later", UNREACHABLE, 503)
-    facts = _facts(progress, claims, _verb(action))
+    facts = _facts(progress, claims, _verb(action)) + what_runs(rollout, progress.digest)
     decided = _decided(progress)
     if decided:
         return _page("Already decided", f"{facts}<p id='reason'>{html.escape(decided)}</p>")
+    signing = request.app[SIGNING_KEY]
+    if signing.signer is not None:
+        try:
+            mismatch = _digest_mismatch(rollout, progress, signing)
+        except RolloutError as error:
+            mismatch = str(error)
+        if mismatch:
+            return _page("Cannot be decided here", f"{facts}{_refusal(mismatch)}", 409)
     form = (
         f'<form method="post" action="{action}">'
         f'<input type="hidden" name="t" value="{html.escape(request.query["t"])}">'
+        f'<input type="hidden" name="digest" value="{html.escape(progress.digest or "")}">'
         '<p><label for="comment">Comment (optional)</label><br>'
         '<textarea id="comment" name="comment" rows="2" maxlength="2000"></textarea></p>'
         f'<button type="submit" id="confirm" class="{action}">{_verb(action)} this rollout</button>'
         "</form>"
     )
     return _page(f"{_verb(action)} rollout {progress.rollout_id}?", facts + form)
+
+
+SCRIPT_FIELDS = (
+    ("preDowntimeScripts", "Before downtime", "pre_downtime_scripts"),
+    ("preUpdateScripts", "Before the update", "pre_update_scripts"),
+    ("postUpdateScripts", "After the update", "post_update_scripts"),
+)
+
+
+def what_runs(rollout: RolloutInput, digest: str | None) -> str:
+    """The whole update command and every script, each in a scrollable <pre> (never cut), and
+    the digest the approvals sign (ids: command, script-<field>-<n>, digest)."""
+    profile = f" (update profile {rollout.update_profile})" if rollout.update_profile else ""
+    parts = [
+        f"<dl><dt>Update command{html.escape(profile)}, run on every host as written</dt>"
+        f"<dd><pre id='command'>{html.escape(rollout.update_command)}</pre></dd>"
+    ]
+    for key, title, attribute in SCRIPT_FIELDS:
+        scripts = getattr(rollout, attribute)
+        for index, script in enumerate(scripts, 1):
+            parts.append(
+                f"<dt>{title}, script {index} of {len(scripts)}</dt>"
+                f"<dd><pre id='script-{key}-{index}'>{html.escape(script)}</pre></dd>"
+            )
+    if not any(getattr(rollout, attribute) for _, _, attribute in SCRIPT_FIELDS):
+        parts.append("<dt>Scripts</dt><dd id='scripts'>none</dd>")
+    parts.append(
+        "<dt>Digest of exactly what runs (your approval is signed for it)</dt>"
+        f"<dd><code id='digest'>{html.escape(digest or 'none: no approval policy')}</code></dd>"
+        "</dl>"
+    )
+    return "".join(parts)
+
+
+def _refusal(reason: str) -> str:
+    return (
+        f'<p class="error" id="reason">{html.escape(reason)}</p>'
+        "<p>Nothing was changed. Ask the requester for a new request.</p>"
+    )
+
+
+def _digest_mismatch(
+    rollout: RolloutInput, progress: RolloutProgress, signing: DecisionSigning
+) -> str | None:
+    """Why a decision cannot be signed for what the workflow reports (its digest differs from
+    the one computed here), or None. Raises RolloutError when it cannot be computed."""
+    here = digest_here(rollout, signing.inventory)
+    if progress.digest is not None and progress.digest != here:
+        return (
+            f"refusing to sign: the rollout reports {progress.digest}, but what it runs with "
+            f"this server's inventory is {here} (the inventory changed since the request, or "
+            "the rollout was tampered with)"
+        )
+    return None
 
 
 def _facts(progress: RolloutProgress, claims: LinkClaims, verb: str) -> str:
@@ -218,12 +313,16 @@ async def _decide(request: web.Request, action: Action) -> web.Response:
     if not used.claim(claims):
         return _error(LINK_REFUSED, "this link was already used", 410)
     comment = form.get("comment")
-    decision = ApprovalDecision(
-        approver=claims.approver,
-        comment=(comment if isinstance(comment, str) else "").strip()[:2000],
-    )
+    shown = form.get("digest")
     rollouts = request.app[ROLLOUTS_KEY]
     try:
+        decision = await _decision(
+            request.app[SIGNING_KEY],
+            rollouts,
+            claims,
+            (comment if isinstance(comment, str) else "").strip()[:2000],
+            shown if isinstance(shown, str) else None,
+        )
         result = await rollouts.decide(claims.rollout_id, decision, approve=action == "approve")
     except RolloutError as error:
         if error.problem == Problem.REFUSED:
@@ -241,6 +340,35 @@ async def _decide(request: web.Request, action: Action) -> web.Response:
     )
 
 
+async def _decision(
+    signing: DecisionSigning,
+    rollouts: Rollouts,
+    claims: LinkClaims,
+    comment: str,
+    shown: str | None,
+) -> ApprovalDecision:
+    """The link's decision; under a policy signed by this server for the digest computed here,
+    refused (RolloutError REFUSED) when that is not the digest the page showed (`shown`)."""
+    if signing.signer is None:
+        return ApprovalDecision(approver=claims.approver, comment=comment)
+    decision, _, digest = await signed_decision(
+        rollouts,
+        claims.rollout_id,
+        claims.approver,
+        comment,
+        approve=claims.action == "approve",
+        signer=signing.signer,
+        inventory=signing.inventory,
+    )
+    if shown and shown != digest:
+        raise RolloutError(
+            f"refusing to sign: the page you confirmed showed {shown}, but the rollout now runs "
+            f"{digest}; open the link again to see what runs now",
+            Problem.REFUSED,
+        )
+    return decision
+
+
 @web.middleware
 async def _headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -255,15 +383,21 @@ async def _headers(
 
 
 def add_routes(
-    app: web.Application, client: Client, signer: LinkSigner, used: UsedLinks | None = None
+    app: web.Application,
+    client: Client,
+    signer: LinkSigner,
+    used: UsedLinks | None = None,
+    signing: DecisionSigning | None = None,
 ) -> None:
     """Mount the link pages on an existing aiohttp app (e.g. the Slack bot's HTTP server).
 
     `used` remembers used links; pass one to share it between apps (default: a fresh one).
+    `signing`: how decisions are signed (`DecisionSigning.of(settings)`; default unsigned).
     """
     app[ROLLOUTS_KEY] = Rollouts(client)
     app[SIGNER_KEY] = signer
     app[USED_KEY] = used or UsedLinks()
+    app[SIGNING_KEY] = signing or DecisionSigning()
     for action in ("approve", "reject"):
         show, decide = _handlers(action)  # type: ignore[arg-type]
         app.router.add_get(f"/{action}", show)
@@ -271,11 +405,14 @@ def add_routes(
 
 
 def create_app(
-    client: Client, signer: LinkSigner, used: UsedLinks | None = None
+    client: Client,
+    signer: LinkSigner,
+    used: UsedLinks | None = None,
+    signing: DecisionSigning | None = None,
 ) -> web.Application:
     """The link pages as an app of their own, with security headers and GET /healthz."""
     app = web.Application(middlewares=[_headers], client_max_size=64 * 1024)
-    add_routes(app, client, signer, used)
+    add_routes(app, client, signer, used, signing)
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -295,7 +432,8 @@ async def start_link_server(
     if settings.link_secret is None or not settings.public_url:
         return None
     signer = LinkSigner(settings.link_secret.get_secret_value().encode())
-    runner = web.AppRunner(create_app(client, signer), access_log=None)
+    app = create_app(client, signer, signing=DecisionSigning.of(settings))
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port or settings.approval_port).start()
     log.info("approval links served on %s:%s", host, port or settings.approval_port)

@@ -35,14 +35,16 @@ def slash_command_fields(
     channel_id: str = "CPATCH",
     response_url: str = "",
     command: str = "/patch",
+    team_id: str = TEAM_ID,
 ) -> dict[str, str]:
     """The form fields of a slash command ``command text`` typed by ``user_id`` in
     ``channel_id`` of the stand-in's workspace. ``text`` is what the person typed, with Slack's own
     entities (``<@U…|name>``, ``<#C…|name>``, ``<mailto:…|…>``) where Slack would make them; it is
-    sent escaped as Slack sends it (``&`` ``<`` ``>`` as ``&amp;`` ``&lt;`` ``&gt;``)."""
+    sent escaped as Slack sends it (``&`` ``<`` ``>`` as ``&amp;`` ``&lt;`` ``&gt;``); ``team_id``
+    another workspace's for a request from there."""
     return {
         "token": "deprecated-verification-token",
-        "team_id": TEAM_ID,
+        "team_id": team_id,
         "team_domain": "patchpilot-test",
         "channel_id": channel_id,
         "channel_name": "ops",
@@ -71,9 +73,13 @@ def block_action_payload(
     block_id: str = "patchpilot_decision",
     thread_ts: str | None = None,
     response_url: str = "",
+    selected: dict[str, Any] | None = None,
+    team_id: str = TEAM_ID,
 ) -> dict[str, Any]:
     """The ``block_actions`` payload of ``user_id`` clicking the button ``action_id`` (with
-    ``value``) on the message ``message_ts`` in ``channel_id`` (a reply in ``thread_ts``)."""
+    ``value``) on the message ``message_ts`` in ``channel_id`` (a reply in ``thread_ts``); with
+    ``selected`` (one of a static_select's options, as the message offered it), choosing that
+    option of the menu ``action_id`` instead (``value`` unused: a select has none)."""
     message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": ""}
     container: dict[str, Any] = {
         "type": "message",
@@ -86,10 +92,25 @@ def block_action_payload(
         # (https://api.slack.com/reference/interaction-payloads/block-actions).
         message["thread_ts"] = thread_ts
         container["thread_ts"] = thread_ts
+    action: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "block_id": block_id,
+        "value": value,
+        "action_ts": f"{time.time():.6f}",
+    }
+    if selected is not None:
+        action = {
+            "type": "static_select",
+            "action_id": action_id,
+            "block_id": block_id,
+            "selected_option": selected,
+            "action_ts": action["action_ts"],
+        }
     return {
         "type": "block_actions",
-        "team": {"id": TEAM_ID, "domain": "patchpilot-test"},
-        "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+        "team": {"id": team_id, "domain": "patchpilot-test"},
+        "user": {"id": user_id, "username": user_id.lower(), "team_id": team_id},
         "api_app_id": "APATCHPILOT",
         "token": "deprecated-verification-token",
         "container": container,
@@ -97,15 +118,7 @@ def block_action_payload(
         "channel": {"id": channel_id, "name": "ops"},
         "message": message,
         "response_url": response_url,
-        "actions": [
-            {
-                "type": "button",
-                "action_id": action_id,
-                "block_id": block_id,
-                "value": value,
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
+        "actions": [action],
     }
 
 

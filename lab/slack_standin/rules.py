@@ -117,7 +117,42 @@ def _block_ok(block: dict[str, Any]) -> bool:
         return _text_len(block.get("text")) <= MAX_SECTION_TEXT and (
             len(fields) <= MAX_FIELDS and all(_text_len(f) <= MAX_FIELD_TEXT for f in fields)
         )
-    return kind in ("actions", "context", "divider", "input", "image", "rich_text")
+    if len(str(block.get("block_id") or "")) > MAX_ID:
+        return False
+    if kind == "actions":
+        elements = block.get("elements") or []
+        return 0 < len(elements) <= MAX_ACTIONS and all(_element_ok(e) for e in elements)
+    return kind in ("context", "divider", "input", "image", "rich_text")
+
+
+# Interactive elements (https://api.slack.com/reference/block-kit/block-elements) and options
+# (https://api.slack.com/reference/block-kit/composition-objects#option).
+MAX_ID = 255  # block_id, action_id
+MAX_ACTIONS = 25  # elements of an actions block
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
+MAX_OPTIONS = 100
+MAX_OPTION_TEXT = 75
+MAX_OPTION_VALUE = 150
+
+
+def _element_ok(element: Any) -> bool:
+    if not isinstance(element, dict) or len(str(element.get("action_id") or "")) > MAX_ID:
+        return False
+    kind = element.get("type")
+    if kind == "button":
+        return 0 < _text_len(element.get("text")) <= MAX_BUTTON_TEXT and (
+            len(str(element.get("value") or "")) <= MAX_BUTTON_VALUE
+        )
+    if kind == "static_select":
+        options = element.get("options") or []
+        return 0 < len(options) <= MAX_OPTIONS and all(
+            isinstance(o, dict)
+            and 0 < _text_len(o.get("text")) <= MAX_OPTION_TEXT
+            and 0 < len(str(o.get("value") or "")) <= MAX_OPTION_VALUE
+            for o in options
+        )
+    return isinstance(kind, str)
 
 
 MAX_VIEW_BLOCKS = 100

@@ -46,18 +46,45 @@ class Call:
 
 @dataclass
 class User:
-    """A member of the stand-in's workspace (``users.info``, ``users.lookupByEmail``)."""
+    """A member of the stand-in's workspace (``users.info``, ``users.lookupByEmail``), with the
+    user object's flags (https://api.slack.com/types/user): ``team_id`` (another workspace's for
+    a Slack Connect member, who also reads as ``is_stranger``), ``deleted`` (deactivated),
+    ``restricted`` / ``ultra_restricted`` (multi- / single-channel guests), and
+    ``email_confirmed`` (``is_email_confirmed``; None leaves the field out, as Slack may)."""
 
     id: str
     name: str
     email: str | None
+    team_id: str = TEAM_ID
+    deleted: bool = False
+    restricted: bool = False
+    ultra_restricted: bool = False
+    email_confirmed: bool | None = True
+    display_name: str | None = None  # what the person set as display name (default: name)
 
     def as_slack(self) -> dict[str, Any]:
         """The user object as Slack's API returns it."""
-        profile: dict[str, Any] = {"display_name": self.name, "real_name": self.name.title()}
+        profile: dict[str, Any] = {
+            "display_name": self.display_name or self.name,
+            "real_name": self.name.title(),
+        }
         if self.email:
             profile["email"] = self.email
-        return {"id": self.id, "team_id": TEAM_ID, "name": self.name, "profile": profile}
+        user: dict[str, Any] = {
+            "id": self.id,
+            "team_id": self.team_id,
+            "name": self.name,
+            "deleted": self.deleted,
+            "is_bot": False,
+            "is_restricted": self.restricted,
+            "is_ultra_restricted": self.ultra_restricted,
+            "profile": profile,
+        }
+        if self.team_id != TEAM_ID:
+            user["is_stranger"] = True
+        if self.email_confirmed is not None:
+            user["is_email_confirmed"] = self.email_confirmed
+        return user
 
 
 @dataclass
@@ -99,9 +126,10 @@ class SlackStandIn:
 
     # ---- set-up -----------------------------------------------------------------------------
 
-    def add_user(self, user_id: str, name: str, email: str | None) -> User:
-        """Add a workspace member; ``email`` None for one whose profile hides it."""
-        user = User(user_id, name, email)
+    def add_user(self, user_id: str, name: str, email: str | None, **flags: Any) -> User:
+        """Add a workspace member; ``email`` None for one whose profile hides it; ``flags`` are
+        `User`'s (``restricted=True`` for a guest, ``team_id=`` for another workspace's …)."""
+        user = User(user_id, name, email, **flags)
         self.users[user_id] = user
         return user
 

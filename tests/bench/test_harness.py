@@ -238,3 +238,38 @@ def test_tables_print_with_missing_and_failed_results(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "0.40" in out and "2.00  MISS" in out  # PP/ansible 4/10 at N=100,C=10; raw ratio 2.0
     assert "N=20 C=1 raw: timed out" in out
+
+
+def test_issue16_ratios_are_printed_against_the_same_rows_baselines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def ok(wall: float, cpu: float, host_cpu: float, **extra: float) -> dict:
+        return {"ok": True, "wall": wall, "cpu": cpu, "host_cpu": host_cpu, **extra}
+
+    rows = [
+        {
+            "n": 48,
+            "c": 12,
+            "results": {
+                "raw": ok(4.0, 0.8, 8.8),  # 0.2 s of CPU per host
+                "ansible": ok(100.0, 35.0, 160.0),
+                "patchpilot": ok(5.6, 6.0, 8.4, cpu_worker=3.5, cpu_temporal=2.4),
+                "patchpilot@baseline": ok(8.8, 8.0, 8.8),
+            },
+        }
+    ]
+    run.print_tables(rows)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("  48  12 patchpilot ")]
+    # 5.6 / 4.0 = 1.40 (target 1.5 at 48x12: ok); 5.6 / 100 = 0.06 (<= 0.1: ok);
+    # (6.0 + 8.4) / 48 = 0.300 s per host against raw's 0.200: 1.50 (<= 3: ok).
+    assert lines and "1.40   ok" in lines[0] and "0.06   ok" in lines[0]
+    assert "0.300  0.200  1.50   ok" in lines[0]
+    baseline = [line for line in out.splitlines() if "patchpilot@baseline" in line]
+    assert baseline and "2.20 MISS" in baseline[0]
+
+
+def test_configurations_are_given_as_hosts_by_concurrency() -> None:
+    assert run.parse_config("48x12") == (48, 12)
+    with pytest.raises(Exception, match="HOSTSxCONCURRENCY"):
+        run.parse_config("48")

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from bot.settings import Settings
@@ -92,10 +93,21 @@ def check(
 
 
 def test_good_settings_pass_every_check(
-    worker_settings: Settings, fleet: Lab, slack_api: str
+    worker_settings: Settings, fleet: Lab, slack_api: str, tmp_path: Path
 ) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp_path / "slack_ed25519").write_bytes(key.export_private_key())
+    policy = tmp_path / "policy.yml"
+    policy.write_text(
+        "people:\n  alice: {email: alice@example.com}\n  bob: {email: bob@example.com}\n"
+        f'frontends:\n  slack: {{keys: ["{key.export_public_key().decode().strip()}"]}}\n'
+        "clusters:\n  cluster-*: {requesters: [bob], approvers: [alice]}\n"
+    )
     env = {
         **worker_env(worker_settings),
+        "PATCHPILOT_POLICY": str(policy),
+        "PATCHPILOT_SIGNING_KEY": str(tmp_path / "slack_ed25519"),
+        "PATCHPILOT_SIGNER": "slack",
         "SLACK_BOT_TOKEN": GOOD_SLACK_TOKEN,
         "SLACK_API_URL": slack_api,
         "PATCHPILOT_CODEC_KEYS": "k2:" + base64.b64encode(bytes(range(32))).decode(),
@@ -110,11 +122,16 @@ def test_good_settings_pass_every_check(
         "Vault KV mount": "ok",
         "Inventory": "ok",
         "known_hosts": "ok",
+        "Policy": "ok",
         "SMTP": "ok",
         "Slack": "ok",
         "Payload codec": "ok",
         "Notifications": "ok",
     }, table
+    assert (
+        "2 people, 1 cluster rule(s), front ends: slack; signing as slack"
+        in (rows["Policy"]["detail"])
+    )
     assert "namespace 'default' exists" in rows["Temporal"]["detail"]
     assert "2 clusters: cluster-a (3 hosts), cluster-b (3 hosts)" in rows["Inventory"]["detail"]
     assert "keys for all 6 inventory hosts" in rows["known_hosts"]["detail"]

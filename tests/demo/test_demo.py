@@ -188,6 +188,7 @@ def test_ctrl_c_stops_everything_then_a_demo_rollout_succeeds(tmp_path: Path) ->
     out = run.output
     assert code == 0, out
     assert "ended 1 rollout(s) left running by an earlier demo" in out
+    assert "6 real-apt sshd hosts in 2 clusters" in out
     assert "approved by approver@demo.patchpilot.example (--auto-approve)" in out
     for host in ["a1", "a2", "a3", "b1", "b2", "b3"]:
         assert re.search(rf"✓ cluster-./{host}( \(pilot\))? patched in", out), (host, out)
@@ -247,7 +248,10 @@ def test_fail_host_ends_in_the_failure_summary_with_a_non_zero_exit(tmp_path: Pa
     assert "fault: the update on a2 will fail" in out
     assert "✓ cluster-a/a1 (pilot) patched" in out
     assert "✗ cluster-a/a2 failed at step update" in out
-    assert "simulated upgrade failure on a2" in out
+    # Real apt and dpkg on the lab hosts: pp-broken's postinst fails, dpkg says so, apt exits 100.
+    assert "6 real-apt sshd hosts" in out or "4 real-apt sshd hosts" in out
+    assert "update command on a2 exited 100" in out
+    assert "E: Sub-process /usr/bin/dpkg returned an error code (1)" in out
     assert "Rollout failed: host a2 failed at step update" in out
     assert "patched 1, failed 1, skipped 2" in out
     assert "cluster-a/a2: failed at update" in out and "[IN MAINTENANCE]" in out

@@ -23,7 +23,7 @@ def embedded_worker(settings: Settings, data_dir: Path, log: Path) -> subprocess
     env = {**os.environ, **worker_env(settings), "PATCHPILOT_DATA_DIR": str(data_dir)}
     env.pop("TEMPORAL_ADDRESS")
     return subprocess.Popen(
-        [PATCHPILOT, "worker"],
+        [PATCHPILOT, "worker", "--no-policy"],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

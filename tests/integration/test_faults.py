@@ -4,6 +4,7 @@ revoked and unavailable Vault, cancellation. Each asserts what an operator would
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from tests.support import (
     wait_for,
     worker_env,
 )
+from workflows import names
 from workflows.models import HostState, Phase, RolloutProgress, RolloutSummary
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
@@ -35,7 +37,7 @@ PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
 
 def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [PATCHPILOT, "worker"],
+        [PATCHPILOT, "worker", "--no-policy"],
         env={**os.environ, **worker_env(settings)},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -174,14 +176,19 @@ async def test_connection_lost_during_update_is_never_success(
     handle = await start(
         temporal_client,
         worker_settings,
-        rollout(["cluster-a"], pilotHostCount=0, updateCommand=slow_update),
+        rollout(["cluster-a"], pilotHostCount=0, updateCommand=slow_update, updateTimeout=15),
     )
     await approve(handle)
     await wait_for(lambda: any(slow_update in c for c in commands(fleet, "a1")), timeout=60)
-    fleet.stop_host("a1")  # the connection drops with the update half-way
+    # The host goes away for good with the update half-way: PatchPilot tries to attach to the
+    # detached run again until updateTimeout, then says it cannot know (a cut connection to a
+    # host that stays up is attached to again: tests/integration/test_apt_lab.py).
+    fleet.stop_host("a1")
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
-    assert "outcome is unknown" in str(failed.value.cause)
+    reason = str(failed.value.cause)
+    assert "runs detached" in reason and "could not be reached again within 15s" in reason
+    assert "outcome is unknown until the host answers" in reason
     progress = await progress_of(handle)
     a1 = progress.hosts()[0]
     assert a1.state == HostState.FAILED and a1.step == "update" and a1.in_maintenance is True
@@ -239,12 +246,14 @@ async def test_vault_down_is_retried_until_it_is_back(
         vault.stop()
     assert summary.phase == Phase.SUCCEEDED
     history = await handle.fetch_history()
-    attempts = [
-        e.activity_task_started_event_attributes.attempt
+    # The preflight is a local activity: its attempts are in its marker, not in activity events.
+    markers = [
+        json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)
         for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
+        if e.HasField("marker_recorded_event_attributes")
     ]
-    assert max(attempts) >= 2, "the preflight should have been retried while Vault was down"
+    attempts = [m["attempt"] for m in markers if m["activity_type"] == names.VAULT_CLIENT]
+    assert attempts and max(attempts) >= 2, "the preflight should have been retried"
 
 
 async def test_cli_cancel_during_a_wave_finishes_the_host_in_flight(

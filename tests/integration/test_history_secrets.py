@@ -8,6 +8,7 @@ import pytest
 from temporalio.client import Client
 
 from lab import Lab, OpenBaoProcess
+from tests.support import decoded_history
 
 # What a leaked secret looks like even when this test does not know its value.
 SECRET_SHAPES = [
@@ -36,8 +37,9 @@ async def test_no_history_of_the_whole_session_holds_a_secret(
     scanned = 0
     async for execution in temporal_client.list_workflows():
         handle = temporal_client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        # The raw JSON: payloads, failure messages, stack traces, memo and search attributes.
-        text = (await handle.fetch_history()).to_json()
+        # The raw JSON (failure messages, stack traces, memo, search attributes) and every
+        # payload decoded from its base64.
+        text = decoded_history((await handle.fetch_history()).to_json())
         scanned += 1
         leaked = [secret[:6] + "…" for secret in exact if secret in text]
         leaked += [shape.pattern for shape in SECRET_SHAPES if shape.search(text)]

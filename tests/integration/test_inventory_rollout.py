@@ -76,7 +76,7 @@ async def test_ini_inventory_with_ranges_and_a_limit_patches_what_was_approved(
         assert f"note: first-alias is {a1.address} ({a1.address}:{a1.port}): patched once" in (
             request
         )
-        assert f"only the hosts matching the Ansible pattern '!{a3.address}'" in request
+        assert f"limit: !{a3.address} (Ansible host pattern" in request
         handle = temporal_client.get_workflow_handle(rollout_id, result_type=RolloutSummary)
         await handle.execute_update("approve", ApprovalDecision(approver=ALICE), result_type=str)
         summary = await handle.result()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
+from activities.doctor import PREFLIGHT
 from activities.ssh import unwrap_command
 from bot.settings import Settings
 from bot.worker import WorkerParts
@@ -13,6 +14,7 @@ from lab import Lab
 from tests.integration.test_rollout import approve, commands, rollout, start
 from tests.support import Mailbox, record_history
 from workflows.models import Phase, RolloutProgress
+from workflows.targets import DEFAULT_COMMANDS
 
 KERNEL = "linux-image-amd64/stable-security 6.1.119-1 amd64 [upgradable from: 6.1.115-1]"
 
@@ -110,6 +112,8 @@ async def test_dry_run_reports_and_changes_nothing(
         "systemctl is-active ",
         "apt list --upgradable 2>/dev/null | grep -v '^Listing'",
         "test -e /var/run/reboot-required",
+        PREFLIGHT,  # the pre-flight doctor: reads dpkg's state, locks, free space
+        DEFAULT_COMMANDS.simulate_update,  # apt-get -s: simulates, locks and changes nothing
     )
     for host in ["a1", "a2", "a3"]:
         sent = commands(fleet, host)

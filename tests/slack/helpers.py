@@ -85,6 +85,36 @@ class BotServer:
         )
         return await self.post(body, **kwargs)
 
+    def offered(self, action_id: str, message_ts: str) -> tuple[str, list[dict[str, Any]]]:
+        """The block id and the options of the menu `action_id` on message `message_ts` as it
+        reads now; ("", []) when the message has no such menu."""
+        for block in (self.slack.messages.get((CHANNEL, message_ts)) or {}).get("blocks") or []:
+            for element in block.get("elements") or []:
+                if isinstance(element, dict) and element.get("action_id") == action_id:
+                    return str(block.get("block_id") or ""), list(element.get("options") or [])
+        return "", []
+
+    async def choose(
+        self, action_id: str, value: str, user: str, message_ts: str
+    ) -> tuple[int, str]:
+        """Pick the option `value` of the menu `action_id` on message `message_ts`, as Slack
+        sends it: only an option the message offers now can be picked (AssertionError else)."""
+        block_id, options = self.offered(action_id, message_ts)
+        option = next((o for o in options if o.get("value") == value), None)
+        assert option is not None, f"{value!r} is not offered: {[o['value'] for o in options]}"
+        thread_ts = (self.slack.messages.get((CHANNEL, message_ts)) or {}).get("thread_ts")
+        body = block_action_body(
+            action_id,
+            "",
+            user,
+            CHANNEL,
+            message_ts,
+            block_id=block_id,
+            thread_ts=thread_ts,
+            selected=option,
+        )
+        return await self.post(body)
+
 
 def ack_text(body: str) -> str:
     return str(json.loads(body).get("text", "")) if body.startswith("{") else body

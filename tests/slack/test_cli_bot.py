@@ -83,7 +83,7 @@ async def test_patchpilot_bot_serves_slash_commands_and_runs_the_rollout(
     env.pop("SLACK_APP_TOKEN", None)
     log = (tmp_path / "bot.log").open("w")
     process = subprocess.Popen(
-        [PATCHPILOT, "bot", "--host", "127.0.0.1"],
+        [PATCHPILOT, "bot", "--host", "127.0.0.1", "--no-policy"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,12 @@ from typing import Any
 
 from temporalio.client import Client
 
+from activities.notify import summary_text
 from bot.rollouts import Rollouts
 from bot.settings import Settings
 from bot.slack.blocks import APPROVE_ACTION
 from lab import Lab
+from lab.slack_standin.rules import rendered
 from tests.slack.helpers import (
     ALICE,
     BOB,
@@ -102,13 +105,19 @@ async def test_pause_from_the_card_holds_every_host_until_resume(
     assert "resumed by alice@example.com" in await answer(bot, f"resume {rollout_id}", ALICE)
     summary = await rollouts.result(rollout_id)
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
-    assert [line.split(" UTC ")[1] for line in summary.controls] == [
-        "paused by bob@example.com",
-        "resumed by alice@example.com",
-    ]
+    controls = [line.split(" UTC ")[1] for line in summary.controls]
+    assert controls[0] == "paused by bob@example.com"
+    assert re.fullmatch(
+        r"resumed by alice@example\.com \(paused by bob@example\.com for \d+ s\)", controls[1]
+    ), controls
+    assert len(controls) == 2
+    # A person reading only the summary sees who paused, for how long, and who resumed.
+    assert "Controls:\n" in summary_text(summary) and controls[1] in summary_text(summary)
     await wait_for(
         lambda: any("*Controls*" in m["text"] for m in slack.thread(CHANNEL, card_ts)), timeout=60
     )
+    told = next(m["text"] for m in slack.thread(CHANNEL, card_ts) if "*Controls*" in m["text"])
+    assert controls[1] in rendered(told)
 
 
 async def test_skip_a_pending_host_and_refusals_say_why(
@@ -129,16 +138,20 @@ async def test_skip_a_pending_host_and_refusals_say_why(
     _, ack = await bot.command(f"skip {rollout_id}", user=BOB)  # malformed: told in the ack
     assert "`skip` needs a rollout id and a host" in ack_text(ack)
     skipped = await answer(bot, f"skip {rollout_id} b2 disk replacement & check", BOB)
-    assert "b2 skipped by bob@example.com: disk replacement &amp; check" in skipped
+    assert 'skipped host b2 by bob@example.com: "disk replacement &amp; check"' in skipped
 
     await bot.click(APPROVE_ACTION, rollout_id, ALICE, approval["ts"])
     summary = await rollouts.result(rollout_id)
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 2 and summary.skipped == 1
     b2 = next(host for host in summary.hosts if host.name == "b2")
     assert b2.state == "skipped"
-    assert b2.note == "skipped by bob@example.com: disk replacement & check"
+    assert b2.note == 'skipped by bob@example.com: "disk replacement & check"'
     assert commands(fleet, "b2") == []
-    assert "b2 skipped by bob@example.com" in summary.controls[0]
+    assert summary.controls[0].endswith(
+        'skipped host b2 by bob@example.com: "disk replacement & check"'
+    )
+    text = summary_text(summary)
+    assert 'cluster-b/b2: skipped (skipped by bob@example.com: "disk replacement & check")' in text
 
 
 async def test_abort_a_paused_wave_skips_every_host_not_started(
@@ -159,6 +172,14 @@ async def test_abort_a_paused_wave_skips_every_host_not_started(
     assert summary.message.startswith("aborted by bob@example.com")
     assert {host.name for host in summary.hosts} == {"a1", "a2", "a3"}
     assert all(commands(fleet, host.name) == [] for host in fleet.hosts)
+    # Aborted while paused: the summary says by whom, and how long the pause had lasted.
+    assert re.search(
+        r"aborted by bob@example\.com \(paused by alice@example\.com for \d+ s\)",
+        summary_text(summary),
+    )
+    assert "cluster-a/a3: skipped (not started: aborted by bob@example.com)" in summary_text(
+        summary
+    )
     late = await answer(bot, f"resume {rollout_id}", ALICE)
     assert "resume refused" in late or "has already finished" in late
 
@@ -191,6 +212,7 @@ async def test_a_pause_holds_across_a_worker_restart(
         progress = await rollouts.progress(rollout_id)
         assert progress.paused_by == "bob@example.com" and progress.phase == Phase.PATCHING
         assert all(commands(fleet, host.name) == [] for host in fleet.hosts), "a host started"
-        assert await rollouts.control(rollout_id, "resume", alice) == "resumed by alice@example.com"
+        resumed = await rollouts.control(rollout_id, "resume", alice)
+        assert resumed.startswith("resumed by alice@example.com (paused by bob@example.com for ")
         summary = await rollouts.result(rollout_id)
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 3

@@ -76,10 +76,28 @@ async def test_approval_card_carries_no_personal_link_and_the_whole_command(
     assert command in texts(card)
     # A card goes to the whole channel: a personal link there would let anyone decide as its
     # approver. Approvers are pointed to their own e-mail, Slack or the CLI instead.
-    assert not [b for b in card["body"] if b["type"] == "ActionSet"]
+    # The only buttons unfold long text (the command is 750 characters: folded, whole).
+    actions = [a for b in card["body"] if b["type"] == "ActionSet" for a in b["actions"]]
+    assert actions == [
+        {"type": "Action.ToggleVisibility", "title": "Show / hide", "targetElements": ["command"]}
+    ]
     scraped = json.dumps(card)
     assert "Action.OpenUrl" not in scraped and "/approve?" not in scraped
     assert "patchpilot approve rollout-9" in texts(card)
+
+
+async def test_approval_card_shows_the_limit_that_selected_the_hosts(teams: TeamsStandIn) -> None:
+    sender = TeamsNotifier(teams.url)
+    selected = {"cluster-a": ["a1", "a3"]}
+    assert await sender.send(
+        notify.approval_request(notice(hosts_by_cluster=selected, host_pattern="!a2"))
+    )
+    assert await sender.send(notify.approval_request(notice()))
+    limited, whole = (assert_envelope(p) for p in teams.posts)
+    facts = {f["title"]: f["value"] for f in limited["body"][1]["facts"]}
+    assert facts["Limit (Ansible host pattern)"] == "!a2"
+    assert "**cluster-a** — 2 hosts: a1, a3" in texts(limited)
+    assert "Limit (Ansible host pattern)" not in texts(whole)
 
 
 async def test_host_and_failure_cards(teams: TeamsStandIn) -> None:

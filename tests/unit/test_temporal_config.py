@@ -83,3 +83,25 @@ def test_a_malformed_temporal_toml_is_named(
     profile(tmp_path, monkeypatch, "[profile.default\naddress = 1\n")
     with pytest.raises(TemporalConfigError, match=r"TEMPORAL_CONFIG_FILE .*temporal\.toml"):
         temporal_target(Settings())
+
+
+def test_the_web_ui_link_names_the_namespace_the_client_connects_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile(tmp_path, monkeypatch, '[profile.default]\nnamespace = "payments"\n')
+    settings = Settings(temporal_ui_url="https://ui.example/")
+    assert temporal_target(settings).namespace == "payments"
+    assert settings.ui_link("patch-cluster-a-1") == (
+        "https://ui.example/namespaces/payments/workflows/patch-cluster-a-1"
+    )
+    # PatchPilot's own namespace setting wins over the profile, for the client and the link.
+    own = Settings(temporal_ui_url="https://ui.example", temporal_namespace="ops")
+    assert temporal_target(own).namespace == "ops"
+    assert own.ui_link("w") == "https://ui.example/namespaces/ops/workflows/w"
+    # TEMPORAL_NAMESPACE too.
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "patching")
+    env = Settings(temporal_ui_url="https://ui.example")
+    assert temporal_target(env).namespace == "patching"
+    assert env.ui_link("w") == "https://ui.example/namespaces/patching/workflows/w"
+    # No UI URL, no link.
+    assert Settings(temporal_ui_url=None).ui_link("w") is None

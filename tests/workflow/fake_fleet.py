@@ -150,4 +150,14 @@ class FakeFleet:
             inspect_host,
             *(host_step(name) for name in host_names),
             *(notify(name) for name in notify_names),
+            # The worker's real approval rules, in development mode (no policy file).
+            *trust_activities(),
         ]
+
+
+def trust_activities() -> list[Callable[..., Any]]:
+    # Imported here: test modules that define workflows import this module inside the sandbox.
+    from activities.inventory import InventoryActivities
+    from activities.trust import Trust
+
+    return Trust(None, InventoryActivities(None)).all()  # type: ignore[return-value]

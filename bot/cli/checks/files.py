@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.cli.checks import CheckResult, fail, ok, short
+from bot.cli.checks import CheckResult, fail, ok, short, warn
 from bot.settings import Settings
 
 INVENTORY = "Inventory"
@@ -95,3 +95,54 @@ def check_known_hosts(settings: Settings, clusters: dict[str, list[Any]] | None)
             "the fingerprints out of band (host keys are always checked)",
         )
     return ok(KNOWN_HOSTS, f"{path}: keys for all {len(hosts)} inventory hosts")
+
+
+POLICY = "Policy"
+
+
+def check_policy(settings: Settings, clusters: dict[str, list[Any]] | None) -> CheckResult:
+    """The approval policy reads; every inventory cluster has a rule; a front end's signing key
+    (PATCHPILOT_SIGNING_KEY) is one the policy lists for PATCHPILOT_SIGNER."""
+    import asyncssh
+
+    from activities.policy import load_policy
+    from workflows.policy import PolicyError
+
+    if settings.policy is None:
+        return warn(
+            POLICY,
+            "PATCHPILOT_POLICY is not set: `patchpilot worker`, `bot` and `approval-server` "
+            "refuse to start without one (development: --no-policy)",
+            'Write a policy (README "Trust model") and set PATCHPILOT_POLICY to its path',
+        )
+    try:
+        policy = load_policy(settings.policy)
+    except PolicyError as error:
+        return fail(POLICY, short(error, 300), 'Fix the key named; README "Trust model"')
+    detail = (
+        f"{settings.policy}: {len(policy.people)} people, {len(policy.clusters)} cluster "
+        f"rule(s), front ends: {', '.join(policy.frontends) or 'none'}"
+    )
+    if settings.signing_key is not None:
+        signer = settings.signer or "?"
+        try:
+            key = asyncssh.read_private_key(settings.signing_key)
+        except (OSError, asyncssh.KeyImportError, ValueError) as error:
+            return fail(POLICY, f"PATCHPILOT_SIGNING_KEY: {error}", "An OpenSSH ed25519 key file")
+        public = key.export_public_key().decode().split()[:2]
+        listed = [line.split()[:2] for line in policy.frontends.get(signer, ())]
+        if public not in listed:
+            return fail(
+                POLICY,
+                f"the signing key is not one the policy lists for front end {signer!r}",
+                "Add its public key to frontends.<PATCHPILOT_SIGNER>.keys or set the signer",
+            )
+        detail += f"; signing as {signer}"
+    bare = [name for name in clusters or {} if policy.rule_for(name) is None]
+    if bare:
+        return warn(
+            POLICY,
+            detail + f"; no rule for cluster(s) {', '.join(sorted(bare))}: nobody may patch them",
+            "Add a clusters entry (a name or a glob) if they should be patched",
+        )
+    return ok(POLICY, detail)

@@ -1,0 +1,248 @@
+"""The update command, run detached on the host so that it survives a dropped connection or a
+dead worker, and attached to again instead of being started twice (issue 15, item 5).
+
+Each run has a directory on the host, `<run_dir>/<rollout id>.<host workflow run>`, holding:
+
+    claim/    made (mkdir, atomic) by the one runner that runs the command; its existence is the
+              host's proof that the command was started. No claim: it never started.
+    command   the command, as the operator wrote it
+    pid       the runner's pid (a session leader: its process group is the whole update)
+    stdout    the command's output, the first 8 MiB and the last 64 KiB of each stream
+    stderr
+    before, after, packages.before, report
+              optional scripts run around the command and what they printed (the package report)
+    exit      the command's exit status, written (atomically, by rename) when it has ended
+
+Every attempt of the update step sends the same one SSH command (`attach_command`): it starts
+the runner (`systemd-run` where systemd runs, else `setsid -f`) only when nobody has claimed the
+run, then follows the run's output with `tail -f --pid` until the runner ends, and exits with
+the command's own status. A retry after a dropped connection or a dead worker therefore waits for
+the same run; two runners started at once (a retry racing a slow start) still run the command
+once, since only one of them can claim it. The last line of stderr says how the attach ended
+(`patchpilot-run=finished|vanished|unstarted`); a runner gone without an exit status (killed, or
+the host restarted) is reported as such, never retried: dpkg may be half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shlex
+from collections.abc import Callable
+
+from temporalio.exceptions import ApplicationError
+
+from activities.remote_shell import NONINTERACTIVE_ENV
+from activities.ssh import CommandResult, HostSession
+
+__all__ = ["attach_command", "kill_run_command", "run_detached", "run_directory", "unwrap_attach"]
+
+ATTACH_NAME = "patchpilot-attach"
+RUNNER_NAME = "patchpilot-run"
+# What each stream keeps on the host's disk: enough for any package manager's output, bounded
+# whatever the command prints (the worker keeps a smaller head and tail of it, activities/output).
+HOST_HEAD_BYTES = 8 * 1024 * 1024
+HOST_TAIL_BYTES = 64 * 1024
+# Runs older than this are removed when a new run starts beside them.
+KEEP_DAYS = 30
+# Errors of an attach that mean "the connection, not the command": attach again.
+_REATTACH = ("SshConnectionLost", "SshChannelFailed", "HostUnreachable")
+REATTACH_PAUSE = 2.0
+_STATUS = re.compile(r"(?:^|\n)patchpilot-run=(\w+)[^\n]*\n?$")
+
+# $1: the run directory. Claims the run (or leaves: another runner has it), records its pid,
+# runs the command with stdin closed, each stream through a keeper that holds a bounded head
+# and tail, and records the exit status by rename, so a reader never sees half a number. The
+# non-interactive environment is set again: systemd-run does not pass the caller's on.
+# stdbuf -o0: head writes each chunk as it reads it (stdio would hold up to 4 KiB back from the
+# followers, and lose it when the run is killed); a few bytes at the cut itself may be lost.
+_KEEP = f"{{ stdbuf -o0 head -c {HOST_HEAD_BYTES}; tail -c {HOST_TAIL_BYTES}; }}"
+RUNNER = f"""d=$1
+mkdir "$d/claim" 2>/dev/null || exit 0
+export {NONINTERACTIVE_ENV}
+: > "$d/stdout"; : > "$d/stderr"
+echo $$ > "$d/pid.new" && mv "$d/pid.new" "$d/pid"
+[ -e "$d/before" ] && sh "$d/before" "$d" > "$d/packages.before" 2> /dev/null < /dev/null
+{{ {{ sh "$d/command" < /dev/null; echo $? > "$d/rc"; }} 2>&1 1>&3 | {_KEEP} >> "$d/stderr"; }} \\
+    3>&1 | {_KEEP} >> "$d/stdout"
+[ -e "$d/after" ] && sh "$d/after" "$d" > "$d/report" 2> /dev/null < /dev/null
+mv "$d/rc" "$d/exit"
+"""
+
+# $1: the run directory, $2: the command. Starts the runner unless the run is claimed, then
+# follows it (see the module doc).
+ATTACH = f"""d=$1
+mkdir -p "$d" || exit 125
+find "${{d%/*}}" -mindepth 1 -maxdepth 1 -type d -mtime +{KEEP_DAYS} -exec rm -rf {{}} + \\
+    2>/dev/null
+if [ ! -e "$d/claim" ]; then
+    [ -e "$d/command" ] || printf '%s\\n' "$2" > "$d/command"
+    [ -z "$3" ] || [ -e "$d/before" ] || printf '%s\\n' "$3" > "$d/before"
+    [ -z "$4" ] || [ -e "$d/after" ] || printf '%s\\n' "$4" > "$d/after"
+    if [ -d /run/systemd/system ] && command -v systemd-run > /dev/null 2>&1; then
+        systemd-run --quiet --collect --unit="patchpilot-${{d##*/}}" \\
+            sh -c {shlex.quote(RUNNER)} {RUNNER_NAME} "$d" > /dev/null 2>&1
+    else
+        setsid -f sh -c {shlex.quote(RUNNER)} {RUNNER_NAME} "$d" < /dev/null > /dev/null 2>&1
+    fi
+fi
+i=0
+while [ ! -s "$d/pid" ] && [ ! -e "$d/exit" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+pid=$(cat "$d/pid" 2>/dev/null)
+if [ -z "$pid" ]; then
+    echo "{RUNNER_NAME}=unstarted" >&2
+    exit 254
+fi
+if [ ! -e "$d/exit" ] && tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d"; then
+    tail -s 0.2 -c +1 -f --pid="$pid" "$d/stdout" &
+    out=$!
+    tail -s 0.2 -c +1 -f --pid="$pid" "$d/stderr" >&2 &
+    wait $out $!
+else
+    cat "$d/stdout"; cat "$d/stderr" >&2
+fi
+if [ -e "$d/exit" ]; then
+    echo "{RUNNER_NAME}=finished" >&2
+    exit "$(cat "$d/exit")"
+fi
+echo "{RUNNER_NAME}=vanished pid=$pid" >&2
+exit 255
+"""
+
+
+def run_directory(run_dir: str, rollout_id: str, run_key: str) -> str:
+    """The host path of one run: `run_dir` (HostCommands.run_dir) / `<rollout id>.<run key>`,
+    with anything but letters, digits, `.`, `_` and `-` replaced, so it is one path segment."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{rollout_id}.{run_key}")
+    return f"{run_dir.rstrip('/')}/{name}"
+
+
+def attach_command(command: str, directory: str, before: str = "", after: str = "") -> str:
+    """The one shell line every attempt sends: start `command` detached in `directory` unless
+    it was started there already, then follow it to its end (see the module doc). `before` and
+    `after` are scripts the runner runs around the command (with the run directory as $1): the
+    first's output is kept as `packages.before`, the second's as `report`, written before the
+    exit status (activities/package_report.py)."""
+    words = [ATTACH_NAME, directory, command, before, after]
+    return f"sh -c {shlex.quote(ATTACH)} " + " ".join(shlex.quote(word) for word in words)
+
+
+def unwrap_attach(line: str) -> str | None:
+    """The operator's command inside an `attach_command` line, or None for any other line."""
+    if f" {ATTACH_NAME} " not in line or not line.startswith("sh -c "):
+        return None
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return None
+    if len(words) == 8 and words[:2] == ["sh", "-c"] and words[3] == ATTACH_NAME:
+        return words[5]
+    return None
+
+
+def kill_run_command(directory: str) -> str:
+    """Kills the run's whole process group (its runner is a session leader): TERM, a second,
+    then KILL; nothing when it has ended."""
+    d = shlex.quote(directory)
+    return (
+        f'[ -e {d}/exit ] && exit 0; p=$(cat {d}/pid 2>/dev/null); [ -n "$p" ] || exit 0; '
+        f'kill -TERM -"$p" 2>/dev/null; sleep 1; kill -KILL -"$p" 2>/dev/null; true'
+    )
+
+
+def _status(result: CommandResult) -> tuple[str | None, CommandResult]:
+    """The attach's status word, and the result without its status line."""
+    found = _STATUS.search(result.stderr)
+    if not found:
+        return None, result
+    stderr = result.stderr[: found.start()] + ("\n" if found.group(0).startswith("\n") else "")
+    return found.group(1), CommandResult(
+        command=result.command,
+        exit_status=result.exit_status,
+        stdout=result.stdout,
+        stderr=stderr,
+        stdout_complete=result.stdout_complete,
+        stderr_complete=result.stderr_complete,
+    )
+
+
+async def run_detached(
+    session: HostSession,
+    command: str,
+    directory: str,
+    timeout: float,
+    *,
+    what: str,
+    heartbeat: Callable[[], None] | None = None,
+    before: str = "",
+    after: str = "",
+) -> CommandResult:
+    """Run `command` detached in `directory` on the session's host (or attach to the run that is
+    there) and return its result once it has ended; within `timeout` seconds in all.
+
+    A connection lost while following is reconnected and the run followed again until the
+    deadline. Raises ApplicationError: `CommandTimedOut` / `CommandWaitsForInput` (the run is
+    killed on the host, non-retryable), `UpdateVanished` (the runner is gone without an exit
+    status: killed or the host restarted; non-retryable), `UpdateNotStarted` (the host shows no
+    run after the start; retryable, nothing ran), and the last connection error when the host
+    could not be reached again before the deadline (`SshConnectionLost`: outcome unknown).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    line = attach_command(command, directory, before, after)
+    host = session.host
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            result = await session.run(line, max(1.0, remaining), what=what, heartbeat=heartbeat)
+        except ApplicationError as error:
+            if error.type in ("CommandTimedOut", "CommandWaitsForInput"):
+                await _kill(session, directory)
+                # The message quotes what was sent; the operator knows their own command, and
+                # their own limit (a reattached follower had only what was left of it).
+                message = error.message.replace(line[:200], command[:200])
+                if error.type == "CommandTimedOut":
+                    message = (
+                        f"{what} on {host.name} ({host.address}:{host.port}) did not finish "
+                        f"within {timeout:g}s and was killed on the host: {command[:200]}"
+                    )
+                raise ApplicationError(message, type=error.type, non_retryable=True) from None
+            if error.type not in _REATTACH or loop.time() + REATTACH_PAUSE >= deadline:
+                if error.type in _REATTACH:
+                    raise ApplicationError(
+                        f"{what} on {host.name} runs detached in {directory}, but the host could "
+                        f"not be reached again within {timeout:g}s ({error.message}); its outcome "
+                        "is unknown until the host answers",
+                        type="SshConnectionLost",
+                    ) from None
+                raise
+            # The connection, not the command: the run goes on; follow it again.
+            if heartbeat:
+                heartbeat()
+            await asyncio.sleep(REATTACH_PAUSE)
+            continue
+        status, result = _status(result)
+        if status == "vanished":
+            raise ApplicationError(
+                f"{what} on {host.name} ended without an exit status (its process was killed, or "
+                f"the host restarted); it was not started again, since it may have changed "
+                f"packages half-way (for dpkg: run dpkg --audit, then dpkg --configure -a). Its "
+                f"output is in {directory} on the host: {result.tail()}",
+                type="UpdateVanished",
+                non_retryable=True,
+            )
+        if status == "unstarted":
+            raise ApplicationError(
+                f"{what} on {host.name} did not start: no runner claimed {directory} "
+                "(setsid or systemd-run failed?)",
+                type="UpdateNotStarted",
+            )
+        return result
+
+
+async def _kill(session: HostSession, directory: str) -> None:
+    """Kill the run (a timed-out or prompting update must not go on behind PatchPilot's back);
+    best effort: the error being raised says what happened."""
+    with contextlib.suppress(ApplicationError):
+        await session.run(kill_run_command(directory), 30, what="killing the update")

@@ -1,0 +1,151 @@
+"""The update run detached (activities/detached.py) on real-apt lab hosts: a real `apt-get
+dist-upgrade` whose SSH connection is cut half-way is attached to again and reports its own
+result, two attempts at once run it once, a runner that dies is reported as such, never started
+again, and a command that overruns or keeps asking is killed with its whole run on the host."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from temporalio.exceptions import ApplicationError
+
+from activities.detached import run_detached, run_directory
+from activities.ssh import SshRunner
+from bot.embedded import free_port
+from lab.apt_lab import AptLab
+from lab.apt_repo import build_repo
+from tests.integration.test_host_output import credentials, target
+from tests.support import wait_for
+from workflows.targets import UPDATE_PROFILES
+
+HOSTS = ["d1", "d2"]
+RUNS = "/var/lib/patchpilot/runs"
+PROFILE = UPDATE_PROFILES["full"]
+
+
+@pytest.fixture(scope="module")
+def detached_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AptLab]:
+    root = tmp_path_factory.mktemp("detached-lab")
+    repo = build_repo(root / "repo")
+    lab = AptLab(
+        root / "lab", {"det": HOSTS}, repo=repo, port=free_port(), address_prefix="127.0.8."
+    )
+    with lab:
+        yield lab
+
+
+@pytest.fixture
+def lab(detached_lab: AptLab) -> AptLab:
+    for host in HOSTS:
+        detached_lab.reset_packages(host)
+        detached_lab.reset_host(host)
+    detached_lab.write_known_hosts()
+    return detached_lab
+
+
+@pytest_asyncio.fixture
+async def runner(lab: AptLab) -> AsyncIterator[SshRunner]:
+    ssh = SshRunner(lab.known_hosts_path)
+    yield ssh
+    ssh.close_all()
+
+
+def slow_upgrade(lab: AptLab, host: str, seconds: int) -> None:
+    """pp-slow 1.0 on the host, its 1.1 postinst taking `seconds`."""
+    lab.install(host, "pp-slow")
+    (lab.host(host).root / "aptfs" / "upper" / "etc" / "pp-slow.seconds").write_text(f"{seconds}\n")
+
+
+def configuring(lab: AptLab, host: str) -> bool:
+    """pp-slow's postinst is running: dpkg is half-way through the upgrade."""
+    return (lab.host(host).run_dir / "pp-slow.configuring").exists()
+
+
+async def test_a_connection_cut_mid_upgrade_is_attached_again_and_the_upgrade_runs_once(
+    lab: AptLab, runner: SshRunner
+) -> None:
+    slow_upgrade(lab, "d1", 4)
+    directory = run_directory(RUNS, "rollout-cut", "run1")
+    async with runner.session(target(lab, "d1"), credentials(lab)) as session:
+        update = asyncio.ensure_future(
+            run_detached(session, PROFILE, directory, 120, what="update command")
+        )
+        await wait_for(lambda: configuring(lab, "d1"), timeout=60)
+        assert lab.cut_connections("d1") >= 1
+        result = await update
+    # The real result of the one run: apt's own output and exit status.
+    assert result.ok, result.tail()
+    assert "Setting up pp-slow (1.1)" in result.stdout
+    assert "Setting up pp-hello (1.1)" in result.stdout
+    # dpkg's log: each package upgraded exactly once, no second apt run.
+    assert lab.upgrade_runs("d1", "pp-slow") == 1 and lab.upgrade_runs("d1", "pp-hello") == 1
+    startups = [line for line in lab.dpkg_log("d1") if "startup archives unpack" in line]
+    assert len(startups) == 1, lab.dpkg_log("d1")
+    versions = await lab.run("d1", "dpkg-query -W -f='${Version}' pp-slow pp-hello")
+    assert str(versions.stdout) == "1.11.1"
+    # The run directory on the host holds what happened.
+    run_dir = lab.host("d1").state_dir / "runs" / directory.rsplit("/", 1)[1]
+    assert (run_dir / "exit").read_text().strip() == "0"
+    assert (run_dir / "command").read_text().strip() == PROFILE
+
+
+async def test_two_attempts_at_once_run_the_update_once_and_both_see_its_result(
+    lab: AptLab, runner: SshRunner
+) -> None:
+    slow_upgrade(lab, "d2", 2)
+    directory = run_directory(RUNS, "rollout-twice", "run1")
+    async with runner.session(target(lab, "d2"), credentials(lab)) as session:
+        first, second = await asyncio.gather(
+            run_detached(session, PROFILE, directory, 120, what="update command"),
+            run_detached(session, PROFILE, directory, 120, what="update command"),
+        )
+        # A later attempt (a retry after a dead worker) attaches to the finished run.
+        third = await run_detached(session, PROFILE, directory, 120, what="update command")
+    assert first.ok and second.ok and third.ok
+    assert first.stdout == second.stdout == third.stdout
+    assert lab.upgrade_runs("d2", "pp-slow") == 1
+    assert len([line for line in lab.dpkg_log("d2") if "startup archives unpack" in line]) == 1
+
+
+async def test_a_runner_that_died_is_reported_and_never_started_again(
+    lab: AptLab, runner: SshRunner
+) -> None:
+    directory = run_directory(RUNS, "rollout-killed", "run1")
+    async with runner.session(target(lab, "d1"), credentials(lab)) as session:
+        update = asyncio.ensure_future(
+            run_detached(session, "echo started; sleep 60", directory, 60, what="update command")
+        )
+        pid_file = lab.host("d1").state_dir / "runs" / directory.rsplit("/", 1)[1] / "pid"
+        await wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 30)
+        # What a reboot or an OOM kill does to the update's processes.
+        killed = await lab.run("d1", f"kill -KILL -$(cat {directory}/pid)")
+        assert killed.exit_status == 0, killed.stderr
+        with pytest.raises(ApplicationError) as failed:
+            await update
+        assert failed.value.type == "UpdateVanished" and failed.value.non_retryable
+        assert "ended without an exit status" in failed.value.message
+        assert "dpkg --configure -a" in failed.value.message
+        # A retry attaches, sees the dead run, and does not start the command again.
+        with pytest.raises(ApplicationError) as again:
+            await run_detached(session, "echo started; sleep 60", directory, 60, what="update")
+        assert again.value.type == "UpdateVanished"
+    output = lab.host("d1").state_dir / "runs" / directory.rsplit("/", 1)[1] / "stdout"
+    assert output.read_text() == "started\n"
+
+
+async def test_an_update_that_overruns_is_killed_on_the_host_with_its_run(
+    lab: AptLab, runner: SshRunner
+) -> None:
+    directory = run_directory(RUNS, "rollout-slow", "run1")
+    async with runner.session(target(lab, "d2"), credentials(lab)) as session:
+        with pytest.raises(ApplicationError) as failed:
+            await run_detached(session, "sleep 301", directory, 2, what="update command")
+        assert failed.value.type == "CommandTimedOut"
+        message = failed.value.message
+        assert "update command on d2" in message and "did not finish within 2s" in message
+        assert message.endswith(": sleep 301")
+        left = await session.run("ps -eo args= | grep -x 'sleep 301' || true", 10)
+    assert left.stdout.strip() == "", "the detached run was left running"

