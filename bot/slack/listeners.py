@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -206,55 +206,52 @@ async def _skip(bot: SlackBot, choice: skip.SkipChoice, user_id: str, team: str 
 
 
 async def on_show_hosts(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
-    """A "Show all N hosts" click on an approval request: acked at once; the modal with every
-    selected host opens after it, within the click's trigger (3 s, views.open), or the clicker
-    is told ephemerally why not."""
-    await ack()
-    click = decisions.Click.of(body)
-    refused = bot.foreign_team(click.team_id)
-    if refused:
-        bot.spawn(decisions.tell(bot, click, f":no_entry: {mrkdwn(refused)}"))
-        return
-    bot.spawn(_show_hosts(bot, click, str(body.get("trigger_id") or "")))
-
-
-async def _show_hosts(bot: SlackBot, click: decisions.Click, trigger_id: str) -> None:
-    try:
-        progress = await bot.rollouts.progress(click.rollout_id, steps=False)
-        limit = (await bot.rollouts.request(click.rollout_id)).host_pattern
-        view = selection.hosts_view(click.rollout_id, selection.Selection.of(progress, limit))
-        await bot.client.views_open(trigger_id=trigger_id, view=view)
-    except (RolloutError, SlackApiError) as error:
-        reason = slack_error(error) if isinstance(error, SlackApiError) else str(error)
-        await decisions.tell(
-            bot, click, f":warning: cannot show the selected hosts: {mrkdwn(reason)}"
-        )
+    """A "Show all N hosts" click on an approval request: the modal with every selected host."""
+    await _open_view(bot, ack, body, _hosts_view, "the selected hosts")
 
 
 async def on_show_runs(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
-    """A "Show everything that runs" click on an approval request: acked at once; the modal
-    with the whole update command and every script opens after it (views.open, within the
-    click's trigger), or the clicker is told ephemerally why not."""
+    """A "Show everything that runs" click: the modal with the whole command and every script."""
+    await _open_view(bot, ack, body, _runs_view, "what runs")
+
+
+async def _hosts_view(bot: SlackBot, rollout_id: str) -> dict[str, Any]:
+    progress = await bot.rollouts.progress(rollout_id, steps=False)
+    limit = (await bot.rollouts.request(rollout_id)).host_pattern
+    return selection.hosts_view(rollout_id, selection.Selection.of(progress, limit))
+
+
+async def _runs_view(bot: SlackBot, rollout_id: str) -> dict[str, Any]:
+    request = await bot.rollouts.request(rollout_id)
+    progress = await bot.rollouts.progress(rollout_id, steps=False)
+    return what_runs.runs_view(rollout_id, what_runs.WhatRuns.of(request, progress))
+
+
+async def _open_view(
+    bot: SlackBot,
+    ack: Ack,
+    body: dict[str, Any],
+    build: Callable[[SlackBot, str], Awaitable[dict[str, Any]]],
+    what: str,
+) -> None:
+    """Ack a click at once; then open the modal `build` makes (views.open, within the click's
+    3 s trigger), or tell the clicker ephemerally why not (another workspace, Temporal, Slack)."""
     await ack()
     click = decisions.Click.of(body)
     refused = bot.foreign_team(click.team_id)
     if refused:
         bot.spawn(decisions.tell(bot, click, f":no_entry: {mrkdwn(refused)}"))
         return
-    bot.spawn(_show_runs(bot, click, str(body.get("trigger_id") or "")))
 
+    async def show(trigger_id: str) -> None:
+        try:
+            view = await build(bot, click.rollout_id)
+            await bot.client.views_open(trigger_id=trigger_id, view=view)
+        except (RolloutError, SlackApiError) as error:
+            reason = slack_error(error) if isinstance(error, SlackApiError) else str(error)
+            await decisions.tell(bot, click, f":warning: cannot show {what}: {mrkdwn(reason)}")
 
-async def _show_runs(bot: SlackBot, click: decisions.Click, trigger_id: str) -> None:
-    try:
-        request = await bot.rollouts.request(click.rollout_id)
-        progress = await bot.rollouts.progress(click.rollout_id, steps=False)
-        runs = what_runs.WhatRuns.of(request, progress)
-        await bot.client.views_open(
-            trigger_id=trigger_id, view=what_runs.runs_view(click.rollout_id, runs)
-        )
-    except (RolloutError, SlackApiError) as error:
-        reason = slack_error(error) if isinstance(error, SlackApiError) else str(error)
-        await decisions.tell(bot, click, f":warning: cannot show what runs: {mrkdwn(reason)}")
+    bot.spawn(show(str(body.get("trigger_id") or "")))
 
 
 async def on_decision(bot: SlackBot, kind: str, ack: Ack, body: dict[str, Any]) -> None:
