@@ -15,10 +15,12 @@ Each run has a directory on the host, `<run_dir>/<rollout id>.<host workflow run
 
 Every attempt of the update step sends the same one SSH command (`attach_command`): it starts
 the runner (`systemd-run` where systemd runs, else `setsid -f`) only when nobody has claimed the
-run, then follows the run's output with `tail -f --pid` until the runner ends, and exits with
-the command's own status. A retry after a dropped connection or a dead worker therefore waits for
-the same run; two runners started at once (a retry racing a slow start) still run the command
-once, since only one of them can claim it. The last line of stderr says how the attach ended
+run, then follows the run's output with `tail -f` until the run has its exit status or the
+runner is gone, prints the run's package report (framed, so no second command reads it), and
+exits with the command's own status. A retry after a dropped connection or a dead worker
+therefore waits for the same run; two runners started at once (a retry racing a slow start)
+still run the command once, since only one of them can claim it. The last line of stderr says
+how the attach ended
 (`patchpilot-run=finished|vanished|unstarted`); a runner gone without an exit status (killed, or
 the host restarted) is reported as such, never retried: dpkg may be half-way.
 """
@@ -27,16 +29,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from temporalio.exceptions import ApplicationError
 
 from activities.remote_shell import NONINTERACTIVE_ENV
 from activities.ssh import CommandResult, HostSession
+from workflows.families import FAMILY_VAR
 
-__all__ = ["attach_command", "kill_run_command", "run_detached", "run_directory", "unwrap_attach"]
+__all__ = [
+    "Detached",
+    "attach_command",
+    "finish_detached",
+    "kill_run_command",
+    "run_detached",
+    "run_directory",
+    "unwrap_attach",
+]
 
 ATTACH_NAME = "patchpilot-attach"
 RUNNER_NAME = "patchpilot-run"
@@ -50,19 +63,31 @@ KEEP_DAYS = 30
 _REATTACH = ("SshConnectionLost", "SshChannelFailed", "HostUnreachable")
 REATTACH_PAUSE = 2.0
 _STATUS = re.compile(r"(?:^|\n)patchpilot-run=(\w+)[^\n]*\n?$")
+# A finished run's package report (activities/package_report.py) closes the attach's stderr,
+# before the status line: no command of its own to read it (issue 16).
+REPORT_BEGIN = "patchpilot-report-begin"
+REPORT_END = "patchpilot-report-end"
+REPORT_NONE = "patchpilot-report=none"
+# How often a follower checks that the runner still runs: the delay between the update's end
+# and the attach's answer is at most this (tail(1) --pid with inotify, -s).
+FOLLOW_SECONDS = 0.05
 
 # $1: the run directory. Claims the run (or leaves: another runner has it), records its pid,
 # runs the command with stdin closed, each stream through a keeper that holds a bounded head
 # and tail, and records the exit status by rename, so a reader never sees half a number. The
-# non-interactive environment is set again: systemd-run does not pass the caller's on.
+# non-interactive environment and the OS family (the attach leaves it in "$d/family") are set
+# again: systemd-run does not pass the caller's on.
 # stdbuf -o0: head writes each chunk as it reads it (stdio would hold up to 4 KiB back from the
 # followers, and lose it when the run is killed); a few bytes at the cut itself may be lost.
 _KEEP = f"{{ stdbuf -o0 head -c {HOST_HEAD_BYTES}; tail -c {HOST_TAIL_BYTES}; }}"
 RUNNER = f"""d=$1
 mkdir "$d/claim" 2>/dev/null || exit 0
 export {NONINTERACTIVE_ENV}
+[ -s "$d/family" ] && {FAMILY_VAR}=$(cat "$d/family") && export {FAMILY_VAR}
 : > "$d/stdout"; : > "$d/stderr"
 echo $$ > "$d/pid.new" && mv "$d/pid.new" "$d/pid"
+find "${{d%/*}}" -mindepth 1 -maxdepth 1 -type d -mtime +{KEEP_DAYS} -exec rm -rf {{}} + \\
+    > /dev/null 2>&1 &
 [ -e "$d/before" ] && sh "$d/before" "$d" > "$d/packages.before" 2> /dev/null < /dev/null
 {{ {{ sh "$d/command" < /dev/null; echo $? > "$d/rc"; }} 2>&1 1>&3 | {_KEEP} >> "$d/stderr"; }} \\
     3>&1 | {_KEEP} >> "$d/stdout"
@@ -74,12 +99,11 @@ mv "$d/rc" "$d/exit"
 # follows it (see the module doc).
 ATTACH = f"""d=$1
 mkdir -p "$d" || exit 125
-find "${{d%/*}}" -mindepth 1 -maxdepth 1 -type d -mtime +{KEEP_DAYS} -exec rm -rf {{}} + \\
-    2>/dev/null
 if [ ! -e "$d/claim" ]; then
     [ -e "$d/command" ] || printf '%s\\n' "$2" > "$d/command"
     [ -z "$3" ] || [ -e "$d/before" ] || printf '%s\\n' "$3" > "$d/before"
     [ -z "$4" ] || [ -e "$d/after" ] || printf '%s\\n' "$4" > "$d/after"
+    [ -z "${FAMILY_VAR}" ] || printf '%s\\n' "${FAMILY_VAR}" > "$d/family"
     if [ -d /run/systemd/system ] && command -v systemd-run > /dev/null 2>&1; then
         systemd-run --quiet --collect --unit="patchpilot-${{d##*/}}" \\
             sh -c {shlex.quote(RUNNER)} {RUNNER_NAME} "$d" > /dev/null 2>&1
@@ -88,21 +112,34 @@ if [ ! -e "$d/claim" ]; then
     fi
 fi
 i=0
-while [ ! -s "$d/pid" ] && [ ! -e "$d/exit" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ ! -s "$d/pid" ] && [ ! -e "$d/exit" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i + 1)); done
 pid=$(cat "$d/pid" 2>/dev/null)
 if [ -z "$pid" ]; then
     echo "{RUNNER_NAME}=unstarted" >&2
     exit 254
 fi
 if [ ! -e "$d/exit" ] && tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d"; then
-    tail -s 0.2 -c +1 -f --pid="$pid" "$d/stdout" &
+    # Not tail --pid="$pid": a runner whose parent is gone stays a zombie until init reaps it,
+    # seconds on some hosts. This child ends once the run has its exit status or the runner
+    # is gone, and the shell reaps it at once.
+    while [ ! -e "$d/exit" ] && read -r s 2>/dev/null < "/proc/$pid/stat"; do
+        case $s in *") Z "*) break ;; esac
+        sleep {FOLLOW_SECONDS}
+    done &
+    w=$!
+    tail -s {FOLLOW_SECONDS} -c +1 -f --pid="$w" "$d/stdout" &
     out=$!
-    tail -s 0.2 -c +1 -f --pid="$pid" "$d/stderr" >&2 &
+    tail -s {FOLLOW_SECONDS} -c +1 -f --pid="$w" "$d/stderr" >&2 &
     wait $out $!
 else
     cat "$d/stdout"; cat "$d/stderr" >&2
 fi
 if [ -e "$d/exit" ]; then
+    if [ -e "$d/report" ]; then
+        echo "{REPORT_BEGIN}" >&2; cat "$d/report" >&2; printf '\\n%s\\n' "{REPORT_END}" >&2
+    else
+        echo "{REPORT_NONE}" >&2
+    fi
     echo "{RUNNER_NAME}=finished" >&2
     exit "$(cat "$d/exit")"
 fi
@@ -151,6 +188,29 @@ def kill_run_command(directory: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Detached:
+    """A finished run: the command's result and its package report as the attach printed it
+    (`report`: None when the run has none; `report_known` False when the output bound cut it
+    off, so it must be read with a command of its own)."""
+
+    result: CommandResult
+    report: str | None = None
+    report_known: bool = False
+
+
+def _report(stderr: str) -> tuple[str | None, bool, str]:
+    """(the report, whether the attach printed one or said there is none, stderr without it)."""
+    if stderr.endswith(f"\n{REPORT_NONE}\n") or stderr == f"{REPORT_NONE}\n":
+        return None, True, stderr[: -len(REPORT_NONE) - 1]
+    end = f"\n{REPORT_END}\n"
+    begin = stderr.rfind(f"{REPORT_BEGIN}\n")
+    if not stderr.endswith(end) or begin < 0 or (begin and stderr[begin - 1] != "\n"):
+        return None, False, stderr
+    text = stderr[begin + len(REPORT_BEGIN) + 1 : -len(end)]
+    return text, True, stderr[:begin]
+
+
 def _status(result: CommandResult) -> tuple[str | None, CommandResult]:
     """The attach's status word, and the result without its status line."""
     found = _STATUS.search(result.stderr)
@@ -178,8 +238,34 @@ async def run_detached(
     before: str = "",
     after: str = "",
 ) -> CommandResult:
+    """`finish_detached`'s result without the report."""
+    finished = await finish_detached(
+        session,
+        command,
+        directory,
+        timeout,
+        what=what,
+        heartbeat=heartbeat,
+        before=before,
+        after=after,
+    )
+    return finished.result
+
+
+async def finish_detached(
+    session: HostSession,
+    command: str,
+    directory: str,
+    timeout: float,
+    *,
+    what: str,
+    heartbeat: Callable[[], None] | None = None,
+    before: str = "",
+    after: str = "",
+) -> Detached:
     """Run `command` detached in `directory` on the session's host (or attach to the run that is
-    there) and return its result once it has ended; within `timeout` seconds in all.
+    there) and return its result once it has ended, with the package report the run left
+    (`after`'s output) from the same command; within `timeout` seconds in all.
 
     A connection lost while following is reconnected and the run followed again until the
     deadline. Raises ApplicationError: `CommandTimedOut` / `CommandWaitsForInput` (the run is
@@ -238,7 +324,12 @@ async def run_detached(
                 "(setsid or systemd-run failed?)",
                 type="UpdateNotStarted",
             )
-        return result
+        report, known, stderr = (
+            _report(result.stderr) if status == "finished" else (None, False, "")
+        )
+        if known:
+            result = dataclasses.replace(result, stderr=stderr)
+        return Detached(result, report, known)
 
 
 async def _kill(session: HostSession, directory: str) -> None:

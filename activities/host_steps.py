@@ -14,7 +14,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import package_report
-from activities.detached import run_detached, run_directory
+from activities.checks import run_all
+from activities.detached import finish_detached, run_directory
 from activities.host_values import HostValueError, boot_id, package_lines, yes_no
 from activities.preconditions import precondition_problem, render
 from activities.ssh import CommandResult, HostSession, SshRunner
@@ -115,13 +116,20 @@ class HostStepActivities:
     @activity.defn(name=names.CHECK_HOST_PRECONDITIONS)
     async def check_host_preconditions(self, step: HostStepInput) -> StepResult:
         """Reachable (with a verified host key), sudo working (with become), healthy, not
-        already in maintenance; PreconditionFailed (non-retryable) with the reason otherwise."""
+        already in maintenance, the package manager ready (activities/doctor.py); otherwise a
+        non-retryable error whose type is the refusal's kind (DpkgInterrupted, PackageLockHeld,
+        LowDiskSpace, UnknownOsFamily, SudoNeedsPassword, HostUnhealthy, …) and whose message
+        is its sentence: each is its own reason in the host result and the failure alert. The
+        doctor's notes (held packages, a reboot already pending, a dpkg repaired when the rollout
+        opted in) are the result's `notes`, carried to the host's result and the summary."""
         notes: list[str] = []
+        repair = step.job.repair_interrupted_dpkg
         async with self._session(step) as session:
-            problem = await precondition_problem(session, step, notes)
+            problem = await precondition_problem(session, step, notes, repair=repair)
         if problem:
-            raise StepError(problem, kind="PreconditionFailed")
-        return StepResult(detail="; ".join(["reachable, healthy, not in maintenance", *notes]))
+            raise StepError(problem, kind=problem.kind)
+        detail = "; ".join(["reachable, healthy, not in maintenance", *notes])
+        return StepResult(detail=detail, notes=notes)
 
     # ---- dry run ------------------------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class HostStepActivities:
         pending: list[str] = []
         would_change: list[str] = []
         required = False
+        problem: str | None = None
         async with self._session(step, approval_needed=False) as session:
             try:
                 problem = await precondition_problem(session, step)
@@ -170,11 +179,16 @@ class HostStepActivities:
         if request.policy != step.job.reboot_policy:  # the approvals cover the job's policy
             raise StepError("the reboot policy asked for is not the rollout's", kind="NotApproved")
         async with self._session(step) as session:
-            read = await session.run(commands.boot_id, 30, what="reading the boot id")
-            before = boot_id(read, step.host.name)
-            checked = await session.run(
-                commands.reboot_required_check, 30, what="the reboot-required check"
+            # One SSH command for both (activities/checks.py); the boot id is judged first.
+            read, checked = await run_all(
+                session,
+                [
+                    (commands.boot_id, "reading the boot id"),
+                    (commands.reboot_required_check, "the reboot-required check"),
+                ],
+                30,
             )
+            before = boot_id(read, step.host.name)
             pending = yes_no(checked, step.host.name, "the reboot-required check")
             if request.policy == "never" or (request.policy == "if-required" and not pending):
                 reason = (
@@ -277,7 +291,7 @@ class HostStepActivities:
         run_key = (activity.info().workflow_run_id if activity.in_activity() else None) or "direct"
         directory = run_directory(step.host.commands.run_dir, step.job.rollout_id, run_key)
         async with self._session(step) as session:
-            result = await run_detached(
+            finished = await finish_detached(
                 session,
                 step.command,
                 directory,
@@ -287,7 +301,9 @@ class HostStepActivities:
                 before=package_report.BEFORE,
                 after=package_report.AFTER,
             )
-            report = await package_report.read(session, directory, result)
+            result = finished.result
+            printed = (finished.report, finished.report_known)
+            report = await package_report.read(session, directory, result, printed)
         if not result.ok:
             said = f"; packages: {report.summary_line()}" if report else ""
             raise StepError(
@@ -319,11 +335,15 @@ class HostStepActivities:
         async with self._session(step) as session:
             while True:
                 unhealthy: dict[str, str] = {}
-                for service in step.job.service_list:
-                    command = render(step.host.commands.service_health, service=service)
-                    result = await session.run(
-                        command, max(1.0, deadline - loop.time()), what=f"checking {service}"
-                    )
+                services = step.job.service_list
+                checks = [
+                    (render(step.host.commands.service_health, service=s), f"checking {s}")
+                    for s in services
+                ]
+                # Every service in one SSH command (activities/checks.py), within what is left.
+                left = max(1.0, deadline - loop.time())
+                results = await run_all(session, checks, left, total=left)
+                for service, result in zip(services, results, strict=True):
                     if not result.ok:
                         unhealthy[service] = result.stdout.strip() or result.tail()
                 if not unhealthy:

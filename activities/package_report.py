@@ -5,8 +5,13 @@ just after it, with the run directory as $1, so a report belongs to exactly one 
 PatchPilot attached to it twice. BEFORE keeps dpkg's package states; AFTER compares them with the
 states after the update (awk, on the host: only the changes cross the network), and adds the
 reboot flag with its packages and the conffiles dpkg left since the run started (by ctime: dpkg
-gives a file the mtime it has in the package). apt's own list
-of what it kept back comes from the update's output. A host without dpkg gets an empty report.
+gives a file the mtime it has in the package; rpm's .rpmnew/.rpmsave too). What apt kept back
+(and deferred by phasing) is what `apt-get -s upgrade` still keeps back after the update, read
+with LC_ALL=C: apt translates its messages, and the host's locale must not change what is read
+(Ansible's apt module forces the C locale for the same reason). Only where that read is missing
+(a runner without it) is the update's own output read, which is English only in the C locale.
+dpkg's state on apt hosts, rpm's (`rpm -qa`) on dnf and zypper hosts; a host with neither gets an
+empty report.
 """
 
 from __future__ import annotations
@@ -16,19 +21,19 @@ import shlex
 
 from activities.host_values import HostValueError, shown
 from activities.ssh import CommandResult, HostSession
+from workflows.families import FAMILY_VAR, PACKAGE_LIST, REBOOT_FLAG
 from workflows.packages import KeptBack, PackageChange, PackageReport, UnfinishedPackage
 
 __all__ = ["AFTER", "BEFORE", "kept_back", "parse_report", "read", "simulated_changes"]
 
-# dpkg-query(1): db:Status-Abbrev is want/state/error ("ii ", "hi ", "iF ", "rc "); the package
-# name carries its architecture where several are installed (libc6:i386).
-_QUERY = "dpkg-query -W -f='${db:Status-Abbrev} ${binary:Package} ${Version}\\n'"
-BEFORE = f"""command -v dpkg-query > /dev/null 2>&1 || exit 0
-{_QUERY}
+# The package list and the reboot flag are chosen by the host's OS family (workflows/families.py:
+# dpkg-query on apt hosts, rpm -qa on dnf and zypper hosts, in one "STATE NAME VERSION" format).
+BEFORE = f"""{PACKAGE_LIST}
+true
 """
 AFTER = f"""d=$1
-if command -v dpkg-query > /dev/null 2>&1 && [ -e "$d/packages.before" ]; then
-    {_QUERY} > "$d/packages.after"
+if [ -e "$d/packages.before" ]; then
+    {{ {PACKAGE_LIST}; }} > "$d/packages.after"
     awk 'function on(s) {{ s = substr(s, 2, 1); return s != "n" && s != "c" }}
         NR == FNR {{ if (on($1)) old[$2] = $3; next }}
         on($1) {{ new[$2] = $3; st[$2] = $1 }}
@@ -43,12 +48,18 @@ if command -v dpkg-query > /dev/null 2>&1 && [ -e "$d/packages.before" ]; then
             for (p in old) if (!(p in new)) print "removed", p, old[p]
         }}' "$d/packages.before" "$d/packages.after" | sort -k2,2 -k1,1
 fi
-if [ -e /var/run/reboot-required ]; then
-    echo reboot
-    sort -u /var/run/reboot-required.pkgs 2> /dev/null | sed 's/^/reboot-package /'
+{REBOOT_FLAG}
+if [ "${FAMILY_VAR}" = apt ] && command -v apt-get > /dev/null; then
+    echo kept-read
+    LC_ALL=C apt-get -s -o Debug::NoLocking=1 upgrade 2> /dev/null | awk '
+        /^The following packages have been kept back:/ {{ k = "kept"; next }}
+        /^The following upgrades have been deferred due to phasing:/ {{ k = "deferred"; next }}
+        /^[^ \t]/ {{ k = "" }}
+        k != "" {{ for (i = 1; i <= NF; i++) print k, $i }}'
 fi
-find /etc -xdev \\( -name '*.dpkg-dist' -o -name '*.dpkg-old' -o -name '*.dpkg-new' \\) \\
-    -cnewer "$d/claim" 2> /dev/null | sort | sed 's/^/conffile /'
+find /etc -xdev \\( -name '*.dpkg-dist' -o -name '*.dpkg-old' -o -name '*.dpkg-new' \\
+    -o -name '*.rpmnew' -o -name '*.rpmsave' \\) -cnewer "$d/claim" 2> /dev/null | sort |
+    sed 's/^/conffile /'
 true
 """
 # dpkg's package states (dpkg-query(1)), by the letter db:Status-Abbrev gives them.
@@ -66,23 +77,29 @@ _DEFERRED = re.compile(
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._~:-]*$")
 
 
-def kept_back(apt_output: str, held: list[str]) -> list[KeptBack]:
-    """What apt said it kept back (and deferred by phasing), with the reason: held, phased, or
-    an upgrade that needs packages installed or removed (which `apt-get upgrade` never does)."""
+def kept_back(
+    apt_output: str, held: list[str], read: tuple[list[str], list[str]] | None = None
+) -> list[KeptBack]:
+    """What apt kept back (and deferred by phasing), with the reason: held, phased, or an
+    upgrade that needs packages installed or removed (which `apt-get upgrade` never does).
+    `read`: (kept, deferred) names as AFTER read them in the C locale; without it, apt's
+    English lists in `apt_output`."""
+    if read is None:
+        kept = [n for m in _KEPT.finditer(apt_output) for n in m.group(1).split()]
+        deferred = [n for m in _DEFERRED.finditer(apt_output) for n in m.group(1).split()]
+    else:
+        kept, deferred = read
     found: dict[str, str] = {}
-    for match in _DEFERRED.finditer(apt_output):
-        for name in match.group(1).split():
-            found[name] = "a phased update apt deferred on this host"
-    for match in _KEPT.finditer(apt_output):
-        for name in match.group(1).split():
-            if name in found:
-                continue
-            found[name] = (
-                "held (dpkg selection hold)"
-                if name in held
-                else "its upgrade needs other packages installed or removed (apt-get upgrade "
-                "keeps it back; dist-upgrade would not)"
-            )
+    for name in deferred:
+        found[name] = "a phased update apt deferred on this host"
+    for name in kept:
+        found.setdefault(
+            name,
+            "held (dpkg selection hold)"
+            if name in held
+            else "its upgrade needs other packages installed or removed (apt-get upgrade "
+            "keeps it back; dist-upgrade would not)",
+        )
     return [KeptBack(name=name, reason=reason) for name, reason in sorted(found.items())]
 
 
@@ -90,6 +107,9 @@ def parse_report(text: str, apt_output: str, host: str) -> PackageReport:
     """The report from AFTER's output (`text`) and the update's stdout (`apt_output`);
     HostValueError quoting the first line that is not one AFTER prints."""
     report = PackageReport()
+    kept: list[str] = []
+    deferred: list[str] = []
+    kept_read = False
     for line in text.splitlines():
         kind, *rest = line.split() or [""]
         if not kind:
@@ -114,18 +134,34 @@ def parse_report(text: str, apt_output: str, host: str) -> PackageReport:
             report.reboot_required = True
         elif kind == "reboot-package" and len(rest) == 1:
             report.reboot_packages.append(rest[0])
+        elif kind == "kept-read" and not rest:
+            kept_read = True
+        elif kind in ("kept", "deferred") and len(rest) == 1:
+            (kept if kind == "kept" else deferred).append(rest[0])
         else:
             raise HostValueError(
                 f"the package report on {host} has a line that is not one: {shown(line)}"
             )
-    report.kept_back = kept_back(apt_output, report.held)
+    report.kept_back = kept_back(apt_output, report.held, (kept, deferred) if kept_read else None)
     return report
 
 
-async def read(session: HostSession, directory: str, result: CommandResult) -> PackageReport | None:
+async def read(
+    session: HostSession,
+    directory: str,
+    result: CommandResult,
+    printed: tuple[str | None, bool] = (None, False),
+) -> PackageReport | None:
     """The report the run in `directory` left (`result`: the update's own result), or None when
     the host has none (no dpkg, or the runner predates reports). HostValueError when it does
-    not parse."""
+    not parse.
+
+    `printed`: (the report, known) as the update's own command printed it
+    (activities/detached.Detached); only when it is not known (cut off by the output bound) is
+    the report read with a command of its own."""
+    report, known = printed
+    if known:
+        return None if report is None else parse_report(report, result.stdout, session.host.name)
     quoted = shlex.quote(f"{directory}/report")
     found = await session.run(
         f"[ -e {quoted} ] && cat {quoted}", 60, what="reading the package report"

@@ -1,14 +1,16 @@
 """What must hold before a host is touched: sudo works (with become), healthy, not already in
 maintenance, every service of the rollout healthy, the package manager ready (the pre-flight
-doctor, activities/doctor.py). Read-only: nothing here changes a host."""
+doctor, activities/doctor.py). Read-only: nothing here changes a host, except the repair of an
+interrupted dpkg a rollout opts in to (`repairInterruptedDpkg`, workflows/repair.py)."""
 
 from __future__ import annotations
 
 import shlex
 
-from activities.doctor import preflight_problem
-from activities.host_values import yes_no
-from activities.ssh import HostSession
+from activities.checks import Check, run_checks
+from activities.doctor import PREFLIGHT, Refusal, preflight_problem
+from activities.host_values import HostValueError, yes_no
+from activities.ssh import CommandResult, HostSession
 from workflows.models import HostStepInput
 
 
@@ -22,7 +24,7 @@ def render(template: str, *, service: str | None = None, rollout_id: str | None 
     return command
 
 
-async def sudo_problem(session: HostSession, timeout: float) -> str | None:
+async def sudo_problem(session: HostSession, timeout: float) -> Refusal | None:
     """Why `sudo -n` does not work for this session's become user, or None (also without become).
 
     sudo(8) with -n never prompts: a password that would be needed ends it with status 1 and
@@ -34,51 +36,82 @@ async def sudo_problem(session: HostSession, timeout: float) -> str | None:
     probe = await session.run("true", timeout, what="checking sudo")
     if probe.ok:
         return None
-    return (
+    return Refusal(
         f"sudo -n -u {session.become_user} does not work on {session.host.name} for the login "
         f"user (exit {probe.exit_status}: {probe.tail()}); PatchPilot never types a password: "
-        "allow the commands without one (NOPASSWD in sudoers) or turn become off"
+        "allow the commands without one (NOPASSWD in sudoers) or turn become off",
+        "SudoNeedsPassword",
     )
 
 
 async def precondition_problem(
-    session: HostSession, step: HostStepInput, notes: list[str] | None = None
-) -> str | None:
-    """Why this host must not be patched now, or None when it may; the pre-flight doctor's
-    notes (held packages, a reboot already pending) are appended to `notes`. Raises
-    HostValueError when the maintenance check or the doctor gives an answer that is not one."""
+    session: HostSession,
+    step: HostStepInput,
+    notes: list[str] | None = None,
+    *,
+    repair: bool = False,
+) -> Refusal | None:
+    """Why this host must not be patched now (a `Refusal`: the sentence and its kind, e.g.
+    HostUnhealthy, PackageLockHeld), or None when it may; the pre-flight doctor's
+    notes (held packages, a reboot already pending, a repair) are appended to `notes`. Raises
+    HostValueError when the maintenance check or the doctor gives an answer that is not one.
+    `repair`: repair an interrupted dpkg (the doctor's `preflight_problem`); off for a dry run.
+
+    The checks go to the host as ONE command (activities/checks.py), in the order below, and
+    stop where the one-command-each order stopped: the health check, the maintenance check, one
+    check per service, then the doctor's PREFLIGHT (its sections, activities/doctor.py). Output
+    that cannot be read back section by section is not guessed at: the checks then run one
+    command each.
+    """
     commands = step.host.commands
     timeout = step.timeout_seconds
     problem = await sudo_problem(session, timeout)
     if problem:
         return problem
-    health = await session.run(commands.health_check, timeout, what="the health check")
+    services = step.job.service_list
+    checks = [
+        Check(commands.health_check, go_on="0"),
+        # 1 = not in maintenance; 0 refuses the host, anything else is no answer.
+        Check(render(commands.maintenance_check, rollout_id=step.job.rollout_id), go_on="1"),
+        *(Check(render(commands.service_health, service=s), go_on="0") for s in services),
+        Check(PREFLIGHT),
+    ]
+    ran = await run_checks(session, checks, timeout * len(checks), what="the preconditions")
+    results = iter(ran or [])
+
+    async def answer(check: Check, what: str) -> CommandResult:
+        found = next(results, None)
+        if ran is not None:
+            if found is None:  # parse_checks: the batch stopped after the previous check
+                raise HostValueError(f"the preconditions on {step.host.name} stopped early")
+            return found
+        return await session.run(check.command, timeout, what=what)
+
+    health = await answer(checks[0], "the health check")
     if not health.ok:
-        return (
+        return Refusal(
             f"host {step.host.name} is not healthy before patching: health check exited "
-            f"{health.exit_status}: {health.tail()}"
+            f"{health.exit_status}: {health.tail()}",
+            "HostUnhealthy",
         )
-    flag = await session.run(
-        render(commands.maintenance_check, rollout_id=step.job.rollout_id),
-        timeout,
-        what="the maintenance check",
-    )
+    flag = await answer(checks[1], "the maintenance check")
     if yes_no(flag, step.host.name, "the maintenance check"):
-        return (
+        return Refusal(
             f"host {step.host.name} is already in maintenance mode; another change may be in "
-            "progress, so it was not touched"
+            "progress, so it was not touched",
+            "AlreadyInMaintenance",
         )
-    for service in step.job.service_list:
-        state = await session.run(
-            render(commands.service_health, service=service), timeout, what=f"checking {service}"
-        )
+    for service, check in zip(services, checks[2:-1], strict=True):
+        state = await answer(check, f"checking {service}")
         if not state.ok:
-            return (
+            return Refusal(
                 f"service {service} on {step.host.name} is not healthy before patching "
-                f"({state.stdout.strip() or state.tail()}); patching would hide the cause"
+                f"({state.stdout.strip() or state.tail()}); patching would hide the cause",
+                "ServiceUnhealthy",
             )
     # The package manager's own state: interrupted dpkg, held locks, free space (doctor.py).
-    problem, found = await preflight_problem(session, step)
+    doctor = await answer(checks[-1], "the pre-flight check") if ran is not None else None
+    problem, found_notes = await preflight_problem(session, step, first=doctor, repair=repair)
     if notes is not None:
-        notes.extend(found)
+        notes.extend(found_notes)
     return problem

@@ -7,6 +7,8 @@ import contextlib
 import re
 import shlex
 
+from workflows.families import FAMILY_VAR
+
 # The remote shell is a session leader (sshd calls setsid), so its pid is also its process
 # group: printing it first lets a timed-out or cancelled command be killed with its children.
 PID_MARKER = "patchpilot-pid="
@@ -16,6 +18,7 @@ PID_LINE = re.compile(rb"^" + PID_MARKER.encode() + rb"(\d+)\n")
 # for the rest (DPKG_FORCE, dpkg(1) since 1.19.5: the --force-confdef --force-confold answers).
 NONINTERACTIVE_ENV = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a DPKG_FORCE=confdef,confold"
 _ENV_PREFIX = f"export {NONINTERACTIVE_ENV}; "
+_FAMILY_PREFIX = re.compile(rf"^export {re.escape(NONINTERACTIVE_ENV)} {FAMILY_VAR}=[a-z]+; ")
 
 
 def sudo_prefix(user: str) -> str:
@@ -25,10 +28,21 @@ def sudo_prefix(user: str) -> str:
     return f"sudo -n -u {shlex.quote(user)} -- sh -c "
 
 
-def wrap_command(command: str, become_user: str | None = None) -> str:
-    """What the host is sent for `command`: the pid marker, the non-interactive environment,
-    and with `become_user` the command itself run by `sudo -n` as that user."""
-    inner = _ENV_PREFIX + command
+def env_prefix(family: str | None = None) -> str:
+    """`export …; ` before every command: the non-interactive environment and, once known, the
+    host's OS family (workflows/families.py; a validated word, never text from the host)."""
+    if family is None:
+        return _ENV_PREFIX
+    if not family.isalpha():
+        raise ValueError(f"an OS family is a word, not {family!r}")
+    return f"export {NONINTERACTIVE_ENV} {FAMILY_VAR}={family}; "
+
+
+def wrap_command(command: str, become_user: str | None = None, family: str | None = None) -> str:
+    """What the host is sent for `command`: the pid marker, the non-interactive environment
+    (with `family` as PATCHPILOT_OS_FAMILY), and with `become_user` the command itself run by
+    `sudo -n` as that user."""
+    inner = env_prefix(family) + command
     if become_user is not None:
         inner = sudo_prefix(become_user) + shlex.quote(inner)
     return f"echo {PID_MARKER}$$ >&2; {inner}"
@@ -41,10 +55,19 @@ def unwrap_command(logged: str) -> str:
     if rest.startswith("sudo -n -u "):
         with contextlib.suppress(ValueError, IndexError):
             rest = shlex.split(rest)[-1]
-    rest = rest.removeprefix(_ENV_PREFIX)
+    rest = _FAMILY_PREFIX.sub("", rest.removeprefix(_ENV_PREFIX), count=1)
     from activities.detached import unwrap_attach  # imports this module
 
     return unwrap_attach(rest) or rest
+
+
+def unwrap_commands(logged: str) -> list[str]:
+    """The operator's commands in what the host received: one for a plain line or a detached
+    update, each command of a batch of checks (activities/checks.py) for one."""
+    from activities.checks import unwrap_checks  # imports this module's users
+
+    command = unwrap_command(logged)
+    return unwrap_checks(command) or [command]
 
 
 def kill_command(pid: int, *, become: bool) -> str:

@@ -26,9 +26,11 @@ from activities.remote_shell import (
     PID_MARKER,
     kill_command,
     unwrap_command,
+    unwrap_commands,
     wrap_command,
 )
 from activities.vault import SshCredentials
+from workflows.families import FAMILY_VAR, READ_OS_RELEASE, family_of, parse_os_release
 from workflows.models import HostTarget
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "HostSession",
     "SshRunner",
     "unwrap_command",
+    "unwrap_commands",
     "wrap_command",
 ]
 
@@ -92,9 +95,12 @@ class HostSession:
         *,
         reconnect: Callable[[], Awaitable[asyncssh.SSHClientConnection]] | None = None,
         become_user: str | None = None,
+        families: dict[tuple[str, int], str] | None = None,
     ) -> None:
         self.host = host
         self.become_user = become_user
+        # Host (address, port) -> OS family, shared by a runner's sessions (set by the doctor).
+        self._families = {} if families is None else families
         self._connection = connection
         self._reconnect = reconnect
 
@@ -115,6 +121,8 @@ class HostSession:
         Raises ApplicationError: `SshChannelFailed` (nothing ran, retryable), `CommandTimedOut`
         (non-retryable, named by `what`), `SshConnectionLost` (outcome unknown).
         """
+        if FAMILY_VAR in command and self.family is None:
+            await self._read_family(timeout)
         try:
             process = await self._open(command)
         except (asyncssh.Error, OSError) as error:
@@ -204,8 +212,30 @@ class HostSession:
             waiter.cancel()
             asking.cancel()
 
+    @property
+    def family(self) -> str | None:
+        """The host's OS family ("apt", "dnf", "zypper", "unknown"), None until read."""
+        return self._families.get((self.host.address, self.host.port))
+
+    @family.setter
+    def family(self, family: str) -> None:
+        if len(self._families) > 100_000:
+            self._families.clear()
+        self._families[(self.host.address, self.host.port)] = family
+
+    async def _read_family(self, timeout: float) -> None:
+        # A command that dispatches on the family, in a session the doctor did not start (a
+        # retry on another worker): read os-release first; what does not parse is "unknown",
+        # whose `case` branch says so (the preconditions refused such a host with the details).
+        result = await self.run(READ_OS_RELEASE, timeout, what="reading /etc/os-release")
+        try:
+            family = family_of(parse_os_release(result.stdout)) if result.ok else None
+        except ValueError:
+            family = None
+        self.family = family or "unknown"
+
     async def _open(self, command: str) -> asyncssh.SSHClientProcess[bytes]:
-        wrapped = wrap_command(command, self.become_user)
+        wrapped = wrap_command(command, self.become_user, self.family)
         try:
             return await self._create(wrapped)
         except (asyncssh.Error, OSError):
@@ -267,6 +297,7 @@ class SshRunner:
         self._idle_seconds = idle_seconds
         self._pool: dict[tuple[str, int, str, str], _Pooled] = {}
         self._locks: dict[tuple[str, int, str, str], asyncio.Lock] = {}
+        self._families: dict[tuple[str, int], str] = {}
         self.handshakes = 0  # benchmarks count these
 
     async def _connect(
@@ -377,7 +408,9 @@ class SshRunner:
             return await self._pooled(host, username, credentials, fresh=True)
 
         connection = await self._pooled(host, username, credentials, fresh=False)
-        yield HostSession(host, connection, reconnect=reconnect, become_user=become_user)
+        yield HostSession(
+            host, connection, reconnect=reconnect, become_user=become_user, families=self._families
+        )
 
 
 def _with_certificate(

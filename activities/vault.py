@@ -1,6 +1,8 @@
 """SSH credentials from Vault (KV v2) and the rollout's Vault activities: the preflight, which makes
-the rollout's child token, and the cleanup, which revokes it. Credentials and tokens stay in worker
-memory; the worker's own auth and the child tokens are `activities.vault_auth`."""
+the rollout's one token (or finds it, when it reruns), and the cleanup, which revokes it.
+Credentials stay in worker memory, the rollout's token in worker memory and its KV entry; the
+worker's own auth and the rollout tokens are `activities.vault_auth`, the entries
+`activities.vault_handoff`."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.vault_auth import NoCredentials, WorkerVaultAuth, alive
+from activities.vault_handoff import DEFAULT_PATH
 from activities.vault_ssh import CertSettings, sign_ephemeral_key
 from workflows import names
 from workflows.models import (
@@ -100,6 +103,7 @@ class VaultCredentialSource:
         rollout_policies: Sequence[str] = (),
         rollout_ttl_seconds: int = 1800,
         rollout_token_role: str | None = None,
+        handoff_path: str = DEFAULT_PATH,
         certificates: CertSettings | None = None,
     ) -> None:
         self._default_address = default_address
@@ -116,7 +120,11 @@ class VaultCredentialSource:
             rollout_policies=rollout_policies,
             rollout_ttl_seconds=rollout_ttl_seconds,
             rollout_token_role=rollout_token_role,
+            kv_mount=kv_mount,
+            handoff_path=handoff_path,
         )
+        # What a 403 while getting the rollout's token refers to.
+        self._token_paths = f"auth/token/create or {kv_mount}/{handoff_path.strip('/')}/*"
         self._cache: dict[tuple[str, str, str, str], tuple[float, SshCredentials]] = {}
         self._path_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
         self._certs = certificates  # None: static keys from KV
@@ -154,14 +162,15 @@ class VaultCredentialSource:
     def _call(
         self, address: str, token: str | None, rollout_id: str | None, call: Callable[..., T]
     ) -> T:
-        """`call(client)` with the rollout's own token, else the rollout's child token, else the
-        worker's. A child Vault refused because it died with its parent (an AppRole login that
-        expired) is replaced once."""
+        """`call(client)` with the rollout's own token, else the rollout's token (shared by
+        every worker), else the worker's. A rollout token Vault refused because it no longer
+        exists (revoked, or expired with its parent) is looked up again once: the entry names
+        another worker's replacement, or this worker records one."""
         if token:
             # A rollout's own token (only accepted when payloads are encrypted): no sharing.
             return call(hvac.Client(url=address, token=token, timeout=self._timeout))
         if rollout_id:
-            child = self.auth.rollout_client(address, rollout_id)
+            child = self._rollout_client(address, rollout_id)
             if child is not None:
                 try:
                     return call(child)
@@ -169,10 +178,16 @@ class VaultCredentialSource:
                     if alive(child):
                         raise
                 self.auth.drop_child(address, rollout_id)
-                child = self.auth.rollout_client(address, rollout_id)
+                child = self._rollout_client(address, rollout_id)
                 if child is not None:
                     return call(child)
         return self.auth.with_worker_client(address, call)
+
+    def _rollout_client(self, address: str, rollout_id: str) -> hvac.Client | None:
+        try:
+            return self.auth.rollout_client(address, rollout_id)
+        except hvac.exceptions.Forbidden:
+            raise _forbidden(f"{self._token_paths} (the rollout's token)") from None
 
     def _guarded(self, address: str, shown: str, run: Callable[[], T]) -> T:
         """`run()` with Vault's errors as ApplicationErrors: 403 final, unavailable retryable."""
@@ -329,16 +344,17 @@ class VaultCredentialSource:
         self._path_cache.clear()
 
     async def close(self) -> None:
-        """At worker shutdown: stop renewing, revoke the rollouts' child tokens held here and
-        the worker's own AppRole token (`WorkerVaultAuth.aclose`)."""
+        """At worker shutdown: stop renewing and revoke the worker's own AppRole token
+        (`WorkerVaultAuth.aclose`); rollout tokens are their rollouts', ended by their cleanups."""
         await self.auth.aclose()
 
     # ---- activities --------------------------------------------------------------------------
 
     @activity.defn(name=names.VAULT_CLIENT)
     async def vault_preflight(self, request: VaultPreflightInput) -> VaultPreflightResult:
-        """Vault reachable, auth valid, the rollout's child token made, a key readable with it:
-        fail before any host is touched. The rollout is the calling workflow."""
+        """Vault reachable, auth valid, the rollout's token made and recorded in its entry (or,
+        when this reruns, found there), a key readable with it: fail before any host is
+        touched. The rollout is the calling workflow."""
         address = self.address(request.vault_address)
         self.auth.ensure_renewer()
         rollout_id = activity.info().workflow_id or ""
@@ -356,7 +372,7 @@ class VaultCredentialSource:
             if rollout_id and not own:
                 accessor = self._guarded(
                     address,
-                    "auth/token/create (the rollout's child token)",
+                    f"{self._token_paths} (the rollout's token)",
                     lambda: self.auth.rollout_accessor(address, rollout_id),
                 )
             if self._certs is not None:
@@ -374,8 +390,10 @@ class VaultCredentialSource:
 
     @activity.defn(name=names.VAULT_CLEANUP)
     async def vault_cleanup(self, request: VaultCleanupInput) -> StepResult:
-        """Revoke the rollout's child token: the one held here and, by accessor, the one its
-        preflight made on whichever worker. Idempotent; retried while Vault is unavailable."""
+        """Revoke the rollout's token, by accessor, on whichever worker: the one its entry
+        names (the preflight's, or a replacement another worker made), the preflight's from
+        history, any held here; the entry is marked ended first, so no step makes another.
+        Idempotent; retried while Vault is unavailable."""
         address = self.address(request.vault_address)
         if not self.auth.has_credentials:
             return StepResult(detail="the worker has no Vault credentials: nothing to revoke")
@@ -383,7 +401,6 @@ class VaultCredentialSource:
         def revoke() -> int:
             return self.auth.revoke_rollout(address, request.rollout_id, request.token_accessor)
 
-        count = await asyncio.to_thread(
-            self._guarded, address, "auth/token/revoke-accessor", revoke
-        )
+        shown = f"auth/token/revoke-accessor or {self._token_paths}"
+        count = await asyncio.to_thread(self._guarded, address, shown, revoke)
         return StepResult(detail=f"revoked {count} rollout token(s) at {address}")

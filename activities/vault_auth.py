@@ -1,17 +1,25 @@
-"""The worker's own Vault auth and each rollout's child token, kept in worker memory only.
+"""The worker's own Vault auth and each rollout's one token, kept in worker memory (and, for the
+rollout's token, in its KV entry: `activities.vault_handoff`).
 
 - The worker's token is `VAULT_TOKEN`, or an AppRole login (`VAULT_ROLE_ID` + `VAULT_SECRET_ID`)
   that is renewed at half its lease and redone when renewal no longer extends it (the role's
   `token_max_ttl`) or once when Vault answers 403 because it expired.
-- A rollout's child token is made with `auth/token/create` (or `auth/token/create/<role>`), with
-  the configured policies and TTL, at the rollout's Vault preflight, or on first use on a worker
-  that did not make it. It is renewed while the rollout uses it and revoked when the rollout ends
-  (`revoke_rollout`); one not used for a whole TTL is left to expire.
-- At shutdown the worker revokes every child it holds and, when it logged in itself, its own token.
+- A rollout has one token for all workers: a child of the worker's token made with
+  `auth/token/create` (or `auth/token/create/<role>`), with the configured policies and TTL, at the
+  rollout's Vault preflight and recorded in the rollout's KV entry; a worker that does not hold it
+  reads it from there. Only when Vault no longer knows it (revoked, or expired, e.g. with the
+  AppRole login of a worker that died) does a worker make a replacement and record it in its place.
+  Every worker that uses it renews it at half its lease; the rollout's cleanup marks the entry
+  ended and revokes by accessor every token the entry and the history named (`revoke_rollout`).
+- At shutdown the worker revokes its own AppRole token, and with it (Vault's token hierarchy) the
+  rollout tokens it made.
 
-Vault's token rules (Vault/OpenBao API docs, "Token auth method"): a child token is revoked when its
-parent is revoked or expires; an accessor can look a token up, renew or revoke it but cannot
-authenticate, which is why the accessor, never the token, may leave the worker.
+Vault's token rules relied on (Vault/OpenBao docs, "Tokens" and "Token auth method (API)"): a
+child token is revoked when its parent is revoked or expires ("token revoke": revoking a token
+revokes its children); `renew-self` with an `increment` extends a renewable token beyond the TTL
+it was made with, up to its max TTL; an accessor can look a token up, renew or revoke it
+(`revoke-accessor`) but cannot authenticate, which is why the accessor, never the token, may enter
+Temporal history.
 Every method but `ensure_renewer` and `aclose` blocks on HTTP: callers run them in a thread.
 """
 
@@ -30,12 +38,23 @@ from typing import TypeVar
 import hvac
 import hvac.exceptions
 
+from activities.vault_handoff import DEFAULT_PATH, Handoff
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Ended rollouts remembered, so a late step makes no new token for them; older ones are forgotten.
-ENDED_KEPT = 10_000
 # How often the renewer looks for tokens due (seconds); tokens are renewed at half their lease.
 RENEW_CHECK_SECONDS = 1.0
+# A new rollout token lives this long (s) until its entry records it: a worker killed in between
+# leaves a token that expires within a minute, unrenewed, instead of within its whole TTL.
+CLAIM_SECONDS = 60
+# Times a worker tries to record a token while other workers record theirs (check-and-set).
+CLAIM_ATTEMPTS = 5
+# A worker renews a rollout's token while it used it within this long (s), or its TTL if longer.
+# Not the TTL alone: a step that runs longer than the TTL without reading Vault (an update) must
+# find the same token after it. A rollout idle on every worker for longer (a maintenance-window
+# wait) gets a replacement when it resumes, the old one having expired unrenewed; an ended
+# rollout's token stops being renewed at once, since its cleanup revoked it.
+RENEW_IDLE_SECONDS = 3600.0
 
 
 @dataclass
@@ -61,7 +80,8 @@ class NoCredentials(Exception):
 
 
 class WorkerVaultAuth:
-    """The worker's login per Vault address and the child tokens of running rollouts."""
+    """The worker's login per Vault address and the tokens of running rollouts (their entries
+    under `<kv_mount>/<rollout_token_path>/`)."""
 
     def __init__(
         self,
@@ -73,6 +93,8 @@ class WorkerVaultAuth:
         rollout_policies: Sequence[str] = (),
         rollout_ttl_seconds: int = 1800,
         rollout_token_role: str | None = None,
+        kv_mount: str = "secret",
+        handoff_path: str = DEFAULT_PATH,
     ) -> None:
         self._token = token
         self._role_id = role_id
@@ -85,10 +107,13 @@ class WorkerVaultAuth:
         self._logins: dict[str, _Lease] = {}
         self._retired: list[_Lease] = []  # AppRole logins replaced by a new login
         self._children: dict[tuple[str, str], _Lease] = {}  # (address, rollout id) -> lease
-        # Rollouts whose tokens were revoked here, oldest first: none is made for them again.
-        self._ended: dict[str, None] = {}
-        self.created: list[str] = []  # accessors of every child made (tests and benches count)
-        self._renewer: asyncio.Task[None] | None = None
+        self._claims: dict[tuple[str, str], threading.Lock] = {}  # one lookup per rollout
+        self._handoff = Handoff(kv_mount, handoff_path)
+        self.created: list[str] = []  # accessors of every rollout token made here (tests count)
+        self.adopted: list[str] = []  # ... and of those found in an entry, made elsewhere
+        self._renewer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
         self.login_accessors: list[str] = []  # of every AppRole login (tests count them)
 
     @property
@@ -146,76 +171,151 @@ class WorkerVaultAuth:
         self.drop_worker_client(address)
         return call(self.worker_client(address))
 
-    # ---- each rollout's child token ----------------------------------------------------------
+    # ---- each rollout's one token ------------------------------------------------------------
 
     def rollout_accessor(self, address: str, rollout_id: str) -> str:
-        """At the rollout's preflight: the accessor of its child token, made now when this
-        worker holds none. A rollout id used again after its rollout ended starts afresh."""
-        with self._lock:
-            self._ended.pop(rollout_id, None)
-        lease = self._child(address, rollout_id)
-        assert lease is not None  # not ended: `_child` made one or raised
+        """At the rollout's preflight: the accessor of its token. A rerun of the preflight (here
+        or on another worker, after a lost workflow task) finds the token its entry names and
+        makes none; a rollout id used again after its rollout ended gets a new one."""
+        self.drop_child(address, rollout_id)  # the entry decides, not what this worker held
+        lease = self._rollout_lease(address, rollout_id, preflight=True)
+        assert lease is not None  # the preflight makes one when the entry names none
         return lease.accessor
 
     def rollout_client(self, address: str, rollout_id: str) -> hvac.Client | None:
-        """The rollout's child token's client, made now when this worker holds none; None once
-        the rollout has ended here (the worker's own token serves then)."""
-        lease = self._child(address, rollout_id)
+        """A client with the rollout's token: the one held here, else the one its entry names,
+        else (the entry names none alive) a new one recorded there. None once the rollout has
+        ended (its cleanup ran): the worker's own token serves a step that runs that late."""
+        lease = self._rollout_lease(address, rollout_id, preflight=False)
         return lease.client if lease else None
 
-    def _child(self, address: str, rollout_id: str) -> _Lease | None:
+    def _rollout_lease(self, address: str, rollout_id: str, *, preflight: bool) -> _Lease | None:
+        key = (address, rollout_id)
         with self._lock:
-            if rollout_id in self._ended:
-                return None
-            held = self._children.get((address, rollout_id))
-            if held is not None:
-                held.last_used = time.monotonic()
-                return held
-            auth = self.with_worker_client(address, partial(self._create, rollout_id=rollout_id))
-            client = hvac.Client(url=address, token=auth["client_token"], timeout=self._timeout)
-            lease = _lease(client, auth, time.monotonic())
-            self._children[(address, rollout_id)] = lease
-            self.created.append(lease.accessor)
+            claim = self._claims.setdefault(key, threading.Lock())
+        # One lookup per rollout at a time on this worker: the steps waiting find it held.
+        with claim:
+            with self._lock:
+                held = self._children.get(key)
+                if held is not None:
+                    held.last_used = time.monotonic()
+                    return held
+            lease = self.with_worker_client(
+                address,
+                partial(self._obtain, address=address, rollout_id=rollout_id, preflight=preflight),
+            )
+            if lease is not None:
+                with self._lock:
+                    self._children[key] = lease
             return lease
 
-    def _create(self, parent: hvac.Client, *, rollout_id: str) -> dict:
-        response = parent.auth.token.create(
+    def _obtain(
+        self, worker: hvac.Client, *, address: str, rollout_id: str, preflight: bool
+    ) -> _Lease | None:
+        """The rollout's token from its entry, or a new one recorded there (check-and-set: when
+        another worker records one first, this one's is revoked and theirs used)."""
+        for _ in range(CLAIM_ATTEMPTS):
+            entry = self._handoff.read(worker, rollout_id)
+            if entry is not None and entry.ended and not preflight:
+                return None
+            if entry is not None and entry.token and not entry.ended:
+                adopted = self._adopt(address, entry.token, rollout_id)
+                if adopted is not None:
+                    return adopted
+            lease = self._make(worker, address, rollout_id)
+            cas = entry.version if entry is not None else 0
+            if not self._handoff.record(
+                worker, rollout_id, lease.client.token, lease.accessor, cas
+            ):
+                _quietly(lease.client.auth.token.revoke_self)
+                continue
+            # Recorded: from now on the cleanup finds it, so it may live its whole TTL.
+            self._renew(lease, (address, rollout_id))
+            return lease
+        raise hvac.exceptions.VaultError(
+            f"the rollout's token entry at {self._handoff.shown} changed {CLAIM_ATTEMPTS} times "
+            "while this worker tried to record one"
+        )
+
+    def _adopt(self, address: str, token: str, rollout_id: str) -> _Lease | None:
+        """A lease on the token an entry names; None when Vault no longer knows it (revoked, or
+        expired, perhaps with its parent) or it is not this rollout's."""
+        client = hvac.Client(url=address, token=token, timeout=self._timeout)
+        try:
+            data = client.auth.token.lookup_self()["data"]
+        except hvac.exceptions.Forbidden:
+            return None
+        if (data.get("meta") or {}).get("rollout") != rollout_id[:200]:
+            return None
+        left = float(data.get("ttl") or 0)
+        now = time.monotonic()
+        renew_at = now + left / 2 if left else float("inf")
+        self.adopted.append(str(data.get("accessor") or ""))
+        return _Lease(client, self.adopted[-1], float(self._ttl), renew_at, now)
+
+    def _make(self, worker: hvac.Client, address: str, rollout_id: str) -> _Lease:
+        """A new child of the worker's token with the rollout's policies, living CLAIM_SECONDS
+        until it is recorded: a worker killed before recording it leaves no long-lived token."""
+        response = worker.auth.token.create(
             role_name=self._role,
             policies=self._policies or None,  # None: the worker token's own policies
-            ttl=f"{self._ttl}s",
+            ttl=f"{min(self._ttl, CLAIM_SECONDS)}s",
             renewable=True,
             display_name="patchpilot-rollout",
             meta={"rollout": rollout_id[:200]},
         )
-        return dict(response["auth"])
+        auth = dict(response["auth"])
+        client = hvac.Client(url=address, token=auth["client_token"], timeout=self._timeout)
+        lease = _lease(client, auth, time.monotonic())
+        self.created.append(lease.accessor)
+        return lease
 
     def drop_child(self, address: str, rollout_id: str) -> None:
-        """Forget a child Vault refused (expired with its parent): the next use makes another."""
+        """Forget the rollout's token held here (Vault refused it: revoked, or expired with its
+        parent): the next use looks at the entry again."""
         with self._lock:
             self._children.pop((address, rollout_id), None)
 
     def revoke_rollout(self, address: str, rollout_id: str, accessor: str | None) -> int:
-        """Revoke the rollout's child held here and, by `accessor`, the one its preflight made
-        (on whichever worker). Idempotent: revoking a gone token is not an error. Returns how
-        many revocations Vault accepted."""
+        """At the rollout's end, on whichever worker: mark its entry ended, then revoke by
+        accessor the token the entry named, `accessor` (the preflight's, from history) and any
+        held here. Idempotent (a gone token is not an error; a retried cleanup finds the
+        accessor in the ended entry). Returns how many accessors were revoked."""
         with self._lock:
-            self._ended[rollout_id] = None
-            while len(self._ended) > ENDED_KEPT:
-                del self._ended[next(iter(self._ended))]
             held = [self._children.pop(key) for key in list(self._children) if key[1] == rollout_id]
-        accessors = {lease.accessor for lease in held}
-        if accessor:
-            accessors.add(accessor)
-        for found in accessors:
-            self.with_worker_client(address, partial(_revoke_accessor, accessor=found))
-        return len(accessors)
+            for key in [key for key in self._claims if key[1] == rollout_id]:
+                del self._claims[key]
+        accessors = {lease.accessor for lease in held} | ({accessor} if accessor else set())
+
+        def end(worker: hvac.Client) -> int:
+            for _ in range(CLAIM_ATTEMPTS):
+                entry = self._handoff.read(worker, rollout_id)
+                version = None
+                if entry is None or not entry.ended:
+                    cas = entry.version if entry is not None else 0
+                    named = entry.accessor if entry is not None else None
+                    version = self._handoff.end(worker, rollout_id, named or accessor, cas)
+                    if version is None:
+                        continue  # a worker recorded a replacement meanwhile: end that one
+                if entry is not None and entry.accessor:
+                    accessors.add(entry.accessor)
+                for found in accessors:
+                    _revoke_accessor(worker, accessor=found)
+                if version is not None:
+                    self._handoff.destroy_before(worker, rollout_id, version)
+                return len(accessors)
+            raise hvac.exceptions.VaultError(
+                f"the rollout's token entry at {self._handoff.shown} kept changing"
+            )
+
+        return self.with_worker_client(address, end)
 
     # ---- renewal and shutdown ----------------------------------------------------------------
 
     def renew_due(self) -> None:
-        """Renew every token past half its lease: the logins, and the children used within their
-        TTL (an unused child is left to expire). A login renewal that no longer extends the
-        lease (the role's max TTL is near) is replaced by a new login."""
+        """Renew every token past half its lease: the logins, and the rollout tokens used here
+        within RENEW_IDLE_SECONDS (or their TTL, if longer). A login renewal that no longer
+        extends the lease (the role's max TTL is near) is replaced by a new login."""
         now = time.monotonic()
         with self._lock:
             logins = [(a, lease) for a, lease in self._logins.items() if lease.renew_at <= now]
@@ -225,9 +325,9 @@ class WorkerVaultAuth:
         for address, lease in logins:
             self._renew_login(address, lease)
         for key, lease in children:
-            if now - lease.last_used > lease.lease_seconds:
-                with self._lock:
-                    self._children.pop(key, None)
+            if now - lease.last_used > max(RENEW_IDLE_SECONDS, lease.lease_seconds):
+                # Not revoked: it is the rollout's, other workers may use it, its cleanup ends it.
+                self.drop_child(*key)
                 continue
             self._renew(lease, key)
 
@@ -255,12 +355,12 @@ class WorkerVaultAuth:
         try:
             auth = lease.client.auth.token.renew_self(increment=f"{self._ttl}s")["auth"]
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
-            self.drop_child(
-                *key
-            )  # revoked elsewhere (the cleanup ran on another worker) or expired
+            # Revoked (the rollout's cleanup ran, here or elsewhere) or expired.
+            self.drop_child(*key)
             return
         except hvac.exceptions.VaultError as error:
             log.warning("renewing a rollout's Vault token failed: %s", str(error)[:200])
+            lease.renew_at = time.monotonic() + RENEW_CHECK_SECONDS
             return
         seconds = float(auth.get("lease_duration") or 0)
         lease.lease_seconds = seconds or lease.lease_seconds
@@ -274,36 +374,44 @@ class WorkerVaultAuth:
         return max(0.2, min(ceiling, soonest))
 
     def ensure_renewer(self) -> None:
-        """Start the renewal loop on the running event loop, unless it runs (activities call
-        this, so it starts with the first Vault use)."""
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        """Start the renewal thread unless it runs (activities call this, so it starts with the
+        first Vault use). A thread of its own: neither blocking work on the worker's event loop
+        nor a full thread pool delays a renewal."""
+        with self._lock:
+            if self._closed or (self._renewer is not None and self._renewer.is_alive()):
+                return
+            self._renewer = threading.Thread(
+                target=self._renew_forever, name="vault-token-renewer", daemon=True
+            )
+            self._renewer.start()
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.next_renewal_in(RENEW_CHECK_SECONDS))
+    def _renew_forever(self) -> None:
+        while not self._stop.wait(self.next_renewal_in(RENEW_CHECK_SECONDS)):
             try:
-                await asyncio.to_thread(self.renew_due)
+                self.renew_due()
             except Exception as error:  # keep renewing: the next round may work
                 log.warning("Vault token renewal failed: %s", str(error)[:200])
 
     async def aclose(self) -> None:
-        """Stop the renewal loop, then `close` (in a thread)."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        """Stop the renewal thread, then `close` (in a thread)."""
+        with self._lock:
+            self._closed = True
+            renewer = self._renewer
+        self._stop.set()
+        if renewer is not None:
+            await asyncio.to_thread(renewer.join, self._timeout * 2)
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Revoke every child held here and the worker's own AppRole token (never a
-        VAULT_TOKEN given to the worker: it belongs to the operator). Errors are logged."""
+        """Revoke the worker's own AppRole token (never a VAULT_TOKEN given to the worker: it
+        belongs to the operator). The rollout tokens held here are the rollouts', ended by their
+        cleanups, and are only forgotten; those this worker made are children of its login, so
+        Vault revokes them with it (another worker still using one makes a replacement). Errors
+        are logged."""
         with self._lock:
-            children, self._children = list(self._children.values()), {}
+            self._children = {}
             logins, self._logins = list(self._logins.values()), {}
             retired, self._retired = self._retired, []
-        for lease in children:
-            _quietly(lease.client.auth.token.revoke_self)
         if self.uses_approle:
             for lease in logins:
                 _quietly(lease.client.auth.token.revoke_self)

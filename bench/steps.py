@@ -13,13 +13,18 @@ from pathlib import Path
 
 import yaml
 
+from workflows.targets import DEFAULT_COMMANDS
+
 SERVICES = ("nginx", "postgresql")
 UPDATE = "apt-get update && apt-get -y upgrade"
 FLAG = "/var/lib/patchpilot/maintenance"
 
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
-REBOOT_REQUIRED = "test -e /var/run/reboot-required"
+# PatchPilot's default: a `case` over the OS family PatchPilot exports (workflows/families.py);
+# a contender that does not export it runs the `*)` branch (exit 3), and this step may go
+# either way (host_commands), so every contender still runs the same text.
+REBOOT_REQUIRED = DEFAULT_COMMANDS.reboot_required_check
 
 
 def host_commands(

@@ -200,10 +200,17 @@ class Rollouts:
             Problem.ENDED,
         )
 
-    async def progress(self, rollout_id: str, *, steps: bool = True) -> RolloutProgress:
-        """The rollout's `progress` query; `steps` also asks every running host its step."""
+    async def progress(
+        self, rollout_id: str, *, steps: bool = True, timeout: float | None = None
+    ) -> RolloutProgress:
+        """The rollout's `progress` query; `steps` also asks every running host its step.
+        `timeout` (seconds) bounds the query, which otherwise waits for Temporal's own query
+        timeout (30 s) while no worker polls the rollout's task queue (RolloutError then)."""
+        rpc_timeout = None if timeout is None else timedelta(seconds=timeout)
         try:
-            progress = await self.handle(rollout_id).query(SystemPatchWorkflow.progress)
+            progress = await self.handle(rollout_id).query(
+                SystemPatchWorkflow.progress, rpc_timeout=rpc_timeout
+            )
         except RPCError as error:
             raise _rpc_error(rollout_id, error) from None
         if steps:
@@ -264,6 +271,26 @@ class Rollouts:
         except RPCError as error:
             raise _rpc_error(rollout_id, error) from None
         return sorted(found, key=lambda result: result.hostname)
+
+    async def host_result(self, rollout_id: str, hostname: str) -> HostPatchResult | None:
+        """`hostname`'s result in `rollout_id`, read by workflow id (no wait for visibility, as
+        `host_results` has): None while it runs, or when the id is since another rollout's."""
+        handle = self.client.get_workflow_handle(host_workflow_id(hostname))
+        try:
+            described = await handle.describe()
+            if (
+                described.parent_id != rollout_id
+                or described.status != WorkflowExecutionStatus.COMPLETED
+            ):
+                return None
+            ended = self.client.get_workflow_handle(
+                described.id, run_id=described.run_id, result_type=HostPatchResult
+            )
+            return await ended.result()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # the host was never started
+                return None
+            raise _rpc_error(rollout_id, error) from None
 
     async def list(self, condition: str = "", limit: int = 10) -> list[RolloutRow]:
         """Rollouts matching a Temporal visibility `condition` (e.g. "ExecutionStatus='Running'"),

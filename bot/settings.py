@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     vault_rollout_token_role: str | None = Field(
         None, validation_alias=_env("PATCHPILOT_VAULT_ROLLOUT_TOKEN_ROLE")
     )
+    # Where every worker finds a running rollout's one token: a KV v2 entry per rollout under
+    # <kv mount>/<this>/ (activities/vault_handoff.py); only the workers' policy may read it.
+    vault_rollout_token_path: str = Field(
+        "patchpilot-rollout-tokens", validation_alias=_env("PATCHPILOT_VAULT_ROLLOUT_TOKEN_PATH")
+    )
     # SSH login: "kv" (a static key from KV) or "certificate" (an ephemeral key signed by Vault's
     # SSH secrets engine at <mount>/sign/<role>, `{host}` in the role replaced by the host name).
     ssh_auth: Literal["kv", "certificate"] = Field(

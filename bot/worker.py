@@ -66,6 +66,7 @@ class WorkerParts:
             rollout_policies=settings.rollout_token_policies(),
             rollout_ttl_seconds=settings.vault_rollout_token_ttl,
             rollout_token_role=settings.vault_rollout_token_role,
+            handoff_path=settings.vault_rollout_token_path,
             certificates=certificate_settings(settings),
         )
         self.ssh = SshRunner(settings.known_hosts, connect_timeout=settings.ssh_connect_timeout)

@@ -2,6 +2,11 @@
 
 temporalio can abort the interpreter at exit after everything passed (sdk-python#300, exit 134);
 pytest's own exit status is kept and the process leaves with it once the summary is printed.
+Under pytest-xdist every worker does the same after it has sent its results (its status is its
+own session's; the run's is the controller's, computed from every worker's reports).
+
+Parallel runs (``-n``) are dealt out by tests/scheduling.py: per file or ``xdist_group``, and the
+``run_last`` tests at the end of every worker.
 """
 
 from __future__ import annotations
@@ -11,20 +16,40 @@ import sys
 
 import pytest
 
+from tests.scheduling import XdistPlugin, mark_nodeids, remember_durations
+
 _exit_status: list[int] = []
+_durations: list[tuple[str, float]] = []  # (nodeid, seconds) of every setup, call, teardown
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "run_last: run after every other test of the session")
+    config.addinivalue_line(
+        "markers",
+        "run_last: run after every other test of the session (with xdist: of every worker's)",
+    )
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistPlugin(), "patchpilot-xdist-scheduling")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+    if _is_worker(config):
+        mark_nodeids(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _durations.append((report.nodeid, report.duration))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _exit_status.append(int(exitstatus))
+    if not _is_worker(session.config):
+        remember_durations(session.config, _durations)
 
 
 @pytest.hookimpl(trylast=True)

@@ -12,6 +12,7 @@ after something imported it would otherwise warn that it cannot be rewritten.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,39 @@ from lab.processes import OpenBaoProcess, start_openbao
 
 __all__ = ["lab", "lab_factory", "lab_session", "openbao", "temporal_dev_server"]
 
+# Each pytest-xdist worker (tools/dev.py test runs several) is a session of its own, with its own
+# servers and labs; they get apart in the loopback range by the second field of their addresses.
+_WORKER_STEP = 5
+_MAX_WORKERS = 10
+
+
+def worker_index() -> int:
+    """This process's pytest-xdist worker number (``gw3`` -> 3); 0 without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw"))
+
+
+def worker_prefix(prefix: str) -> str:
+    """``prefix`` (``"127.0.2."``, or a mass lab's ``"127.51."``) moved to this worker's part of
+    127.0.0.0/8: its second field plus 5 x the worker number, so unchanged without xdist.
+
+    Classic prefixes (second field 0) land on 127.0/5/.../45.x.x and mass-lab bases (127.50-54.)
+    on 127.50-254., apart for up to 10 workers. ValueError for more, or a field past 255.
+    """
+    index = worker_index()
+    if index >= _MAX_WORKERS:
+        raise ValueError(f"worker {index}: the tests give at most {_MAX_WORKERS} workers addresses")
+    fields = prefix.split(".")
+    second = int(fields[1]) + _WORKER_STEP * index
+    if second > 255:
+        raise ValueError(f"{prefix!r} has no room for worker {index}")
+    return ".".join([fields[0], str(second), *fields[2:]])
+
+
 DEFAULT_CLUSTERS: dict[str, list[str]] = {"cluster-a": ["a1", "a2"], "cluster-b": ["b1", "b2"]}
 # Distinct from Lab's default prefix, so a demo lab on 127.0.1.x never collides with the tests.
-SESSION_PREFIX = "127.0.2."
-FACTORY_PREFIX = "127.0.3."
+SESSION_PREFIX = worker_prefix("127.0.2.")
+FACTORY_PREFIX = worker_prefix("127.0.3.")
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +79,8 @@ def temporal_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ma
 
 @pytest.fixture(scope="session")
 def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """The session's 2 x 2 lab on 127.0.2.x, as the last test left it (see ``lab``)."""
+    """The session's 2 x 2 lab on 127.0.2.x (``SESSION_PREFIX``), as the last test left it (see
+    ``lab``)."""
     root = tmp_path_factory.mktemp("lab")
     with Lab(root, DEFAULT_CLUSTERS, port=free_port(), address_prefix=SESSION_PREFIX) as started:
         yield started

@@ -23,10 +23,12 @@ import pytest_asyncio
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bot.settings import Settings
 from bot.worker import WorkerParts, build_worker
 from lab import Lab, OpenBaoProcess, free_port
+from tests.fixtures import worker_prefix
 
 FLEET = {"cluster-a": ["a1", "a2", "a3"], "cluster-b": ["b1", "b2", "b3"]}
 SERVICES = ["nginx", "postgresql"]
@@ -79,7 +81,11 @@ def fleet_session(
 ) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("fleet")
     with Lab(
-        root, FLEET, services=tuple(SERVICES), port=free_port(), address_prefix="127.0.4."
+        root,
+        FLEET,
+        services=tuple(SERVICES),
+        port=free_port(),
+        address_prefix=worker_prefix("127.0.4."),
     ) as lab:
         # Per host as well: other labs in the session (bench, demo fallbacks) may seed their own
         # key at <prefix>/default of the same OpenBao; a host's own path is read first.
@@ -94,11 +100,31 @@ def fleet(fleet_session: Lab) -> Lab:
     return fleet_session
 
 
-@pytest.fixture
-def worker_settings(
-    fleet: Lab, openbao: OpenBaoProcess, smtp_server: tuple[Mailbox, int], temporal_dev_server
-) -> Settings:
-    return Settings(
+async def end_rollouts(client: Client, task_queue: str) -> None:
+    """Terminate every workflow still running on `task_queue` (a test's own queue, at its end).
+
+    A rollout left waiting for approval after its test has no worker any more: a query about it
+    (`patchpilot status`, the Slack `status` listing every running rollout) then waits for
+    Temporal's query timeout (30 s) instead of answering, in whichever later test of the session
+    asks. Ended rollouts are answered from their history at once."""
+    query = f"TaskQueue='{task_queue}' AND ExecutionStatus='Running'"
+    async for execution in client.list_workflows(query=query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        with contextlib.suppress(RPCError):  # ended in the meantime
+            await handle.terminate(reason="the test that started it has ended")
+
+
+@pytest_asyncio.fixture
+async def worker_settings(
+    fleet: Lab,
+    openbao: OpenBaoProcess,
+    smtp_server: tuple[Mailbox, int],
+    temporal_dev_server,
+    temporal_client: Client,
+) -> AsyncIterator[Settings]:
+    """A worker's settings on a task queue of the test's own; what still runs on that queue
+    when the test ends is terminated (`end_rollouts`)."""
+    settings = Settings(
         temporal_address=temporal_dev_server.address,
         task_queue=f"it-{uuid.uuid4().hex[:8]}",
         inventory=fleet.inventory_path,
@@ -109,6 +135,8 @@ def worker_settings(
         smtp_port=smtp_server[1],
         smtp_from="patchpilot@example.com",
     )
+    yield settings
+    await end_rollouts(temporal_client, settings.task_queue)
 
 
 @asynccontextmanager
@@ -126,12 +154,14 @@ async def worker(temporal_client: Client, worker_settings: Settings) -> AsyncIte
 
 
 # What a PatchPilot worker needs from Vault (README "Vault layout"): read the SSH keys, make,
-# renew and revoke each rollout's child token.
+# record (for the other workers), renew and revoke each rollout's token.
 WORKER_POLICY = f"""
 path "secret/data/{SECRET_PREFIX}/*" {{ capabilities = ["read"] }}
 path "auth/token/create" {{ capabilities = ["create", "update"] }}
 path "auth/token/revoke-accessor" {{ capabilities = ["update"] }}
 path "auth/token/lookup-accessor" {{ capabilities = ["update"] }}
+path "secret/data/patchpilot-rollout-tokens/*" {{ capabilities = ["create", "read", "update"] }}
+path "secret/destroy/patchpilot-rollout-tokens/*" {{ capabilities = ["update"] }}
 """
 
 

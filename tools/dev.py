@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """PatchPilot's developer commands on a fresh machine: only Python 3.11+ and pip are assumed.
 
-    python3 tools/dev.py test [PYTEST ARGS]   the test suite (what CI runs after `lint`)
+    python3 tools/dev.py test [PYTEST ARGS]   the test suite (what CI runs after `lint`), in
+                                              TEST_WORKERS parallel pytest-xdist workers
+                                              (`-n 0` among the arguments: one process)
     python3 tools/dev.py lint                 ruff check, ruff format --check, mypy
     python3 tools/dev.py demo [DEMO ARGS]     `patchpilot demo` with the demo extra
 
@@ -23,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 UV_VERSION = "0.13.8"  # the same release as the Dockerfile's uv image
+# The tests mostly wait (servers, sshd hosts, timers), so even 2 cores run several at once: each
+# worker has servers and lab addresses of its own (tests/fixtures.py, tests/scheduling.py).
+TEST_WORKERS = "3"
 # What the tests run for real: a path that must exist -> the Debian package that provides it.
 TEST_PACKAGES = {
     "/usr/sbin/sshd": "openssh-server",  # the lab's hosts
@@ -33,6 +38,13 @@ TEST_PACKAGES = {
     "/usr/bin/chromium": "chromium",  # the link-approval pages, driven by Playwright
     "/usr/bin/prometheus": "prometheus",  # health gates against a real Prometheus
     "/usr/bin/dpkg-deb": "dpkg",  # builds the real-apt lab's test packages
+    # apt and dpkg speaking Latin-1 French (tests/integration/test_apt_lab_answers.py)
+    "/usr/share/i18n/locales/fr_FR": "locales",
+    # The lab's Rocky host (lab/rpm_lab.py): real dnf and rpm, a local rpm repository.
+    "/usr/bin/dnf": "dnf",
+    "/usr/bin/rpmbuild": "rpm",
+    "/usr/bin/createrepo_c": "createrepo-c",
+    "/usr/lib/python3/dist-packages/dnf-plugins/needs_restarting.py": "dnf-plugins-core",
 }
 
 
@@ -138,7 +150,8 @@ def main(argv: list[str]) -> int:
     if synced != 0:
         return synced
     if command == "test":
-        return run([*runner, "run", "--locked", "pytest", *rest], env)
+        # The caller's own -n comes later and wins.
+        return run([*runner, "run", "--locked", "pytest", "-n", TEST_WORKERS, *rest], env)
     for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "."]):
         code = run([*runner, "run", "--locked", *check], env)
         if code != 0:

@@ -72,6 +72,7 @@ class HostPatchWorkflow:
         self._rebooted = False
         self._reboot_note = ""
         self._packages: PackageReport | None = None
+        self._notes: list[str] = []  # the preconditions' (held packages, …), for the summary
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -96,18 +97,21 @@ class HostPatchWorkflow:
             rebooted=self._rebooted,
             reboot_note="" if failed else self._reboot_note,
             packages=self._packages,
+            notes=self._notes,
             started_at=started,
             finished_at=workflow.now(),
         )
 
     async def _patch(self) -> None:
         job = self._job
-        # sudo probe, health check, maintenance check, one check per service.
-        await self._ssh_step(
+        # sudo probe, health check, maintenance check, one check per service (and with
+        # repairInterruptedDpkg, the repair and the audit after it).
+        checked = await self._ssh_step(
             names.STEP_PRECONDITIONS,
             names.CHECK_HOST_PRECONDITIONS,
-            commands=3 + len(job.service_list),
+            commands=3 + len(job.service_list) + (2 if job.repair_interrupted_dpkg else 0),
         )
+        self._notes = list(checked.notes)
         await self._notify(names.STEP_START_NOTICE, names.SEND_START_NOTIFICATION)
         await self._scripts(
             names.STEP_PRE_DOWNTIME, names.RUN_PRE_DOWNTIME_SCRIPTS, job.pre_downtime_scripts

@@ -170,6 +170,7 @@ class RolloutInput(ContractModel):
     maintenance_timeout: PositiveDuration = STEP_TIME_LIMIT
     reboot_policy: RebootPolicy = "if-required"
     reboot_timeout: PositiveDuration = timedelta(minutes=10)
+    repair_interrupted_dpkg: bool = False  # dpkg --configure -a first (workflows/repair.py)
     dry_run: bool = False
     # A schedule's standing approval; honoured only for runs a Temporal Schedule started.
     pre_approved_by: ApprovalDecision | None = None
@@ -324,6 +325,7 @@ class HostJob(ContractModel):
     maintenance_timeout: PositiveDuration = STEP_TIME_LIMIT
     reboot_policy: RebootPolicy = "if-required"
     reboot_timeout: PositiveDuration
+    repair_interrupted_dpkg: bool = False  # in the digest when set (workflows/proof.py)
     slack_channel: str | None = None
     slack_thread_ts: str | None = None
 
@@ -363,6 +365,7 @@ class StepResult(ContractModel):
     detail: str = ""
     # The update step's: what it did to the host's packages (workflows/packages.py).
     packages: PackageReport | None = None
+    notes: list[str] = Field(default_factory=list)  # the preconditions': held packages, …
 
 
 class VaultPreflightResult(StepResult):
@@ -421,6 +424,7 @@ class RolloutNotice(ContractModel):
     update_profile: str | None = None
     scripts: dict[str, list[str]] = Field(default_factory=dict)
     digest: str | None = None
+    repair_interrupted_dpkg: bool = False
     service_list: list[str] = Field(default_factory=list)
     slack_channel: str | None = None
     slack_thread_ts: str | None = None
@@ -439,3 +443,4 @@ class HostPatchResult(ContractModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     packages: PackageReport | None = None
+    notes: list[str] = Field(default_factory=list)  # reported, not refused (StepResult.notes)

@@ -59,6 +59,7 @@ def rollout_notice(
             "pilot_host_count": rollout.pilot_host_count,
             "update_command": rollout.update_command,
             "update_profile": rollout.update_profile,
+            "repair_interrupted_dpkg": rollout.repair_interrupted_dpkg,
             "scripts": _scripts(rollout) if hosts_by_cluster else {},
             "service_list": rollout.service_list,
             "slack_channel": rollout.slack_channel,

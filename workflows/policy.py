@@ -17,7 +17,7 @@ Shape (keys as in the issue that introduced it; `operators` added for rollout co
         requesters: [bob]          # people or groups who may start rollouts here
         approvers: [web-approvers]
         minApprovals: 2            # distinct approvers, never the requester
-        updateProfiles: {security: "apt-get update && apt-get -y upgrade"}
+        updateProfiles: {security: "apt-get update && apt-get -y upgrade", full: "builtin:full"}
         allowCustomUpdate: false   # free-form update commands and scripts
         maxHosts: 500
         dryRunBy: [bob, web-approvers]
@@ -32,6 +32,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from workflows.families import OS_UPDATE_PROFILES
 
 PERSON_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SLACK_USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,20}$")
@@ -358,6 +360,14 @@ class _Checker:
                 )
             if not isinstance(command, str) or not command.strip():
                 raise self.fail(where, "must be a non-empty command")
+            if command.startswith("builtin:"):
+                # PatchPilot's OS-family profiles (workflows/families.py), as their whole text:
+                # what approvers read and sign is every family's command.
+                builtin = command.removeprefix("builtin:")
+                if builtin not in OS_UPDATE_PROFILES:
+                    known = ", ".join(f"builtin:{n}" for n in OS_UPDATE_PROFILES)
+                    raise self.fail(where, f"{command!r} is not one of {known}")
+                command = OS_UPDATE_PROFILES[builtin]
             if len(command) > MAX_COMMAND_LENGTH:
                 raise self.fail(where, f"is {len(command)} characters; the limit is 8192")
             problem = visible_problem(command)

@@ -75,6 +75,9 @@ class HostProgress(ContractModel):
     note: str | None = None
     # What the update did to the host's packages, in one line (PackageReport.summary_line).
     packages: str | None = None
+    # What the preconditions reported but did not refuse: held packages, a reboot already
+    # pending, a dpkg repaired (HostPatchResult.notes).
+    notes: list[str] = []  # a default, not a factory: left out of the JSON when empty
 
     @model_serializer(mode="wrap")
     def _omit_defaults(

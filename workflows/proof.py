@@ -4,9 +4,11 @@ activities that verify all compute the same bytes.
 
 The digest covers every input that changes what runs on a host, and who asked: the requester,
 the clusters in order, each resolved host (name, address, port, login user and its command
-overrides, which run too), the update command, every script, the services, the reboot policy and
-the Vault path prefix the keys come from. Anything else (timeouts, chat thread, concurrency)
-changes when things run, not what.
+overrides, which run too), the update command, every script, the services, the reboot policy,
+the Vault path prefix the keys come from, and `repairInterruptedDpkg` when set (it runs `dpkg
+--configure -a` on hosts, workflows/repair.py; left out when off, so that the digests of rollouts
+and standing grants signed before it existed stay the same). Anything else (timeouts, chat
+thread, concurrency) changes when things run, not what.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class WhatRuns(Protocol):
     def reboot_policy(self) -> str: ...
     @property
     def secret_path_prefix(self) -> str: ...
+    @property
+    def repair_interrupted_dpkg(self) -> bool: ...
 
 
 class DecisionProof(ContractModel):
@@ -107,7 +111,8 @@ class StandingGrant(ContractModel):
 def rollout_digest(rollout: WhatRuns, targets: Mapping[str, Sequence[HostTarget]]) -> str:
     """`sha256:<64 hex>` over what will run: `targets` is cluster -> resolved hosts, in the
     rollout's order; a change to any host's address, user, command override, to any command
-    or script of `rollout`, or to its requester gives another digest."""
+    or script of `rollout`, to `repairInterruptedDpkg`, or to its requester gives another
+    digest."""
     hosts = {
         cluster: [
             host.model_dump(mode="json", by_alias=True, exclude={"cluster"})
@@ -116,7 +121,7 @@ def rollout_digest(rollout: WhatRuns, targets: Mapping[str, Sequence[HostTarget]
         ]
         for cluster in rollout.target_clusters
     }
-    what = {
+    what: dict[str, object] = {
         "requester": rollout.requester_email.lower(),
         "clusters": list(rollout.target_clusters),
         "hosts": hosts,
@@ -128,6 +133,8 @@ def rollout_digest(rollout: WhatRuns, targets: Mapping[str, Sequence[HostTarget]
         "rebootPolicy": rollout.reboot_policy,
         "secretPathPrefix": rollout.secret_path_prefix,
     }
+    if rollout.repair_interrupted_dpkg:  # a command on hosts: bound like the update command
+        what["repairInterruptedDpkg"] = True
     return "sha256:" + hashlib.sha256(_canonical(what)).hexdigest()
 
 

@@ -122,6 +122,7 @@ class RolloutState:
         entry.rebooted = result.rebooted
         entry.note = result.reboot_note or None
         entry.packages = result.packages.summary_line() if result.packages else None
+        entry.notes = list(result.notes)
         entry.finished_at = result.finished_at or now
         if result.started_at:
             entry.started_at = result.started_at

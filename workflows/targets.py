@@ -15,6 +15,9 @@ from pydantic import (
     model_validator,
 )
 
+from workflows.families import APT_FULL, APT_UPGRADE, LIST_UPDATES, REBOOT_REQUIRED, SIMULATE_UPDATE
+from workflows.families import APT_LOCK_TIMEOUT_SECONDS as APT_LOCK_TIMEOUT_SECONDS
+from workflows.families import OS_UPDATE_PROFILES as OS_UPDATE_PROFILES
 from workflows.fields import ClusterName, ContractModel, HostName, HostPattern, PositiveDuration
 from workflows.gates import GateSettings
 
@@ -54,13 +57,14 @@ class HostCommands(ContractModel):
     service_stop: str = "systemctl stop {service}"
     service_start: str = "systemctl start {service}"
     service_health: str = "systemctl is-active {service}"
-    # Exit 0 = a reboot is pending (RHEL family: "! needs-restarting -r").
-    reboot_required_check: str = "test -e /var/run/reboot-required"
+    # Exit 0 = a reboot is pending. This and the other defaults that differ per OS family
+    # (list_updates, simulate_update) are one `case` over the family (workflows/families.py).
+    reboot_required_check: str = REBOOT_REQUIRED
     # Detached, so the SSH command answers before the connection drops.
     reboot: str = "setsid sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 </dev/null &"
     boot_id: str = "cat /proc/sys/kernel/random/boot_id"
-    # One line per pending update (RHEL family: "dnf -q check-update; [ $? -ne 1 ]").
-    list_updates: str = "apt list --upgradable 2>/dev/null | grep -v '^Listing'"
+    # One line per pending update ("name/suite version …" or "name.arch version").
+    list_updates: str = LIST_UPDATES
     # Where the update runs detached, one directory per run (activities/detached.py).
     run_dir: str = "/var/lib/patchpilot/runs"
     # The pre-flight doctor (activities/doctor.py): MiB that must be free on the file system of
@@ -68,10 +72,8 @@ class HostCommands(ContractModel):
     preflight_free_mb: str = "/=300,/var=300,/boot=50"
     preflight_lock_wait: float = Field(default=120.0, ge=0)
     # What the dry run shows the update would change; "Inst"/"Remv" lines are read, as apt-get -s
-    # prints them (no lock needed: Debug::NoLocking). Prints nothing where there is no apt-get.
-    simulate_update: str = (
-        "command -v apt-get > /dev/null || exit 0; apt-get -s -o Debug::NoLocking=1 dist-upgrade"
-    )
+    # prints them (no lock needed: Debug::NoLocking). Prints nothing on dnf and zypper hosts.
+    simulate_update: str = SIMULATE_UPDATE
 
 
 DEFAULT_COMMANDS = HostCommands()
@@ -81,14 +83,8 @@ DEFAULT_COMMANDS = HostCommands()
 # spelled out here so that approvers read them): apt waits up to 5 minutes for the dpkg lock
 # another apt holds (apt.conf(5) DPkg::Lock::Timeout, apt >= 1.9.11) instead of failing at once,
 # and dpkg keeps a conffile the host changed (dpkg(1) --force-confdef --force-confold).
-APT_LOCK_TIMEOUT_SECONDS = 300
-_APT_ENV = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a"
-_APT = f"apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_SECONDS}"
-_KEEP_CONFFILES = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
-UPDATE_PROFILES = {
-    "upgrade": f"export {_APT_ENV}; {_APT} update && {_APT} -y {_KEEP_CONFFILES} upgrade",
-    "full": f"export {_APT_ENV}; {_APT} update && {_APT} -y {_KEEP_CONFFILES} dist-upgrade",
-}
+# For any OS family: OS_UPDATE_PROFILES (`security`, `full`; workflows/families.py).
+UPDATE_PROFILES = {"upgrade": APT_UPGRADE, "full": APT_FULL}
 DEFAULT_UPDATE_COMMAND = UPDATE_PROFILES["upgrade"]
 
 

@@ -1,6 +1,7 @@
-"""The rollout's Vault child token, seen from the workflow: revoked by VaultCleanupActivity when the
-rollout ends in any way (success, failure, rejection, cancel). The token itself never enters the
-workflow; its accessor (which cannot authenticate) does, so any worker can revoke it."""
+"""The rollout's Vault token, seen from the workflow: revoked by VaultCleanupActivity when the
+rollout ends in any way (success, failure, rejection, cancel), with any replacement a worker made
+for it. The token itself never enters the workflow; its accessor (which cannot authenticate) does,
+so any worker can revoke it."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ async def check_vault(rollout: RolloutInput, probe_host: str | None) -> str | No
     Raises ActivityError when the preflight fails.
 
     A local activity (a few short calls to Vault, no heartbeat). Should its worker be lost before
-    the workflow task completes, the next worker's rerun makes a new child token; the lost one
-    is unrenewed and expires at its TTL, as after a lost worker in a retried activity."""
+    the workflow task completes, the next worker's rerun finds the token the first run recorded
+    in the rollout's KV entry and makes none (activities/vault_handoff.py)."""
     checked = await run_local(
         names.VAULT_CLIENT,
         VaultPreflightInput(

@@ -4,14 +4,17 @@ channel in turn."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from temporalio import activity
 
 from activities.notify import messages
 from activities.notify.messages import Message, Notifier
+from activities.notify.packages import with_packages
+from activities.notify.reports import read_reports
 from workflows import names
 from workflows.models import RolloutNotice
+from workflows.packages import PackageReport
 
 log = logging.getLogger("patchpilot.notify")
 
@@ -31,11 +34,19 @@ class NotificationActivities:
 
     Each activity takes a RolloutNotice and answers True when at least one channel delivered its
     message. A channel that raises fails the activity, which Temporal retries with the workflow's
-    retry policy (see `Notifier`).
+    retry policy (see `Notifier`). A host's success and the summary carry the hosts' package
+    reports (`reports`, default: read from Temporal, activities/notify/reports.py).
     """
 
-    def __init__(self, notifiers: Sequence[Notifier]) -> None:
+    def __init__(
+        self,
+        notifiers: Sequence[Notifier],
+        reports: Callable[[RolloutNotice, str], Awaitable[Mapping[str, PackageReport]]] = (
+            read_reports
+        ),
+    ) -> None:
         self._notifiers = list(notifiers)
+        self._reports = reports
 
     async def _deliver(self, message: Message) -> bool:
         """Sends `message` on every channel; True when one of them delivered it."""
@@ -55,7 +66,10 @@ class NotificationActivities:
         """The activity `name`: build the notice's message, deliver it."""
 
         async def send(notice: RolloutNotice) -> bool:
-            return await self._deliver(build(notice))
+            message = build(notice)
+            if message.event in ("host-success", "summary"):
+                message = with_packages(message, await self._reports(notice, message.event))
+            return await self._deliver(message)
 
         send.__name__ = send.__qualname__ = f"send_{build.__name__}"
         return activity.defn(name=name)(send)

@@ -10,11 +10,13 @@ requester and the approvers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from workflows.models import HostProgress, RolloutNotice, RolloutSummary
+from workflows.packages import PackageReport
+from workflows.repair import REPAIR_SHOWN
 
 HOSTS_LISTED = 50  # hosts named per cluster in the approval e-mail; the rest are counted
 
@@ -25,7 +27,9 @@ class Message:
 
     `event` is one of routing.EVENTS ("approval-request", "host-start", …) or, for a report about a
     channel's own trouble, a name outside them ("teams-error"); `recipients` are e-mail addresses
-    (empty: chat channels only); `body` is plain text ending in a newline.
+    (empty: chat channels only); `body` is plain text ending in a newline; `packages` maps a
+    host to its package report where the event has them (a host's success, the summary: read by
+    activities/notify/reports.py, shown by activities/notify/packages.py and each channel).
     """
 
     event: str
@@ -33,6 +37,7 @@ class Message:
     subject: str
     body: str
     notice: RolloutNotice
+    packages: Mapping[str, PackageReport] = field(default_factory=dict)
 
 
 class Notifier(Protocol):
@@ -171,6 +176,8 @@ def what_runs(notice: RolloutNotice) -> str:
         _indented(notice.update_command),
         "",
     ]
+    if notice.repair_interrupted_dpkg:  # a command too: approvers see it (workflows/repair.py)
+        lines.extend([REPAIR_SHOWN, ""])
     for heading, script in script_sections(notice):
         lines.extend([f"{heading}:", "", _indented(script), ""])
     if not notice.scripts:
@@ -318,6 +325,8 @@ def hosts_text(summary: RolloutSummary) -> str:
         lines.append(f"  {line}")
         if host.packages:  # what the update did to its packages (workflows/packages.py)
             lines.append(f"      packages: {host.packages}")
+        if host.notes:  # what the preconditions reported but did not refuse
+            lines.append(f"      notes: {'; '.join(host.notes)}")
     return "\n".join(lines) + "\n" if lines else ""
 
 

@@ -29,7 +29,10 @@ from activities.notify.messages import (
     host_outcome,
     script_sections,
 )
-from workflows.models import RolloutNotice, RolloutSummary
+from activities.notify.packages import short_line, would_line
+from workflows.models import HostProgress, RolloutNotice, RolloutSummary
+from workflows.packages import PackageReport
+from workflows.repair import REPAIR_SHOWN
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"
@@ -135,8 +138,10 @@ def _shown_text(key: str, heading: str, text: str) -> list[dict[str, Any]]:
 
 def _what_runs(notice: RolloutNotice, *, whole: bool) -> list[dict[str, Any]]:
     """The update command and every script, in full; when `whole` is False (they do not fit
-    Teams' 28 KB), a sentence saying so and where to read them all instead."""
+    Teams' 28 KB), a sentence saying so and where to read them all instead. With
+    repairInterruptedDpkg, the repair it runs first (workflows/repair.py), always."""
     profile = f" (update profile {notice.update_profile})" if notice.update_profile else ""
+    repair = [_text(REPAIR_SHOWN, weight="Bolder")] if notice.repair_interrupted_dpkg else []
     if not whole:
         length = len(notice.update_command) + sum(len(s) for _, s in script_sections(notice))
         return [
@@ -147,9 +152,10 @@ def _what_runs(notice: RolloutNotice, *, whole: bool) -> list[dict[str, Any]]:
                 "the approval e-mail itself.",
                 weight="Bolder",
                 color="Attention",
-            )
+            ),
+            *repair,
         ]
-    blocks = _shown_text("command", f"Update command{profile}:", notice.update_command)
+    blocks = _shown_text("command", f"Update command{profile}:", notice.update_command) + repair
     for index, (heading, script) in enumerate(script_sections(notice)):
         blocks.extend(_shown_text(f"script-{index}", f"{heading}:", script))
     return blocks
@@ -197,8 +203,11 @@ def approval_card(notice: RolloutNotice) -> dict[str, Any]:
     return card
 
 
-def host_card(event: str, notice: RolloutNotice) -> dict[str, Any]:
-    """A host's start or success (`event` "host-start" / "host-success")."""
+def host_card(
+    event: str, notice: RolloutNotice, report: PackageReport | None = None
+) -> dict[str, Any]:
+    """A host's start or success (`event` "host-start" / "host-success"), with the short line
+    of the host's package report when it has one."""
     title = {
         "host-start": f"▶ Patching {notice.hostname} ({notice.cluster})",
         "host-success": f"✅ Patched {notice.hostname} ({notice.cluster})",
@@ -212,6 +221,7 @@ def host_card(event: str, notice: RolloutNotice) -> dict[str, Any]:
                 ("Host", notice.hostname or ""),
                 ("Cluster", notice.cluster or ""),
                 ("Status", detail),
+                ("Packages", short_line(report) if report is not None else ""),
             ),
         ]
     )
@@ -243,8 +253,26 @@ def failure_card(notice: RolloutNotice) -> dict[str, Any]:
     )
 
 
-def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, Any]:
-    """The rollout's end: counts, then one line per host, cut as far as the size budget needs."""
+def summary_card(
+    notice: RolloutNotice,
+    summary: RolloutSummary,
+    packages: Mapping[str, PackageReport] | None = None,
+) -> dict[str, Any]:
+    """The rollout's end: counts, then one line per host with the short line of its package
+    report (a dry run: what `apt-get -s` says would change), cut as far as the size budget
+    needs."""
+    packages = packages or {}
+    would = {found.hostname: would_line(found) for found in summary.dry_run or []}
+
+    def host_lines(host: HostProgress) -> str:
+        report = packages.get(host.name)
+        extra = (
+            short_line(report) if report is not None else (host.packages or would.get(host.name))
+        )
+        line = host_outcome(host, reason_limit=300)
+        line += f"\nnotes: {'; '.join(host.notes)[:600]}" if host.notes else ""
+        return f"{line}\npackages: {extra}" if extra else line
+
     ok = summary.failed == 0 and summary.phase.ok
     # Failed and stuck hosts first: if the list must be cut, they are the ones still shown.
     hosts = sorted(summary.hosts, key=lambda h: (h.state.value != "failed", not h.in_maintenance))
@@ -268,7 +296,7 @@ def summary_card(notice: RolloutNotice, summary: RolloutSummary) -> dict[str, An
             ),
         ]
         if hosts:
-            lines = [host_outcome(h, reason_limit=300) for h in hosts[:shown]]
+            lines = [host_lines(h) for h in hosts[:shown]]
             if shown < len(hosts):
                 lines.append(
                     f"… and {len(hosts) - shown} more hosts "
@@ -319,11 +347,11 @@ class TeamsNotifier(WebhookNotifier):
         if message.event == "approval-request":
             return approval_card(notice)
         if message.event in ("host-start", "host-success"):
-            return host_card(message.event, notice)
+            return host_card(message.event, notice, message.packages.get(notice.hostname or ""))
         if message.event == "failure":
             return failure_card(notice)
         if message.event == "summary" and notice.summary is not None:
-            return summary_card(notice, notice.summary)
+            return summary_card(notice, notice.summary, message.packages)
         return _card([_text(message.subject, weight="Bolder"), _text(clip(message.body, 8000))])
 
     async def send(self, message: Message) -> bool:

@@ -151,15 +151,20 @@ def _load_policy(settings: Settings) -> Policy | None:
 
 def _with_profile(raw: dict[str, Any], policy: Policy | None, profile: str) -> dict[str, Any]:
     """`raw` with updateCommand and updateProfile from the policy's profile `profile` (the same
-    command in every target cluster's entry). UserError without a policy, with --update too,
-    or when a cluster lacks the profile or the clusters' commands differ."""
-    if policy is None:
-        raise UserError(
-            "--profile: update profiles come from the approval policy's updateProfiles, and "
-            "PATCHPILOT_POLICY is not set"
-        )
+    command in every target cluster's entry); without a policy, PatchPilot's OS-family profiles
+    (`security`, `full`: workflows/families.py). UserError with --update too, for a profile
+    that does not exist, or when a cluster lacks the profile or the clusters' commands differ."""
     if raw.get("updateCommand"):
         raise UserError("--profile and --update both name the update command; give one")
+    if policy is None:
+        from workflows.families import OS_UPDATE_PROFILES
+
+        if profile not in OS_UPDATE_PROFILES:
+            raise UserError(
+                f"--profile: without an approval policy (PATCHPILOT_POLICY) the profiles are "
+                f"PatchPilot's own: {', '.join(OS_UPDATE_PROFILES)}; {profile!r} is not one"
+            )
+        return {**raw, "updateCommand": OS_UPDATE_PROFILES[profile], "updateProfile": profile}
     clusters = [str(c) for c in raw.get("targetClusters") or []]
     try:
         command = profile_command(policy, clusters, profile, CLI_OPTIONS)

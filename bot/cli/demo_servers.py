@@ -30,7 +30,7 @@ from typing import IO, Any, Protocol
 
 from rich.console import Console
 
-from bot.embedded import free_port, start_temporal_dev_server
+from bot.embedded import DEV_SERVER_DYNAMIC_CONFIG, free_port, start_temporal_dev_server
 from bot.settings import Settings
 from workflows.models import WORKFLOW_NAME
 
@@ -329,6 +329,7 @@ def _start_servers(
                     ui_port=ui_port,
                     db_file=data_dir / "temporal.db",
                     log_file=data_dir / "temporal.log",
+                    dynamic_config=DEV_SERVER_DYNAMIC_CONFIG,
                 ),
                 "openbao dev server": lambda: start_openbao(
                     root_token=root_token, log_file=data_dir / "openbao.log"

@@ -72,7 +72,8 @@ def _host_table(progress: RolloutProgress, status: str) -> Table:
         table.add_column(column)
     for cluster in progress.clusters:
         for host in cluster.hosts:
-            note = host.failure_reason or ""
+            # With what the preconditions reported (held packages, …: host text, escaped).
+            note = "; ".join(filter(None, [host.failure_reason, *map(escape, host.notes)]))
             if host.in_maintenance and host.state != HostState.RUNNING:
                 note = (note + " [in maintenance]").strip()
             style = STATE_STYLE[host.state]

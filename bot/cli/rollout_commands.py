@@ -39,6 +39,7 @@ from workflows.models import (
     describe_validation_error,
 )
 from workflows.policy import PolicyError
+from workflows.repair import REPAIR_SHOWN
 
 T = TypeVar("T")
 
@@ -89,6 +90,14 @@ def start(
         str | None, typer.Option(help="Seconds or ISO 8601 to wait for a rebooted host.")
     ] = None,
     update_timeout: Annotated[str | None, typer.Option(help="Seconds or ISO 8601.")] = None,
+    repair_interrupted_dpkg: Annotated[
+        bool,
+        typer.Option(
+            "--repair-interrupted-dpkg",
+            help="Where dpkg was interrupted, run dpkg --configure -a first instead of refusing "
+            "the host (approvers see it; the approvals cover it).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Inspect only: pending updates, reboot need.")
     ] = False,
@@ -159,6 +168,7 @@ def start(
         "rebootPolicy": reboot_policy,
         "rebootTimeout": reboot_timeout,
         "updateTimeout": update_timeout,
+        "repairInterruptedDpkg": True if repair_interrupted_dpkg else None,
         "dryRun": True if dry_run else None,
         "maintenanceWindows": [parse_window(text) for text in window] if window else None,
         "windowCutoff": window_cutoff,
@@ -296,6 +306,7 @@ def what_is_signed(rollout: RolloutInput, digest: str) -> str:
         f"clusters: {', '.join(rollout.target_clusters)}"
         + (f" (limit {rollout.host_pattern})" if rollout.host_pattern else ""),
         f"update command: {rollout.update_command}",
+        *([REPAIR_SHOWN] if rollout.repair_interrupted_dpkg else []),
     ]
     for label, scripts in (
         ("pre-downtime script", rollout.pre_downtime_scripts),

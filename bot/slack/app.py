@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
 from bot.settings import Settings
-from bot.slack import blocks, listeners, modal, selection, skip, what_runs
+from bot.slack import blocks, listeners, modal, package_blocks, selection, skip, what_runs
 from bot.slack.client import web_client
 from bot.slack.config import SlackDefaults, load_defaults
 from bot.slack.context import Ack, Respond, SlackBot
@@ -82,6 +82,10 @@ def build_app(
     @app.action(what_runs.SHOW_RUNS_ACTION)
     async def show_runs(ack: Ack, body: dict[str, Any]) -> None:
         await listeners.on_show_runs(bot, ack, body)
+
+    @app.action(package_blocks.PACKAGES_ACTION)
+    async def show_packages(ack: Ack, body: dict[str, Any]) -> None:
+        await listeners.on_show_packages(bot, ack, body)
 
     @app.view(modal.CALLBACK_ID)
     async def submitted(ack: Ack, body: dict[str, Any]) -> None:

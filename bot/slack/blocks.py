@@ -414,9 +414,16 @@ def decided(verdict: str, by: str, rollout_id: str) -> list[Block]:
 
 
 def summary_message(summary: RolloutSummary) -> str:
-    """The thread's last message: counts, duration (whole seconds), the rollout's message, the
-    controls used (who paused, resumed, skipped which host and why, aborted; when) and the
-    per-host table of `activities.notify.hosts_text` in a code block."""
+    """The thread's last message: `summary_head` and the per-host table of
+    `activities.notify.hosts_text` in a code block."""
+    head = summary_head(summary)
+    body = hosts_text(summary).strip()
+    return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, SUMMARY_TEXT)
+
+
+def summary_head(summary: RolloutSummary) -> str:
+    """Counts, duration (whole seconds), the rollout's message, the controls used (who paused,
+    resumed, skipped which host and why, aborted; when) and the gates' decisions (mrkdwn)."""
     icon = PHASE_ICON.get(summary.phase, "")
     head = (
         f"{icon} *Rollout {summary.phase.value}* — patched {summary.patched}, failed "
@@ -427,8 +434,7 @@ def summary_message(summary: RolloutSummary) -> str:
         head += "\n*Controls*\n" + "\n".join(f"• {mrkdwn_escape(c)}" for c in summary.controls)
     if summary.gates:  # each health gate's decision and its numbers
         head += "\n*Gates*\n" + "\n".join(f"• {mrkdwn_escape(g)}" for g in summary.gates)
-    body = hosts_text(summary).strip()
-    return cut(f"{head}\n```{mrkdwn_escape(body)}```" if body else head, SUMMARY_TEXT)
+    return head
 
 
 def as_dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ health gates after the pilots and each wave (README "Health gates"); \
 `/patch soak <rollout id> cut|extend [PT10M]` ends or lengthens a running soak
 • `/patch <cluster> … dry-run`   what would change (pending updates, reboots); \
 no approval, no change
+• `… repair-dpkg=yes`   where dpkg was interrupted, run `dpkg --configure -a` first (else refused)
 • `/patch schedule list` · `/patch schedule create <id> cron="0 2 * * sat" tz=UTC \
 <cluster> … [options]`
 • `/patch schedule pause|unpause|trigger|delete <id>`
@@ -49,7 +51,10 @@ GATE_OPTIONS = {
     "alert": "alertMatchers",
     "query": "gateQueries",
 }
+FLAG_OPTIONS = {"repair-dpkg": "repairInterruptedDpkg"}  # yes/no: option -> RolloutInput field
+YES, NO = ("yes", "true", "on", "1"), ("no", "false", "off", "0")
 OPTIONS = ("pilot", "services", "update", "profile", "approvers", "limit", *GATE_OPTIONS)
+OPTIONS += tuple(FLAG_OPTIONS)
 ALIASES = {"service": "services", "approver": "approvers", "pilots": "pilot"}
 SUBCOMMANDS = ("help", "status", "list", "cancel")
 MAX_TEXT = 4000
@@ -123,8 +128,8 @@ class PatchCommand:
     profile: str | None = None  # an update profile of the approval policy (bot.slack.trust)
     # An Ansible host pattern (`--limit`): only the clusters' hosts it matches.
     limit: str | None = None
-    # soak=, gate-timeout=, alert=, query= as RolloutInput fields (see GATE_OPTIONS).
-    gates: dict[str, object] = field(default_factory=dict)
+    # soak=, gate-timeout=, alert=, query=, repair-dpkg= as RolloutInput fields (*_OPTIONS).
+    gates: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ class PatchPlan:
     approvers: list[ApproverRef] = field(default_factory=list)
     dry_run: bool = False
     limit: str | None = None
-    gates: dict[str, object] = field(default_factory=dict)
+    gates: Mapping[str, object] = field(default_factory=dict)
     profile: str | None = None  # the policy's profile `update` was taken from
 
 
@@ -204,6 +209,12 @@ def _split(value: str) -> list[str]:
 def _duration(value: str) -> int | str:
     """Seconds ("600") or ISO 8601 ("PT10M"), as the CLI reads durations."""
     return int(value.strip()) if value.strip().isdigit() else value.strip()
+
+
+def _flag(name: str, value: str) -> bool:
+    if value.strip().lower() not in (*YES, *NO):
+        raise CommandError(f"{name}: {value[:40]!r} is not yes or no (e.g. {name}=yes)")
+    return value.strip().lower() in YES
 
 
 def _pilot(value: str) -> int:
@@ -328,7 +339,8 @@ def _parse_patch(tokens: list[str]) -> PatchCommand:
             GATE_OPTIONS[name]: [value] if name in ("alert", "query") else _duration(value)
             for name, value in options.items()
             if name in GATE_OPTIONS
-        },
+        }
+        | {FLAG_OPTIONS[n]: _flag(n, v) for n, v in options.items() if n in FLAG_OPTIONS},
     )
 
 

@@ -27,6 +27,7 @@ from bot.slack import (
     control,
     decisions,
     modal,
+    package_blocks,
     schedule_commands,
     selection,
     skip,
@@ -213,6 +214,31 @@ async def on_show_hosts(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
 async def on_show_runs(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
     """A "Show everything that runs" click: the modal with the whole command and every script."""
     await _open_view(bot, ack, body, _runs_view, "what runs")
+
+
+async def on_show_packages(bot: SlackBot, ack: Ack, body: dict[str, Any]) -> None:
+    """A "Packages" click in the thread: the modal with the hosts' whole package reports."""
+    await _open_view(bot, ack, body, _packages_view, "the package report")
+
+
+async def _packages_view(bot: SlackBot, value: str) -> dict[str, Any]:
+    """The hosts the button names (each read by its workflow id, so a host that just ended is
+    there), else every ended host of the rollout; a dry run's from its summary."""
+    rollout_id, hosts, dry_run = package_blocks.read_value(value)
+    if dry_run:
+        summary = await bot.rollouts.result(rollout_id)
+        found = [package_blocks.HostPackages.of_inspection(f) for f in summary.dry_run or []]
+        return package_blocks.packages_view(rollout_id, found, dry_run=True)
+    named = [await bot.rollouts.host_result(rollout_id, host) for host in hosts]
+    results = [r for r in named if r is not None]
+    if not hosts or len(results) < len(hosts):
+        listed = await bot.rollouts.host_results(rollout_id)
+        known = {r.hostname for r in results}
+        results += [
+            r for r in listed if (not hosts or r.hostname in hosts) and r.hostname not in known
+        ]
+    shown = [package_blocks.HostPackages.of_result(r) for r in results]
+    return package_blocks.packages_view(rollout_id, shown)
 
 
 async def _hosts_view(bot: SlackBot, rollout_id: str) -> dict[str, Any]:

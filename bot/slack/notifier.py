@@ -7,6 +7,10 @@ rollout), so it survives a restart of the bot or the worker.
 How fast the thread and the card change is `bot.slack.pacing`'s rule, when a `Pacing` is given
 (`patchpilot bot` gives one); without it every event is posted and updates the card at once.
 
+A host's success and the summary show the hosts' package reports collapsed to one line each,
+with a "Packages" button that opens the whole report (`bot.slack.package_blocks`); the message's
+text stays what it was, as the notification's fallback.
+
 The card is always rendered from one complete state: what was asked of the rollout (the notice
 when it carries it, else the rollout's input read once through the facade) and its progress.
 
@@ -30,8 +34,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.notify import Message, Notifier
+from activities.notify.packages import short_line
 from bot.rollouts import Rollouts
-from bot.slack import blocks
+from bot.slack import blocks, package_blocks
 from bot.slack.blocks import mrkdwn_escape
 from bot.slack.client import slack_error
 from bot.slack.pacing import (
@@ -115,8 +120,9 @@ class SlackNotifier:
         pace = self._pace(notice.rollout_id)
         if pace is not None and message.event in BATCHED and (pace.waiting or pace.posting):
             # Host events come faster than the thread takes them: they go out together.
+            host = notice.hostname or "?"
             pace.waiting.append(
-                HostEvent(message.event, notice.hostname or "?", notice.cluster or "?")
+                HostEvent(message.event, host, notice.cluster or "?", message.packages.get(host))
             )
             self._schedule("flush", message, self._pacing.flush_seconds if self._pacing else 0)
             return True
@@ -141,7 +147,9 @@ class SlackNotifier:
             return True
         if self._budget is not None:
             await self._budget.take(notice.slack_channel)
-        return await self._post(notice.slack_channel, notice.slack_thread_ts, text, message)
+        return await self._post(
+            notice.slack_channel, notice.slack_thread_ts, text, message, thread_blocks(message)
+        )
 
     def _pace(self, rollout_id: str) -> RolloutPace | None:
         if self._pacing is None:
@@ -183,19 +191,25 @@ class SlackNotifier:
     async def _post_batches(self, message: Message, waiting: list[HostEvent]) -> None:
         notice = message.notice
         for kind, events in by_kind(waiting):
+            found = {e.host: e.packages for e in events if e.packages is not None}
             if len(events) == 1:
                 one = notice.model_copy(
                     update={"hostname": events[0].host, "cluster": events[0].cluster}
                 )
-                text = self._thread_text(
-                    Message(event=kind, recipients=[], subject="", body="", notice=one)
+                single = Message(
+                    event=kind, recipients=[], subject="", body="", notice=one, packages=found
                 )
+                text = self._thread_text(single)
+                extra = thread_blocks(single)
             else:
                 text = batch_text(kind, events)
+                lines = {host: short_line(report) for host, report in found.items()}
+                built = package_blocks.batch_blocks(text, lines, notice.rollout_id)
+                extra = blocks.as_dicts(built) if lines else None
             if text is not None and notice.slack_channel and notice.slack_thread_ts:
                 if self._budget is not None:
                     await self._budget.take(notice.slack_channel)
-                await self._post(notice.slack_channel, notice.slack_thread_ts, text, message)
+                await self._post(notice.slack_channel, notice.slack_thread_ts, text, message, extra)
 
     async def _card_after(self, message: Message, pace: RolloutPace | None) -> None:
         """Update the card now, or (paced) at most once per `card_seconds`, the summary at once."""
@@ -215,7 +229,8 @@ class SlackNotifier:
         else:
             self._schedule("card", message, due)
 
-    def _thread_text(self, message: Message) -> str | None:
+    @staticmethod
+    def _thread_text(message: Message) -> str | None:
         notice = message.notice
         host = f"*{mrkdwn_escape(notice.hostname or '?')}* ({mrkdwn_escape(notice.cluster or '?')})"
         if message.event == "approval-request":
@@ -234,13 +249,29 @@ class SlackNotifier:
             return blocks.summary_message(notice.summary)
         return mrkdwn_escape(message.subject)
 
-    async def _post(self, channel: str, thread_ts: str, text: str, message: Message) -> bool:
+    async def _post(
+        self,
+        channel: str,
+        thread_ts: str,
+        text: str,
+        message: Message,
+        extra: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Post `text` (with blocks `extra`, when given: `text` is then the notification's
+        fallback) in the thread; blocks Slack refuses are dropped and the text posted alone."""
         try:
             await self._client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False
+                channel=channel,
+                thread_ts=thread_ts,
+                text=text,
+                unfurl_links=False,
+                blocks=extra or None,  # slack_sdk leaves out a None argument
             )
         except SlackApiError as error:
             code = slack_error(error)
+            if extra and code == "invalid_blocks":  # the news matters more than its layout
+                log.warning("Slack refused the blocks of a %s notice: text only", message.event)
+                return await self._post(channel, thread_ts, text, message)
             if code in PERMANENT_ERRORS:
                 log.warning(
                     "Slack refused the %s notice of rollout %s in channel %s: %s; not retried "
@@ -348,6 +379,25 @@ class SlackNotifier:
             self._paces.pop(notice.rollout_id, None)
             self._requests.pop(notice.rollout_id, None)
         return True
+
+
+def thread_blocks(message: Message) -> list[dict[str, Any]] | None:
+    """The blocks of `message`'s thread post, where it has more than its text: a host's success
+    or the summary with the package reports collapsed behind a "Packages" button
+    (`bot.slack.package_blocks`); None for a text-only post."""
+    notice = message.notice
+    if message.event == "host-success" and notice.hostname in message.packages:
+        host = notice.hostname or ""
+        text = SlackNotifier._thread_text(message) or ""
+        built = package_blocks.host_blocks(text, host, message.packages[host], notice.rollout_id)
+        return blocks.as_dicts(built)
+    summary = notice.summary
+    if message.event == "summary" and summary is not None:
+        if not package_blocks.has_packages(summary, message.packages):
+            return None
+        head = blocks.summary_head(summary)
+        return blocks.as_dicts(package_blocks.summary_blocks(head, summary, message.packages))
+    return None
 
 
 BATCH_ICON = {"host-start": ":arrow_forward:", "host-success": ":white_check_mark:"}

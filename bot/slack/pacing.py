@@ -19,6 +19,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from workflows.packages import PackageReport
+
 # The events that may be batched; everything else is posted on its own at once.
 BATCHED = ("host-start", "host-success")
 # A batch names its hosts up to this many, else its first and last ("a12…a25").
@@ -37,11 +39,13 @@ class Pacing:
 
 @dataclass
 class HostEvent:
-    """One batched host event: its kind (`BATCHED`), the host and its cluster."""
+    """One batched host event: its kind (`BATCHED`), the host, its cluster, and (a success) the
+    host's package report when it has one."""
 
     event: str
     host: str
     cluster: str
+    packages: PackageReport | None = None
 
 
 @dataclass

@@ -28,6 +28,9 @@ MESSAGE_CHARS = 2200
 # Block Kit: a modal's blocks and a section's characters.
 VIEW_BLOCKS = 100
 SECTION_CHARS = 3000
+# Characters of a modal's sections in all: views.open refuses a view over 250 KB of JSON
+# (`view_too_large`), which 100 full sections would be.
+VIEW_TEXT = 200_000
 NAME_CHARS = 80  # a host name longer than this is cut in the listing (Ansible allows any length)
 
 
@@ -141,7 +144,7 @@ def hosts_view(rollout_id: str, selection: Selection) -> dict[str, Any]:
         head += "\n" + limit_line(selection.limit)
     blocks.append(_section(head))
     budget = VIEW_BLOCKS - 1  # one block kept for the "not shown" line
-    left_out = 0
+    left_out = written = 0
     for cluster, names in selection.hosts.items():
         title = f"*{mrkdwn(cluster)}* — {len(names)} host{'' if len(names) == 1 else 's'}"
         if selection.notes.get(cluster):
@@ -152,10 +155,11 @@ def hosts_view(rollout_id: str, selection: Selection) -> dict[str, Any]:
             continue
         blocks.append(_section(title))
         for chunk, count in chunks:
-            if len(blocks) + 1 > budget:
+            if len(blocks) + 1 > budget or written + len(chunk) > VIEW_TEXT:
                 left_out += count
                 continue
             blocks.append(_section(chunk))
+            written += len(chunk)
     if left_out:
         blocks.append(
             _section(

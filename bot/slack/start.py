@@ -124,8 +124,13 @@ async def selected_hosts(
     deadline = time.monotonic() + SELECTION_WAIT
     pause = 0.1
     while True:
+        # Bounded by what is left of the wait: without a worker polling, one query would
+        # otherwise take Temporal's whole query timeout (30 s), well past SELECTION_WAIT.
+        left = max(deadline - time.monotonic(), 0.5)
         try:
-            progress: RolloutProgress | None = await bot.rollouts.progress(rollout_id, steps=False)
+            progress: RolloutProgress | None = await bot.rollouts.progress(
+                rollout_id, steps=False, timeout=left
+            )
         except RolloutError:  # e.g. no worker has run the workflow's first task yet
             progress = None
         if progress is not None and progress.phase in ENDED_BEFORE_APPROVAL:

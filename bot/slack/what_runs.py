@@ -27,6 +27,7 @@ from slack_sdk.models.views import View
 
 from bot.slack.text import mrkdwn
 from workflows.models import RolloutInput, RolloutProgress
+from workflows.repair import REPAIR_DPKG, REPAIR_FIELD
 
 SHOW_RUNS_ACTION = "patchpilot_show_runs"
 # Characters of commands and scripts the approval message shows before it folds the rest, and
@@ -47,6 +48,7 @@ class WhatRuns:
     update_command: str
     update_profile: str | None = None
     scripts: dict[str, list[str]] = field(default_factory=dict)  # kind -> scripts, in order
+    repair_dpkg: bool = False  # repairInterruptedDpkg: a command that runs first
     services: list[str] = field(default_factory=list)
     hosts: dict[str, int | None] = field(default_factory=dict)  # cluster -> hosts (None: unknown)
     requester: str = ""
@@ -61,6 +63,7 @@ class WhatRuns:
         return cls(
             update_command=request.update_command,
             update_profile=request.update_profile,
+            repair_dpkg=request.repair_interrupted_dpkg,
             scripts={
                 "preDowntimeScripts": list(request.pre_downtime_scripts),
                 "preUpdateScripts": list(request.pre_update_scripts),
@@ -79,6 +82,9 @@ class WhatRuns:
         run on a host."""
         profile = f" (update profile {self.update_profile})" if self.update_profile else ""
         found = [(f"Update command{profile}", self.update_command)]
+        if self.repair_dpkg:  # at the preconditions, before the update command
+            first = f"First, only where dpkg was interrupted ({REPAIR_FIELD})"
+            found.insert(0, (first, REPAIR_DPKG))
         for kind in SCRIPT_KINDS:
             scripts = self.scripts.get(kind) or []
             found += [(f"{kind} {i}/{len(scripts)}", s) for i, s in enumerate(scripts, 1)]

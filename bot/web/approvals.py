@@ -35,6 +35,7 @@ from bot.rollouts import Problem, RolloutError, Rollouts
 from bot.settings import Settings
 from bot.signing import Signer, digest_here, signed_decision
 from workflows.models import ApprovalDecision, Phase, RolloutInput, RolloutProgress
+from workflows.repair import REPAIR_SHOWN
 
 log = logging.getLogger("patchpilot.approval_web")
 
@@ -259,6 +260,8 @@ def what_runs(rollout: RolloutInput, digest: str | None) -> str:
             )
     if not any(getattr(rollout, attribute) for _, _, attribute in SCRIPT_FIELDS):
         parts.append("<dt>Scripts</dt><dd id='scripts'>none</dd>")
+    if rollout.repair_interrupted_dpkg:  # a command too (workflows/repair.py)
+        parts.append(f"<dt>Repair</dt><dd id='repair'>{html.escape(REPAIR_SHOWN)}</dd>")
     parts.append(
         "<dt>Digest of exactly what runs (your approval is signed for it)</dt>"
         f"<dd><code id='digest'>{html.escape(digest or 'none: no approval policy')}</code></dd>"

@@ -5,6 +5,7 @@ per-channel posting rate.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,12 +158,16 @@ def _element_ok(element: Any) -> bool:
 
 MAX_VIEW_BLOCKS = 100
 MAX_VIEW_TITLE = 24
+# views.open: "view_too_large: ... greater than 250kb" (https://api.slack.com/methods/views.open).
+MAX_VIEW_BYTES = 250 * 1024
 
 
 def view_error(view: Any) -> str | None:
     """Slack's error for a modal views.open refuses (https://api.slack.com/reference/surfaces/views):
-    not a modal, a title over 24 characters, over 100 blocks, or an input block without label
-    or element."""
+    over 250 KB of JSON, not a modal, a title over 24 characters, over 100 blocks, a block beyond
+    Block Kit's limits, or an input block without label or element."""
+    if len(json.dumps(view, ensure_ascii=False).encode("utf-8")) > MAX_VIEW_BYTES:
+        return "view_too_large"
     if not isinstance(view, dict) or view.get("type") != "modal":
         return "invalid_arguments"
     title = view.get("title") or {}
@@ -174,6 +179,8 @@ def view_error(view: Any) -> str | None:
     for block in blocks:
         if block.get("type") == "input" and not (block.get("label") and block.get("element")):
             return "invalid_arguments"
+        if not isinstance(block, dict) or not _block_ok(block):
+            return "invalid_blocks"
     return None
 
 

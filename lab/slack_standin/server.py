@@ -377,8 +377,10 @@ class SlackStandIn:
         view = params.get("view")
         if isinstance(view, str):
             view = json.loads(view)
-        if not isinstance(view, dict) or view_error(view):
+        if not isinstance(view, dict):
             return {"ok": False, "error": "invalid_arguments"}
+        if problem := view_error(view):
+            return {"ok": False, "error": problem}
         opened = {**view, "id": f"V{len(self.views) + 1:08d}"}
         self.views.append(opened)
         return {"ok": True, "view": opened}

@@ -15,7 +15,7 @@ import asyncssh
 import pytest
 
 from activities.inventory import load_inventory
-from activities.ssh import unwrap_command
+from activities.ssh import unwrap_commands
 from bench import contenders, run
 from bench.steps import (
     BOOT_ID,
@@ -198,7 +198,8 @@ async def _patchpilot_smoke(fleet: MassLab, temporal_dev_server, openbao) -> Non
     assert fleet.verify_patched() == []
     # The steps reach the host in order (PatchPilot wraps each command to learn its pid;
     # the engine may add steps, e.g. the reboot check, which the other contenders then mirror).
-    sent = iter(unwrap_command(c) for c in fleet.command_log(fleet.hosts[0].name))
+    log = fleet.command_log(fleet.hosts[0].name)
+    sent = iter(command for line in log for command in unwrap_commands(line))
     for command, _ in host_commands(spec["rollout_id"], reboot_check=False):
         assert any(got == command for got in sent), f"{command!r} not sent in order"
     assert result["handshakes"] >= 1 and result["vault_reads"] >= 1

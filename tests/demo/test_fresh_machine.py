@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,6 +26,11 @@ def checkout_copy(target: Path) -> Path:
             (target / name.decode()).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name.decode())
     return target
+
+
+# The demo's Web UI tries Temporal's default port 8233, as does the embedded Temporal of
+# tests/integration/test_embedded.py: the two never run at the same time (tests/scheduling.py).
+pytestmark = pytest.mark.xdist_group("temporal-default-ports")
 
 
 def test_the_demo_line_works_without_uv(tmp_path: Path) -> None:

@@ -24,10 +24,11 @@ from bot.worker import WorkerParts
 from lab.apt_lab import AptLab
 from lab.apt_repo import build_repo
 from lab.processes import OpenBaoProcess
+from tests.integration.test_doctor import interrupt_dpkg
+from tests.integration.test_rollout import ALICE, BOB, commands, rollout, start
 from tests.integration.test_rollout import approve as approve_now
-from tests.integration.test_rollout import commands, rollout, start
-from tests.support import SECRET_PREFIX, running_worker, wait_for
-from workflows.models import Phase, RolloutProgress
+from tests.support import SECRET_PREFIX, SERVICES, running_worker, wait_for
+from workflows.models import Phase, RolloutProgress, RolloutSummary
 from workflows.targets import UPDATE_PROFILES
 
 HOSTS = ["p1", "p2"]
@@ -225,6 +226,49 @@ async def test_a_failing_postinst_fails_the_host_at_update_with_dpkgs_message(
     assert await packages(apt_lab, "p1") == UPGRADED  # the pilot was patched before
 
 
+async def test_an_interrupted_dpkg_is_refused_unless_the_rollout_opts_in_to_repair_it(
+    apt_lab: AptLab, apt_worker: tuple[Settings, WorkerParts], temporal_client: Client
+) -> None:
+    settings, _ = apt_worker
+    await interrupt_dpkg(apt_lab, "p1")  # the pilot: pp-slow 1.1 half-configured
+    full = {"pilotHostCount": 1, "updateCommand": UPDATE_PROFILES["full"], "updateTimeout": 60}
+    handle = await start(temporal_client, settings, rollout(["apt"], **full))
+    await approve(handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    reason = str(failed.value.cause)
+    assert "host p1 failed at step preconditions" in reason, reason
+    assert "run dpkg --configure -a on the host, then patch it again" in reason
+    assert "pp-slow 1.1 install ok half-configured" in await packages(apt_lab, "p1")
+    assert not apt_lab.in_maintenance("p1") and apt_lab.dpkg_log("p2") == []  # nothing touched
+
+    # The opt-in, as an operator gives it: `patchpilot start --repair-interrupted-dpkg`.
+    rollout_id = f"it-repair-{uuid.uuid4().hex[:8]}"
+    started = patchpilot(
+        settings,
+        *("start", "-c", "apt", "--pilot", "1", "--approver", ALICE, "--requester", BOB),
+        *("--services", ",".join(SERVICES), "--update", UPDATE_PROFILES["full"]),
+        *("--update-timeout", "60", "--repair-interrupted-dpkg", "--id", rollout_id),
+    )
+    assert started.returncode == 0, started.stderr
+    handle = temporal_client.get_workflow_handle(rollout_id, result_type=RolloutSummary)
+    await approve(handle)
+    summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 2
+    assert await packages(apt_lab, "p1") == [*UPGRADED, "pp-slow 1.1 install ok installed"]
+    assert await packages(apt_lab, "p2") == UPGRADED
+    repaired = "an interrupted dpkg was repaired (repairInterruptedDpkg: dpkg --configure -a)"
+    held = "held packages (left as they are): pp-held"
+    assert {h.name: h.notes for h in summary.hosts} == {
+        "p1": [f"{repaired}: pp-slow", held],
+        "p2": [held],
+    }
+    # What the summary e-mail and `patchpilot status` show.
+    assert f"      notes: {repaired}: pp-slow; {held}\n" in summary_text(summary)
+    shown = patchpilot(settings, "result", rollout_id)
+    assert f"      notes: {repaired}: pp-slow; {held}\n" in shown.stdout, shown.stderr
+
+
 def slow_upgrade(lab: AptLab, host: str, seconds: int) -> None:
     """pp-slow 1.0 on the host; the upgrade's postinst of 1.1 then takes `seconds`."""
     lab.install(host, "pp-slow")
@@ -320,6 +364,8 @@ async def test_a_worker_killed_in_the_middle_of_apt_leaves_one_upgrade_that_the_
     assert apt_lab.upgrade_runs("p1", "pp-slow") == 1
     assert [c for c in commands(apt_lab, "p1")].count(UPDATE_PROFILES["full"]) == 2
     for host in HOSTS:
+        assert dpkg_runs(apt_lab, host) == 1, apt_lab.dpkg_log(host)  # p2: by the second worker
+        assert apt_lab.upgrade_runs(host) == 1
         assert await packages(apt_lab, host) == UPGRADED + (
             ["pp-slow 1.1 install ok installed"] if host == "p1" else []
         )

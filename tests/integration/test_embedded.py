@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -17,6 +18,10 @@ from tests.integration.test_faults import PATCHPILOT
 from tests.integration.test_rollout import approve, rollout, start
 from tests.support import wait_for, worker_env
 from workflows.models import Phase, RolloutProgress, RolloutSummary
+
+# Temporal's own ports 7233 and 8233 (its Web UI), which the demo on a fresh machine tries too:
+# never at the same time, whichever pytest-xdist worker runs them (tests/scheduling.py).
+pytestmark = pytest.mark.xdist_group("temporal-default-ports")
 
 
 def embedded_worker(settings: Settings, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -3,8 +3,12 @@ a prompt that never ends, a known_hosts file that changes under a pooled connect
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -61,6 +65,35 @@ async def test_a_gigantic_output_keeps_only_its_head_and_tail(lab: Lab, runner: 
     assert len(result.stdout) < HEAD_BYTES + TAIL_BYTES + 200
     omitted = printed + len("\nLAST-LINE\n") - HEAD_BYTES - TAIL_BYTES
     assert f"[… {omitted} bytes of output not kept …]" in result.stdout
+
+
+def test_a_gibibyte_of_output_does_not_grow_the_readers_memory(lab: Lab) -> None:
+    # bench/output_rss.py's own measurement: a fresh process connects, notes its RSS, runs one
+    # command printing 1 GiB through PatchPilot's session, and reports its peak RSS (VmHWM, reset
+    # after connecting) minus the RSS before. Reading it all, as the worker once did, grew the
+    # process by about 2 GiB per GiB printed (bench/README.md).
+    h = lab.host("a1")
+    where = {
+        "address": h.address,
+        "port": h.port,
+        "user": lab.user,
+        "key": str(lab.client_key_path),
+        "known_hosts": str(lab.known_hosts_path),
+    }
+    printed = 1024**3
+    bench = Path(__file__).resolve().parents[2] / "bench" / "output_rss.py"
+    child = subprocess.run(
+        [sys.executable, str(bench), "--child", "patchpilot", str(printed), json.dumps(where)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    before, growth = measured["rss_before_mib"], measured["growth_mib"]
+    print(f"1 GiB printed: RSS {before:.1f} MiB before, grew {growth:.2f} MiB")
+    assert measured["growth_mib"] < 16, measured
+    assert measured["kept_chars"] < HEAD_BYTES + TAIL_BYTES + 200, measured
 
 
 async def still_running(lab: Lab, host: str, marker: str) -> str:

@@ -17,6 +17,7 @@ import yaml
 from temporalio.client import Client
 
 from lab import Lab, ManagedProcess, OpenBaoProcess
+from tests.fixtures import SESSION_PREFIX
 
 # The fixtures (lab, lab_factory, openbao, temporal_dev_server) come from tests.fixtures,
 # which tests/conftest.py imports.
@@ -247,7 +248,7 @@ def test_inventory_lists_clusters_in_order(lab: Lab, tmp_path: Path) -> None:
     }
     assert "vars" not in children["cluster-a"]
     assert children["cluster-b"]["vars"] == {"services": ["nginx"]}
-    assert [h.address for h in lab.hosts] == [f"127.0.2.{i}" for i in range(1, 5)]
+    assert [h.address for h in lab.hosts] == [f"{SESSION_PREFIX}{i}" for i in range(1, 5)]
 
 
 async def test_stop_leaves_no_process_behind(lab_factory: Callable[..., Lab]) -> None:

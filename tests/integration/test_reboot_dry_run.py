@@ -7,12 +7,13 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.doctor import PREFLIGHT
-from activities.ssh import unwrap_command
+from activities.ssh import unwrap_commands
 from bot.settings import Settings
 from bot.worker import WorkerParts
 from lab import Lab
 from tests.integration.test_rollout import approve, commands, rollout, start
 from tests.support import Mailbox, record_history
+from workflows.families import READ_OS_RELEASE
 from workflows.models import Phase, RolloutProgress
 from workflows.targets import DEFAULT_COMMANDS
 
@@ -34,7 +35,7 @@ async def test_if_required_reboots_only_the_host_that_needs_it_and_waits_for_a_n
     assert fleet.boot_id("a2") != boot_before["a2"]
     assert fleet.boot_id("a1") == boot_before["a1"]
     assert not fleet.reboot_required("a2")
-    a2 = [unwrap_command(c) for c in fleet.command_log("a2")]
+    a2 = [c for line in fleet.command_log("a2") for c in unwrap_commands(line)]
     reboot_at = next(i for i, c in enumerate(a2) if "systemctl reboot" in c)
     start_at = next(i for i, c in enumerate(a2) if c.startswith("systemctl start"))
     assert reboot_at < start_at, "services were started before the host came back"
@@ -110,10 +111,11 @@ async def test_dry_run_reports_and_changes_nothing(
         "true",
         "test -e /var/lib/patchpilot/maintenance",
         "systemctl is-active ",
-        "apt list --upgradable 2>/dev/null | grep -v '^Listing'",
-        "test -e /var/run/reboot-required",
+        DEFAULT_COMMANDS.list_updates,  # `case`s over the OS family: apt list --upgradable
+        DEFAULT_COMMANDS.reboot_required_check,  # test -e /var/run/reboot-required
         PREFLIGHT,  # the pre-flight doctor: reads dpkg's state, locks, free space
         DEFAULT_COMMANDS.simulate_update,  # apt-get -s: simulates, locks and changes nothing
+        READ_OS_RELEASE,  # the OS family, where the doctor did not run (a2's nginx refused it)
     )
     for host in ["a1", "a2", "a3"]:
         sent = commands(fleet, host)

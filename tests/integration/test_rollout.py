@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
 from activities.doctor import PREFLIGHT
-from activities.ssh import unwrap_command
+from activities.ssh import unwrap_commands
 from bot.settings import Settings
 from bot.worker import WorkerParts
 from lab import Lab
@@ -30,6 +30,7 @@ from workflows.models import (
     RolloutProgress,
     RolloutSummary,
 )
+from workflows.targets import DEFAULT_COMMANDS
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -52,11 +53,13 @@ def rollout(clusters: list[str], **extra: object) -> RolloutInput:
 
 
 def commands(lab: Lab, host: str) -> list[str]:
-    return [unwrap_command(line) for line in lab.command_log(host)]
+    """The operator's commands each host was sent, a batch of checks as its commands."""
+    return [command for line in lab.command_log(host) for command in unwrap_commands(line)]
 
 
 def expected_host_commands() -> list[str]:
     return [
+        # the preconditions, one SSH command (activities/checks.py), unwrapped here
         "true",
         "test -e /var/lib/patchpilot/maintenance",
         "systemctl is-active nginx",
@@ -67,10 +70,9 @@ def expected_host_commands() -> list[str]:
         "systemctl stop nginx",
         "systemctl stop postgresql",
         "true",
-        UPDATE,  # detached on the host (activities/detached.py), unwrapped here
-        "[ -e /var/lib/patchpilot/runs/",  # the update's package report (package_report.py)
-        "cat /proc/sys/kernel/random/boot_id",  # the reboot step: is one pending?
-        "test -e /var/run/reboot-required",
+        UPDATE,  # detached on the host, its package report in its output (detached.py)
+        "cat /proc/sys/kernel/random/boot_id",  # the reboot step (one SSH command): pending?
+        DEFAULT_COMMANDS.reboot_required_check,  # a `case` over the OS family (apt here)
         "systemctl start postgresql",
         "systemctl start nginx",
         "systemctl is-active nginx",

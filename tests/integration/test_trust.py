@@ -349,7 +349,10 @@ async def test_a_fake_worker_that_forges_the_host_list_gets_nothing_run(
 async def test_two_approvers_sign_with_their_own_keys_on_the_cli_and_every_host_is_patched(
     fleet: Lab, guarded: None, temporal_client: Client, policy_settings: Settings, keys: Keys
 ) -> None:
-    handle = await start(temporal_client, policy_settings, request(updateProfile="security"))
+    # Two `patchpilot approve` processes must both run within the approval window: a window
+    # wide enough for a loaded machine (the timeout itself is what other tests here check).
+    rollout = request(updateProfile="security", approvalTimeout=300)
+    handle = await start(temporal_client, policy_settings, rollout)
     await asking(temporal_client, handle)
     first = await acli(
         policy_settings, "approve", handle.id, "--as", ALICE, "--key", str(keys.paths["alice"])

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from slack_bolt.app.async_app import AsyncApp
 from temporalio.client import Client
 
-from activities.ssh import unwrap_command
+from activities.ssh import unwrap_commands
 from bot.settings import Settings
 from bot.slack.app import build_app
 from bot.slack.client import web_client
@@ -173,7 +173,7 @@ async def bot_and_worker(
 
 def commands(lab: Lab, host: str) -> list[str]:
     """What `host` received, as the operator's commands."""
-    return [unwrap_command(line) for line in lab.command_log(host)]
+    return [command for line in lab.command_log(host) for command in unwrap_commands(line)]
 
 
 async def request_rollout(bot: BotServer, text: str) -> tuple[str, str, dict[str, Any]]:

@@ -26,7 +26,7 @@ from tests.slack.helpers import (
     running_bot,
     slack_settings,
 )
-from tests.support import wait_for
+from tests.support import end_rollouts, wait_for
 
 INVENTORY = """\
 cluster-a:
@@ -45,8 +45,10 @@ async def slack() -> AsyncIterator[SlackStandIn]:
         yield standin
 
 
-@pytest.fixture
-def settings(tmp_path: Path, temporal_dev_server, slack: SlackStandIn) -> Settings:
+@pytest_asyncio.fixture
+async def settings(
+    tmp_path: Path, temporal_dev_server, temporal_client: Client, slack: SlackStandIn
+) -> AsyncIterator[Settings]:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(INVENTORY)
     base = Settings(
@@ -54,7 +56,9 @@ def settings(tmp_path: Path, temporal_dev_server, slack: SlackStandIn) -> Settin
         task_queue=f"slack-{uuid.uuid4().hex[:8]}",
         inventory=inventory,
     )
-    return slack_settings(base, slack)
+    yield slack_settings(base, slack)
+    # No worker ever runs these rollouts: ended, so no later test's query waits on them.
+    await end_rollouts(temporal_client, base.task_queue)
 
 
 @pytest_asyncio.fixture

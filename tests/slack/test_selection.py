@@ -82,7 +82,8 @@ def test_the_modal_lists_every_host_in_inventory_order() -> None:
 def test_a_selection_beyond_one_modal_says_how_many_it_left_out_and_where_they_are() -> None:
     names = [f"{'x' * 70}-{n:06d}" for n in range(10_000)]
     view = hosts_view("r1", Selection({"huge": names}))
-    assert view_error(view) is None and len(view["blocks"]) == VIEW_BLOCKS
+    # Within 100 blocks and views.open's 250 KB (`view_too_large`), whichever comes first.
+    assert view_error(view) is None and len(view["blocks"]) <= VIEW_BLOCKS
     texts = [block["text"]["text"] for block in view["blocks"]]
     shown = sum(text.count(", ") + 1 for text in texts[2:-1])
     assert texts[-1] == (

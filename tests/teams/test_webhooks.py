@@ -124,6 +124,8 @@ async def test_the_json_webhook_payload_per_event(stand_ins: StandIns) -> None:
         "subject",
         "text",
         "summary",
+        "packages",
+        "packagesLeftOut",
     }
     assert approval["event"] == "approval-request" and approval["rolloutId"] == "rollout-7"
     assert (approval["cluster"], approval["hostname"], approval["summary"]) == (None, None, None)
@@ -137,6 +139,8 @@ async def test_the_json_webhook_payload_per_event(stand_ins: StandIns) -> None:
         "subject": "[PatchPilot] Patching a1 (cluster-a)",
         "text": "Patching started on a1 in cluster-a (rollout rollout-7).\n",
         "summary": None,
+        "packages": {},
+        "packagesLeftOut": 0,
     }
     assert (failure["event"], failure["step"], failure["hostname"]) == ("failure", "update", "b1")
     assert done["event"] == "summary" and done["summary"]["rolloutId"] == "rollout-7"

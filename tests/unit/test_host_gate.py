@@ -41,7 +41,9 @@ def world(tmp_path: Path) -> tuple[Trust, dict[str, Signer], InventoryActivities
     return Trust(load_policy(policy), listed), signers, listed
 
 
-def job_and_step(listed: InventoryActivities, approvals: list[str], signers: dict[str, Signer]):
+def job_and_step(
+    listed: InventoryActivities, approvals: list[str], signers: dict[str, Signer], **extra: object
+):
     rollout = RolloutInput.model_validate(
         {
             "targetClusters": ["web"],
@@ -49,6 +51,7 @@ def job_and_step(listed: InventoryActivities, approvals: list[str], signers: dic
             "requesterEmail": "bob@example.com",
             "updateCommand": UPDATE,
         }
+        | extra
     )
     targets = resolve_targets(listed, ["web"], None)
     digest = rollout_digest(rollout, targets)
@@ -94,6 +97,18 @@ async def test_every_kind_of_forged_step_is_refused(world) -> None:
     assert "free-form update commands" in await refusal(trust, changed)
     job = good.job.model_copy(update={"service_list": ["sshd"]})
     assert "needs 2 verified approval" in await refusal(trust, good.model_copy(update={"job": job}))
+    # The repair of an interrupted dpkg turned on after the approvals: it runs a command.
+    job = good.job.model_copy(update={"repair_interrupted_dpkg": True})
+    assert "needs 2 verified approval" in await refusal(trust, good.model_copy(update={"job": job}))
+
+
+async def test_the_dpkg_repair_runs_only_as_approved(world) -> None:
+    trust, signers, listed = world
+    step = job_and_step(listed, ["alice", "carol"], signers, repairInterruptedDpkg=True)
+    assert step.job.repair_interrupted_dpkg
+    await trust.admit(step)  # approved with the repair: admitted
+    job = step.job.model_copy(update={"repair_interrupted_dpkg": False})
+    assert "needs 2 verified approval" in await refusal(trust, step.model_copy(update={"job": job}))
 
 
 async def test_too_few_or_forged_approvals_are_refused(world) -> None:

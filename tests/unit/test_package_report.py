@@ -67,3 +67,21 @@ def test_a_line_that_is_no_report_line_is_refused_with_what_it_was() -> None:
 def test_nothing_changed_is_an_empty_report() -> None:
     report = parse_report("", "", "h1")
     assert report == PackageReport() and report.lines() == []
+
+
+FRENCH_APT = """Lecture des listes de paquets...
+Les paquets suivants ont été conservés :
+  pp-held pp-big
+"""
+
+
+def test_kept_back_is_read_in_the_c_locale_whatever_the_update_printed() -> None:
+    """apt translates "kept back"; the report reads AFTER's C-locale `apt-get -s upgrade`
+    instead of the update's own (here French) output, so the count never drops to 0."""
+    after = "kept-read\nkept pp-held\nkept pp-big\ndeferred pp-phased\n"
+    report = parse_report(after, FRENCH_APT, "h1")
+    reasons = {k.name: k.reason for k in report.kept_back}
+    assert set(reasons) == {"pp-held", "pp-big", "pp-phased"}
+    assert reasons["pp-phased"] == "a phased update apt deferred on this host"
+    # The update's own English list is not read once AFTER's read is there (it says nothing).
+    assert parse_report("kept-read\n", APT, "h1").kept_back == []

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.cli.common import UserError, build_rollout
 from bot.settings import Settings
+from workflows.families import OS_UPDATE_PROFILES
 
 SECURITY = "apt-get update && apt-get -y upgrade"
 
@@ -101,9 +102,13 @@ def test_profile_refused_when_clusters_disagree_or_lack_it(settings: Settings) -
     )
     both = refusal(settings, "security", updateCommand="true")
     assert both == "--profile and --update both name the update command; give one"
+    # Without a policy the profiles are PatchPilot's own OS-family ones (workflows/families.py).
     without = Settings(inventory=settings.inventory)
-    with pytest.raises(UserError, match="--profile: update profiles come from the approval"):
-        build_rollout(raw(), without, profile="security")
+    built = build_rollout(raw(approverEmails=["alice@example.com"]), without, profile="security")
+    assert built.update_command == OS_UPDATE_PROFILES["security"]
+    assert built.update_profile == "security"
+    with pytest.raises(UserError, match="the profiles are PatchPilot's own: security, full"):
+        build_rollout(raw(), without, profile="kernel")
 
 
 def test_free_form_command_refused_where_the_policy_forbids(settings: Settings) -> None:

@@ -46,6 +46,8 @@ def test_the_digest_changes_with_anything_that_runs_and_only_with_that() -> None
         rollout_digest(rollout(postUpdateScripts=["reboot"]), hosts()),
         rollout_digest(rollout(serviceList=["nginx", "postgresql"]), hosts()),
         rollout_digest(rollout(rebootPolicy="always"), hosts()),
+        # It runs dpkg --configure -a on hosts (workflows/repair.py).
+        rollout_digest(rollout(repairInterruptedDpkg=True), hosts()),
         rollout_digest(rollout(), hosts(address="10.6.6.6")),
         rollout_digest(rollout(), hosts(user="root")),
         rollout_digest(rollout(), hosts(commands=HostCommands(health_check="curl -f x | sh"))),
@@ -55,6 +57,8 @@ def test_the_digest_changes_with_anything_that_runs_and_only_with_that() -> None
     # When things run is not what runs: timeouts and concurrency leave the digest alone.
     later = rollout(updateTimeout=int(timedelta(hours=3).total_seconds()), maxConcurrency=5)
     assert rollout_digest(later, hosts()) == base
+    # Off is the digest as before the field existed: signed approvals and grants still hold.
+    assert rollout_digest(rollout(repairInterruptedDpkg=False), hosts()) == base
 
 
 def keypair(path: Path, comment: str) -> tuple[Path, str]:

@@ -74,7 +74,7 @@ def check_vault(settings: Settings, secret_prefix: str, timeout: float) -> list[
             "Set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID (AppRole)",
             "needs Vault credentials",
         )
-    auth = _with_token_rights(client, auth)
+    auth = _with_token_rights(client, auth, settings)
     if settings.ssh_auth == "certificate":
         return [auth, _check_ssh_ca(client, settings)]
     return [auth, _check_kv(client, settings.vault_kv_mount, secret_prefix)]
@@ -110,44 +110,59 @@ def _check_ssh_ca(client: Any, settings: Settings) -> CheckResult:
     )
 
 
-# What the worker does with tokens (activities/vault_auth.py) and the capability each needs.
+# What the worker does with tokens (activities/vault_auth.py); with the rollouts' entries, and the
+# capabilities each needs, in `_token_rights`.
 TOKEN_RIGHTS = {
     "auth/token/create": "create rollout tokens (auth/token/create)",
     "auth/token/revoke-accessor": "revoke them (auth/token/revoke-accessor)",
 }
 
 
-def _with_token_rights(client: Any, auth: CheckResult) -> CheckResult:
-    """`auth`, failed when the worker's token may not make or revoke rollout child tokens."""
-    missing = _missing_token_rights(client)
+def _token_rights(settings: Settings) -> dict[str, tuple[str, set[str]]]:
+    """Path -> (what the worker does there, the capabilities it needs, all of them)."""
+    entries = f"{settings.vault_kv_mount}/data/{settings.vault_rollout_token_path.strip('/')}"
+    rights = {path: (what, {"update"}) for path, what in TOKEN_RIGHTS.items()}
+    rights[f"{entries}/check"] = (
+        f"keep them where every worker finds them ({entries}/*: read, create, update)",
+        {"read", "create", "update"},
+    )
+    return rights
+
+
+def _with_token_rights(client: Any, auth: CheckResult, settings: Settings) -> CheckResult:
+    """`auth`, failed when the worker's token may not make, record or revoke rollout tokens."""
+    missing = _missing_token_rights(client, _token_rights(settings))
     if not missing:
         return auth
+    entries = f"{settings.vault_kv_mount}/data/{settings.vault_rollout_token_path.strip('/')}"
     return fail(
         AUTH,
-        f"{auth.detail}; but it may not {missing}, which each rollout's child token needs",
+        f"{auth.detail}; but it may not {missing}, which each rollout's token needs",
         'Add to the worker\'s policy: path "auth/token/create" { capabilities = '
-        '["create", "update"] } and path "auth/token/revoke-accessor" { capabilities = '
-        '["update"] } (README "Vault layout")',
+        '["create", "update"] }, path "auth/token/revoke-accessor" { capabilities = '
+        f'["update"] }} and path "{entries}/*" {{ capabilities = ["create", "read", "update"] }} '
+        '(README "Vault layout")',
     )
 
 
-def _missing_token_rights(client: Any) -> str | None:
+def _missing_token_rights(client: Any, rights: dict[str, tuple[str, set[str]]]) -> str | None:
     """What the worker's token may not do with rollout tokens, by Vault's own answer
     (`sys/capabilities-self`, Vault API docs); None when it may do all of it or Vault won't say."""
     import hvac.exceptions
     import requests
 
     try:
-        answer = client.adapter.post(
-            "/v1/sys/capabilities-self", json={"paths": list(TOKEN_RIGHTS)}
-        )
+        answer = client.adapter.post("/v1/sys/capabilities-self", json={"paths": list(rights)})
     except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
         return None  # the preflight will say it precisely
     data = answer.get("data", answer) if isinstance(answer, dict) else {}
-    granted = {"create", "update", "root", "sudo"}
-    missing = [
-        what for path, what in TOKEN_RIGHTS.items() if not granted & set(data.get(path) or [])
-    ]
+    missing = []
+    for path, (what, needed) in rights.items():
+        held = set(data.get(path) or [])
+        if "create" in held and path.startswith("auth/"):
+            held.add("update")  # Vault's token endpoints accept either
+        if "root" not in held and not needed <= held:
+            missing.append(what)
     return " or ".join(missing) or None
 
 
