@@ -152,6 +152,42 @@ _APT = f"apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_SECONDS}"
 _KEEP_CONFFILES = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 APT_UPGRADE = f"export {_APT_ENV}; {_APT} update && {_APT} -y {_KEEP_CONFFILES} upgrade"
 APT_FULL = f"export {_APT_ENV}; {_APT} update && {_APT} -y {_KEEP_CONFFILES} dist-upgrade"
+# apt has no security-only switch. As patch tools for Debian and Ubuntu do, the `security` profile
+# gives apt only the host's security sources: the one-line `deb` entries (sources.list(5)) and the
+# deb822 stanzas (`*.sources`) whose suite is a security suite (`<codename>-security`, or Debian's
+# older `<codename>/updates`), the stanzas' other suites left out. apt then upgrades only what those
+# sources offer (an update that needs a package from elsewhere is kept back, and says so);
+# List-Cleanup=0 keeps the other sources' lists. A host with no security source is refused (exit
+# 3) rather than reported patched with nothing done.
+# A stanza's or a line's suite that is a security suite.
+_SECURITY_SUITE = r"/(-security|\/updates)$/"
+APT_SECURITY_SOURCES = (
+    'd=$(mktemp -d) || exit 1; mkdir "$d/parts" && '
+    # The suite is the third word once the [options] are left out; the line is kept whole.
+    f'awk \'{{ x = $0; sub(/\\[[^]]*\\]/, "", x); split(x, w) }} '
+    f'w[1] == "deb" && w[3] ~ {_SECURITY_SUITE}\' '
+    '/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2> /dev/null > "$d/parts/security.list"; '
+    'for f in /etc/apt/sources.list.d/*.sources; do [ -e "$f" ] || continue; '
+    'awk \'BEGIN { RS = ""; ORS = "\\n\\n" } { n = split($0, l, "\\n"); keep = 0; '
+    'for (i = 1; i <= n; i++) if (l[i] ~ /^Suites:/) { m = split(substr(l[i], 8), w, " "); '
+    f'l[i] = "Suites:"; for (j = 1; j <= m; j++) if (w[j] ~ {_SECURITY_SUITE}) '
+    '{ l[i] = l[i] " " w[j]; keep = 1 } } if (keep) { o = l[1]; '
+    'for (i = 2; i <= n; i++) o = o "\\n" l[i]; print o } }\' '
+    '"$f" > "$d/parts/${f##*/}"; done'
+)
+_APT_SECURITY_ONLY = (
+    '-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$d/parts" '
+    "-o APT::Get::List-Cleanup=0"
+)
+APT_SECURITY = (
+    f"export {_APT_ENV}; {APT_SECURITY_SOURCES}; "
+    'if grep -qs . "$d"/parts/*; then '
+    f"{_APT} {_APT_SECURITY_ONLY} update && "
+    f"{_APT} {_APT_SECURITY_ONLY} -y {_KEEP_CONFFILES} upgrade; r=$?; "
+    'else echo "no security source in /etc/apt/sources.list or /etc/apt/sources.list.d: the '
+    "security profile would install nothing (use the full profile or an update command of your "
+    'own)" >&2; r=3; fi; rm -rf "$d"; (exit $r)'
+)
 # zypper(8) EXIT CODES: 100 updates/patches needed, 101 security patches needed, 102 reboot
 # needed, 103 zypper itself was updated (run it again) are information, not failures; after 103
 # the command runs once more, for what the first run could not install.
@@ -163,15 +199,14 @@ def _zypper(command: str) -> str:
 
 
 UPDATES_BY_FAMILY = {
-    "apt": {"security": APT_UPGRADE, "full": APT_FULL},
+    "apt": {"security": APT_SECURITY, "full": APT_FULL},
     "dnf": {"security": "dnf -y upgrade --security", "full": "dnf -y upgrade"},
     "zypper": {
         "security": _zypper("zypper --non-interactive patch --category security"),
         "full": _zypper("zypper --non-interactive update"),
     },
 }
-# The update profiles for any family: `security` (apt has no security-only switch: there it is
-# `apt-get upgrade`, nothing installed or removed) and `full`.
+# The update profiles for any family: `security` (only security updates) and `full`.
 OS_UPDATE_PROFILES = {
     name: dispatch(
         {family: UPDATES_BY_FAMILY[family][name] for family in FAMILIES}, name + " update"

@@ -284,3 +284,90 @@ clusters:
     assert dict(rule.update_profiles) == OS_UPDATE_PROFILES
     with pytest.raises(PolicyError, match="'builtin:kernel' is not one of builtin:security"):
         parse_policy(policy.replace("builtin:full", "builtin:kernel"), "policy.yml")
+
+
+APT_STAND_IN = """#!/bin/sh
+for a; do case $a in Dir::Etc::SourceParts=*) parts=${a#*=} ;; esac; done
+echo "apt-get $*"
+for f in "$parts"/*; do [ -s "$f" ] && { echo "== ${f##*/}"; cat "$f"; }; done
+"""
+SOURCES_LIST = (
+    "deb http://deb.debian.org/debian bookworm main\n"
+    "deb http://deb.debian.org/debian-security bookworm main\n"
+    "deb [signed-by=/usr/share/keyrings/k.gpg] http://security.debian.org/debian-security "
+    "bookworm-security main\n"
+    "# deb http://security.debian.org/debian-security bookworm-security contrib\n"
+)
+DEBIAN_SOURCES = """Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+"""
+UBUNTU_SOURCES = """Types: deb
+URIs: http://archive.ubuntu.com/ubuntu
+Suites: noble noble-updates noble-security
+Components: main universe
+"""
+
+
+def run_apt_security(tmp_path: Path, files: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The apt `security` profile in a mount namespace of its own, whose /etc/apt holds `files`
+    and whose apt-get prints its arguments and the sources it was given."""
+    etc = tmp_path / "etc-apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    for name, text in files.items():
+        (etc / name).write_text(text)
+    apt = tmp_path / "apt-get"
+    apt.write_text(APT_STAND_IN)
+    apt.chmod(0o755)
+    inside = f'mount --bind {etc} /etc/apt && mount --bind {apt} /usr/bin/apt-get && sh -c "$1"'
+    command = UPDATES_BY_FAMILY["apt"]["security"]
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", inside, "_", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_apt_security_profile_gives_apt_only_the_security_sources(tmp_path: Path) -> None:
+    done = run_apt_security(
+        tmp_path,
+        {
+            "sources.list": SOURCES_LIST,
+            "sources.list.d/debian.sources": DEBIAN_SOURCES,
+            "sources.list.d/ubuntu.sources": UBUNTU_SOURCES,
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    update, *update_sources = done.stdout.split("apt-get ")[1].splitlines()
+    assert "-o Dir::Etc::SourceList=/dev/null" in update and update.endswith(" update")
+    assert "-o APT::Get::List-Cleanup=0" in update
+    # One-line entries: only the security suite (not a security URL with another suite, not a
+    # comment); deb822 stanzas: only the security stanza, and only the security suite of a
+    # stanza that lists several.
+    assert "\n".join(update_sources).rstrip("\n") + "\n" == (
+        "== debian.sources\nTypes: deb\nURIs: http://deb.debian.org/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "== security.list\n"
+        "deb [signed-by=/usr/share/keyrings/k.gpg] http://security.debian.org/debian-security "
+        "bookworm-security main\n"
+        "== ubuntu.sources\nTypes: deb\nURIs: http://archive.ubuntu.com/ubuntu\n"
+        "Suites: noble-security\nComponents: main universe\n"
+    )
+    upgrade = done.stdout.split("apt-get ")[2].splitlines()[0]
+    assert " -y " in upgrade and upgrade.endswith(" upgrade")
+
+
+def test_the_apt_security_profile_refuses_a_host_without_security_sources(tmp_path: Path) -> None:
+    done = run_apt_security(
+        tmp_path, {"sources.list": "deb http://deb.debian.org/debian bookworm main\n"}
+    )
+    assert done.returncode == 3
+    assert "no security source in /etc/apt/sources.list" in done.stderr
+    assert "apt-get" not in done.stdout  # apt never ran: nothing was reported as patched
