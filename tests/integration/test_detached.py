@@ -6,17 +6,14 @@ again, and a command that overruns or keeps asking is killed with its whole run 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 
 from activities.detached import run_detached, run_directory
 from activities.ssh import SshRunner
-from bot.embedded import free_port
 from lab.apt_lab import AptLab
-from lab.apt_repo import build_repo
+from tests.integration.apt_fixtures import apt_runner, module_apt_lab, reset_lab
 from tests.integration.test_host_output import credentials, target
 from tests.support import wait_for
 from workflows.targets import UPDATE_PROFILES
@@ -26,31 +23,9 @@ RUNS = "/var/lib/patchpilot/runs"
 PROFILE = UPDATE_PROFILES["full"]
 
 
-@pytest.fixture(scope="module")
-def detached_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AptLab]:
-    root = tmp_path_factory.mktemp("detached-lab")
-    repo = build_repo(root / "repo")
-    lab = AptLab(
-        root / "lab", {"det": HOSTS}, repo=repo, port=free_port(), address_prefix="127.0.8."
-    )
-    with lab:
-        yield lab
-
-
-@pytest.fixture
-def lab(detached_lab: AptLab) -> AptLab:
-    for host in HOSTS:
-        detached_lab.reset_packages(host)
-        detached_lab.reset_host(host)
-    detached_lab.write_known_hosts()
-    return detached_lab
-
-
-@pytest_asyncio.fixture
-async def runner(lab: AptLab) -> AsyncIterator[SshRunner]:
-    ssh = SshRunner(lab.known_hosts_path)
-    yield ssh
-    ssh.close_all()
+detached_lab = module_apt_lab("det", HOSTS, "127.0.8.")
+lab = reset_lab("detached_lab", HOSTS)
+runner = apt_runner
 
 
 def slow_upgrade(lab: AptLab, host: str, seconds: int) -> None:

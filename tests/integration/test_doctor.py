@@ -6,16 +6,11 @@ Each refusal is its own sentence, with what was found on the host."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
-import pytest_asyncio
 
 from activities.preconditions import precondition_problem
 from activities.ssh import SshRunner
-from bot.embedded import free_port
 from lab.apt_lab import REPO_MOUNT, AptLab
-from lab.apt_repo import build_repo
+from tests.integration.apt_fixtures import apt_runner, module_apt_lab, reset_lab
 from tests.integration.test_host_output import credentials, target
 from tests.integration.test_rollout import rollout as make_rollout
 from tests.support import wait_for
@@ -31,31 +26,9 @@ HOLDER = (
 )
 
 
-@pytest.fixture(scope="module")
-def doctor_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AptLab]:
-    root = tmp_path_factory.mktemp("doctor-lab")
-    repo = build_repo(root / "repo")
-    lab = AptLab(
-        root / "lab", {"doc": HOSTS}, repo=repo, port=free_port(), address_prefix="127.0.11."
-    )
-    with lab:
-        yield lab
-
-
-@pytest.fixture
-def lab(doctor_lab: AptLab) -> AptLab:
-    for host in HOSTS:
-        doctor_lab.reset_packages(host)
-        doctor_lab.reset_host(host)
-    doctor_lab.write_known_hosts()
-    return doctor_lab
-
-
-@pytest_asyncio.fixture
-async def runner(lab: AptLab) -> AsyncIterator[SshRunner]:
-    ssh = SshRunner(lab.known_hosts_path)
-    yield ssh
-    ssh.close_all()
+doctor_lab = module_apt_lab("doc", HOSTS, "127.0.11.")
+lab = reset_lab("doctor_lab", HOSTS)
+runner = apt_runner
 
 
 def step(lab: AptLab, host: str, repair: bool = False, **commands: object) -> HostStepInput:
