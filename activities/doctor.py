@@ -208,16 +208,23 @@ def parse_preflight(result: CommandResult, host: str) -> Preflight:
     return found
 
 
-def _family_refusal(found: Preflight, step: HostStepInput) -> Refusal | None:
+# The host commands only a dry run runs (host_steps.inspect_host): a rollout never needs them.
+DRY_RUN_ONLY = ("list_updates", "simulate_update")
+
+
+def _family_refusal(
+    found: Preflight, step: HostStepInput, inspecting: bool = False
+) -> Refusal | None:
     """A host of no known family is refused while any command the rollout would run there
-    picks its default by family (it would only print that it has none)."""
+    picks its default by family (it would only print that it has none); `inspecting`: a dry
+    run, which also runs DRY_RUN_ONLY."""
     if found.family is not None:
         return None
     commands = step.host.commands
     defaults = sorted(
         f"patchpilot_{name}"
         for name in type(commands).model_fields
-        if FAMILY_VAR in str(getattr(commands, name))
+        if FAMILY_VAR in str(getattr(commands, name)) and (inspecting or name not in DRY_RUN_ONLY)
     )
     profile = FAMILY_VAR in (step.command or step.job.update_command)
     if not defaults and not profile:
@@ -295,6 +302,7 @@ async def preflight_problem(
     heartbeat: Callable[[], None] | None = None,
     first: CommandResult | None = None,
     repair: bool = False,
+    inspecting: bool = False,
 ) -> tuple[Refusal | None, list[str]]:
     """Run the doctor on the session's host: (why it must not be patched now or None, notes);
     the session's OS family is set from the host's os-release ("unknown" when none is known).
@@ -302,6 +310,8 @@ async def preflight_problem(
     `repair` (the rollout's `repairInterruptedDpkg`, never for a dry run): an interrupted dpkg
     is repaired with REPAIR_DPKG (`should_repair`; within the step's per-command time limit)
     and audited again; refused only if still unfinished, with what the repair printed.
+
+    `inspecting`: for a dry run (its read-only commands count for the OS-family refusal).
 
     `first`: PREFLIGHT's result when it already ran (in the preconditions' one command,
     activities/preconditions.py); PREFLIGHT runs again only to poll a held lock. A held dpkg/apt
@@ -323,7 +333,7 @@ async def preflight_problem(
         first = None
         found = parse_preflight(result, host)
         session.family = found.family or "unknown"
-        family = _family_refusal(found, step)
+        family = _family_refusal(found, step, inspecting)
         if not family and should_repair(found, repair=repair, tried=repaired is not None):
             names = named(unfinished_packages(found.audit)) or "; ".join(found.audit[:3])
             repaired = await session.run(

@@ -56,8 +56,17 @@ async def _keep_heartbeating() -> None:
 
 
 class StepError(ApplicationError):
-    def __init__(self, message: str, *, retryable: bool = False, kind: str = "StepFailed") -> None:
-        super().__init__(message, type=kind, non_retryable=not retryable)
+    """A host step's failure; `details`: what the workflow reads back from it (a failed
+    update's package report, workflows/host_patch.py)."""
+
+    def __init__(
+        self,
+        message: str,
+        *details: object,
+        retryable: bool = False,
+        kind: str = "StepFailed",
+    ) -> None:
+        super().__init__(message, *details, type=kind, non_retryable=not retryable)
 
 
 class HostStepActivities:
@@ -144,7 +153,7 @@ class HostStepActivities:
         problem: str | None = None
         async with self._session(step, approval_needed=False) as session:
             try:
-                problem = await precondition_problem(session, step)
+                problem = await precondition_problem(session, step, inspecting=True)
                 listed = await session.run(commands.list_updates, step.timeout_seconds)
                 pending = package_lines(listed, name, "listing pending updates")
                 checked = await session.run(commands.reboot_required_check, step.timeout_seconds)
@@ -308,7 +317,8 @@ class HostStepActivities:
             said = f"; packages: {report.summary_line()}" if report else ""
             raise StepError(
                 f"update command on {step.host.name} exited {result.exit_status}: "
-                f"{result.tail()}{said}"
+                f"{result.tail()}{said}",
+                *([report.model_dump(mode="json")] if report else []),
             )
         return StepResult(detail=result.stdout.strip()[-500:], packages=report)
 

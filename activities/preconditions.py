@@ -50,12 +50,14 @@ async def precondition_problem(
     notes: list[str] | None = None,
     *,
     repair: bool = False,
+    inspecting: bool = False,
 ) -> Refusal | None:
     """Why this host must not be patched now (a `Refusal`: the sentence and its kind, e.g.
     HostUnhealthy, PackageLockHeld), or None when it may; the pre-flight doctor's
     notes (held packages, a reboot already pending, a repair) are appended to `notes`. Raises
     HostValueError when the maintenance check or the doctor gives an answer that is not one.
     `repair`: repair an interrupted dpkg (the doctor's `preflight_problem`); off for a dry run.
+    `inspecting`: a dry run's inspection (the doctor then also counts its read-only commands).
 
     The checks go to the host as ONE command (activities/checks.py), in the order below, and
     stop where the one-command-each order stopped: the health check, the maintenance check, one
@@ -111,7 +113,9 @@ async def precondition_problem(
             )
     # The package manager's own state: interrupted dpkg, held locks, free space (doctor.py).
     doctor = await answer(checks[-1], "the pre-flight check") if ran is not None else None
-    problem, found_notes = await preflight_problem(session, step, first=doctor, repair=repair)
+    problem, found_notes = await preflight_problem(
+        session, step, first=doctor, repair=repair, inspecting=inspecting
+    )
     if notes is not None:
         notes.extend(found_notes)
     return problem

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +66,13 @@ def _forbidden(path: str) -> ApplicationError:
         type="VaultForbidden",
         non_retryable=True,
     )
+
+
+def _refused(error: hvac.exceptions.VaultError, shown: str) -> str:
+    """The path Vault refused, read from hvac's error URL (after `/v1/`), else `shown`: of the
+    paths a rollout token needs, say the one that is missing from the policy."""
+    path = urllib.parse.urlsplit(getattr(error, "url", None) or "").path
+    return path.split("/v1/", 1)[1] if "/v1/" in path else shown
 
 
 def _unavailable(address: str, error: Exception) -> ApplicationError:
@@ -186,8 +194,9 @@ class VaultCredentialSource:
     def _rollout_client(self, address: str, rollout_id: str) -> hvac.Client | None:
         try:
             return self.auth.rollout_client(address, rollout_id)
-        except hvac.exceptions.Forbidden:
-            raise _forbidden(f"{self._token_paths} (the rollout's token)") from None
+        except hvac.exceptions.Forbidden as error:
+            refused = _refused(error, self._token_paths)
+            raise _forbidden(f"{refused} (the rollout's token)") from None
 
     def _guarded(self, address: str, shown: str, run: Callable[[], T]) -> T:
         """`run()` with Vault's errors as ApplicationErrors: 403 final, unavailable retryable."""
@@ -195,8 +204,10 @@ class VaultCredentialSource:
             return run()
         except NoCredentials:
             raise _not_configured() from None
-        except hvac.exceptions.Forbidden:
+        except hvac.exceptions.Forbidden as error:
             # A refusal, not an expiry: `_call` already answered an expired login or child.
+            if self._token_paths in shown:  # which of the token's paths, exactly
+                shown = shown.replace(self._token_paths, _refused(error, self._token_paths))
             raise _forbidden(shown) from None
         except VAULT_UNAVAILABLE as error:
             self.auth.drop_worker_client(address)

@@ -257,7 +257,8 @@ class Rollouts:
 
     async def host_results(self, rollout_id: str) -> list[HostPatchResult]:
         """The results of the rollout's ended host workflows (their package reports among them),
-        found by their parent, sorted by host name; hosts still running are left out."""
+        found by their parent, sorted by host name; hosts still running are left out.
+        RolloutError (NOT_FOUND) when there is no such rollout."""
         query = f"WorkflowType='{HOST_WORKFLOW_NAME}' AND ParentWorkflowId='{_quoted(rollout_id)}'"
         found: list[HostPatchResult] = []
         try:
@@ -268,6 +269,8 @@ class Rollouts:
                     execution.id, run_id=execution.run_id, result_type=HostPatchResult
                 )
                 found.append(await handle.result())
+            if not found:  # none ended yet, or no such rollout: say which
+                await self.client.get_workflow_handle(rollout_id).describe()
         except RPCError as error:
             raise _rpc_error(rollout_id, error) from None
         return sorted(found, key=lambda result: result.hostname)

@@ -26,7 +26,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
@@ -55,10 +55,23 @@ with workflow.unsafe.imports_passed_through():
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, reason: str) -> None:
+    def __init__(self, step: str, reason: str, packages: PackageReport | None = None) -> None:
         super().__init__(f"{step}: {reason}")
         self.step = step
         self.reason = reason
+        self.packages = packages
+
+
+def _report_of(error: ActivityError) -> PackageReport | None:
+    """The package report a failed update left (its ApplicationError's first detail,
+    activities/host_steps.py), so a host whose update failed still has its report."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        try:
+            return PackageReport.model_validate(cause.details[0])
+        except ValueError:
+            return None
+    return None
 
 
 @workflow.defn(name=HOST_WORKFLOW_NAME)
@@ -139,13 +152,17 @@ class HostPatchWorkflow:
         await self._scripts(
             names.STEP_PRE_UPDATE, names.RUN_PRE_UPDATE_SCRIPTS, job.pre_update_scripts
         )
-        updated = await self._ssh_step(
-            names.STEP_UPDATE,
-            names.PERFORM_UPDATE,
-            command=job.update_command,
-            timeout=job.update_timeout,
-            retry=UPDATE_RETRY,
-        )
+        try:
+            updated = await self._ssh_step(
+                names.STEP_UPDATE,
+                names.PERFORM_UPDATE,
+                command=job.update_command,
+                timeout=job.update_timeout,
+                retry=UPDATE_RETRY,
+            )
+        except StepFailed as failed:
+            self._packages = failed.packages  # what the failed update left (half-configured…)
+            raise
         self._packages = updated.packages
         await self._reboot()
         await self._ssh_step(
@@ -278,7 +295,7 @@ class HostPatchWorkflow:
                 retry_policy=retry,
             )
         except ActivityError as error:
-            raise StepFailed(step, failure_reason(error)) from error
+            raise StepFailed(step, failure_reason(error), _report_of(error)) from error
         except asyncio.CancelledError:
             raise StepFailed(step, "cancelled while this step was running") from None
 

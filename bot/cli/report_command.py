@@ -34,7 +34,10 @@ def report(rollout_id: str, format_: Format = "text") -> None:
 
     results = run(main())
     if not results:
-        raise UserError(f"rollout {rollout_id} has no ended host to report on")
+        raise UserError(
+            f"rollout {rollout_id} has no ended host to report on yet (a dry run patches none: "
+            f"`patchpilot result {rollout_id}` shows what it found)"
+        )
     console.print(render(results, format_), highlight=False, markup=False, end="")
 
 

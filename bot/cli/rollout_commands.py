@@ -71,7 +71,13 @@ def start(
     services: Annotated[str | None, typer.Option(help="Comma-separated services.")] = None,
     update: Annotated[str | None, typer.Option(help="Update command run on each host.")] = None,
     profile: Annotated[
-        str | None, typer.Option(help="Update profile of the policy (instead of --update).")
+        str | None,
+        typer.Option(
+            help=(
+                "Update profile (instead of --update): one of the policy's updateProfiles; "
+                "without a policy PatchPilot's OS-family profiles security or full."
+            )
+        ),
     ] = None,
     vault_address: Annotated[str | None, typer.Option(help="Vault URL (else VAULT_ADDR).")] = None,
     secret_prefix: Annotated[str | None, typer.Option(help="Vault KV path prefix.")] = None,

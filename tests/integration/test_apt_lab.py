@@ -224,6 +224,14 @@ async def test_a_failing_postinst_fails_the_host_at_update_with_dpkgs_message(
     assert "pp-hello 1.1 install ok installed" in p2  # the rest of the upgrade went through
     assert apt_lab.in_maintenance("p2")
     assert await packages(apt_lab, "p1") == UPGRADED  # the pilot was patched before
+    # The failed host keeps its whole report, where an SRE looks for it: `patchpilot report`.
+    shown = patchpilot(settings, "report", handle.id, "--format", "csv")
+    assert shown.returncode == 0, shown.stderr
+    rows = shown.stdout.splitlines()
+    assert "p2,upgraded,pp-hello,1.0,1.1" in rows
+    assert "p2,unfinished,pp-broken,1.1,half-configured" in rows, rows
+    unknown = patchpilot(settings, "report", "no-such-rollout")
+    assert unknown.returncode != 0 and "no rollout with id no-such-rollout" in unknown.stderr
 
 
 async def test_an_interrupted_dpkg_is_refused_unless_the_rollout_opts_in_to_repair_it(

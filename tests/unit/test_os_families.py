@@ -252,6 +252,15 @@ def test_an_unknown_family_is_refused_unless_every_command_is_the_hosts_own() ->
     overridden = default.model_copy(update={"commands": own})
     assert _family_refusal(found, step_on(overridden, "pacman -Syu --noconfirm")) is None
     assert parse_preflight(doctor_of(ROCKY), "h1").family == "dnf"
+    # A rollout never runs the dry run's read-only commands: their defaults do not refuse it;
+    # a dry run of the same host is refused, naming them.
+    reboot_only = default.model_copy(
+        update={"commands": HostCommands(reboot_required_check="test -e /run/reboot-needed")}
+    )
+    assert _family_refusal(found, step_on(reboot_only, "apk upgrade")) is None
+    inspected = _family_refusal(found, step_on(reboot_only, "apk upgrade"), inspecting=True)
+    assert inspected is not None
+    assert "set patchpilot_list_updates, patchpilot_simulate_update for the host" in inspected
 
 
 def test_doctor_answers_a_host_without_os_release_as_no_family() -> None:
