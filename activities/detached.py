@@ -46,7 +46,6 @@ __all__ = [
     "attach_command",
     "finish_detached",
     "kill_run_command",
-    "run_detached",
     "run_directory",
     "unwrap_attach",
 ]
@@ -225,31 +224,6 @@ def _status(result: CommandResult) -> tuple[str | None, CommandResult]:
         stdout_complete=result.stdout_complete,
         stderr_complete=result.stderr_complete,
     )
-
-
-async def run_detached(
-    session: HostSession,
-    command: str,
-    directory: str,
-    timeout: float,
-    *,
-    what: str,
-    heartbeat: Callable[[], None] | None = None,
-    before: str = "",
-    after: str = "",
-) -> CommandResult:
-    """`finish_detached`'s result without the report."""
-    finished = await finish_detached(
-        session,
-        command,
-        directory,
-        timeout,
-        what=what,
-        heartbeat=heartbeat,
-        before=before,
-        after=after,
-    )
-    return finished.result
 
 
 async def finish_detached(

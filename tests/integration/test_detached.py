@@ -10,8 +10,8 @@ import asyncio
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.detached import run_detached, run_directory
-from activities.ssh import SshRunner
+from activities.detached import finish_detached, run_directory
+from activities.ssh import CommandResult, HostSession, SshRunner
 from lab.apt_lab import AptLab
 from tests.integration.apt_fixtures import apt_runner, module_apt_lab, reset_lab
 from tests.integration.test_host_output import credentials, target
@@ -26,6 +26,13 @@ PROFILE = UPDATE_PROFILES["full"]
 detached_lab = module_apt_lab("det", HOSTS, "127.0.8.")
 lab = reset_lab("detached_lab", HOSTS)
 runner = apt_runner
+
+
+async def run_detached(
+    session: HostSession, command: str, directory: str, timeout: float, *, what: str
+) -> CommandResult:
+    """The detached command's own result (finish_detached without its package report)."""
+    return (await finish_detached(session, command, directory, timeout, what=what)).result
 
 
 def slow_upgrade(lab: AptLab, host: str, seconds: int) -> None:
