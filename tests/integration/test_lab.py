@@ -281,6 +281,23 @@ def test_openbao_seed_vault_reads_back(openbao: OpenBaoProcess, lab: Lab) -> Non
     assert lab.client_key_path.read_text() == lab.client_private_key
 
 
+def test_a_key_seeded_for_the_fleet_is_not_shadowed_by_an_earlier_labs_host_entry(
+    openbao: OpenBaoProcess, lab: Lab
+) -> None:
+    # The worker reads <prefix>/<host> before <prefix>/default: an entry another lab left for
+    # the same host name on this session's Vault would make it log in with that lab's key.
+    prefix = f"lab-test-{uuid.uuid4().hex[:8]}"
+    client = hvac.Client(url=openbao.address, token=openbao.root_token)
+    stale = {"private_key": "another lab's key", "username": "nobody"}
+    for name in ("b2", "not-a-host-of-this-lab"):
+        client.secrets.kv.v2.create_or_update_secret(
+            path=f"{prefix}/{name}", secret=stale, mount_point="secret"
+        )
+    lab.seed_vault(openbao.address, openbao.root_token, prefix=prefix)
+    keys = client.secrets.kv.v2.list_secrets(path=prefix, mount_point="secret")["data"]["keys"]
+    assert sorted(keys) == ["default", "not-a-host-of-this-lab"]
+
+
 async def test_temporal_dev_server_accepts_clients(temporal_dev_server: ManagedProcess) -> None:
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
