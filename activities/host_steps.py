@@ -266,6 +266,8 @@ class HostStepActivities:
 
     @activity.defn(name=names.WAIT_FOR_WORKLOAD_DRAIN)
     async def wait_for_workload_drain(self, step: HostStepInput) -> StepResult:
+        """Poll the drain check until it passes (DrainTimeout after the step's limit). With
+        `first_look`: one check, `ok` False when the host has not drained yet."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + step.timeout_seconds
         async with self._session(step) as session:
@@ -279,6 +281,8 @@ class HostStepActivities:
                 )
                 if result.ok:
                     return StepResult(detail="drained")
+                if step.first_look:
+                    return StepResult(ok=False, detail=f"not drained yet: {result.tail()}")
                 if loop.time() >= deadline:
                     raise StepError(
                         f"{step.host.name} did not drain within {step.timeout_seconds:g}s: "
@@ -339,7 +343,9 @@ class HostStepActivities:
 
     @activity.defn(name=names.CHECK_SERVICE_HEALTH)
     async def check_service_health(self, step: HostStepInput) -> StepResult:
-        """Poll until every service is healthy, or fail when the health timeout is reached."""
+        """Poll until every service is healthy, or fail when the health timeout is reached
+        (HealthCheckFailed). With `first_look`: one round of checks, `ok` False when a service
+        is not healthy yet."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + step.timeout_seconds
         async with self._session(step) as session:
@@ -358,6 +364,8 @@ class HostStepActivities:
                         unhealthy[service] = result.stdout.strip() or result.tail()
                 if not unhealthy:
                     return StepResult(detail="all services healthy")
+                if step.first_look:
+                    return StepResult(ok=False, detail=f"not healthy yet: {', '.join(unhealthy)}")
                 if loop.time() >= deadline:
                     states = ", ".join(f"{name}: {state}" for name, state in unhealthy.items())
                     raise StepError(

@@ -8,7 +8,10 @@ workflows a task and fill the rollout's history).
 Short steps (maintenance on and off, stopping and starting services, the reboot decision, the
 notices) run as local activities: in the worker that runs the workflow task, their results
 recorded as markers when the task completes, with no round trip through the server each. The long
-ones (scripts, drain wait, update, boot wait, health wait) stay activities with heartbeats.
+ones (scripts, drain wait, update, boot wait, health wait) stay activities with heartbeats; the
+two waits first look once as local activities (`_wait_step`), so a host that is ready costs no
+activity for them. The start notice goes out without the host waiting for it. A ready host costs
+four activities and four or five workflow tasks (six and seven before FIRST_LOOKS).
 
 The preconditions stay an activity too, although short, for a reason of failure semantics: a local
 activity runs again when its worker is lost before the task completes. Run locally in the same task
@@ -22,6 +25,7 @@ about one-second granularity.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -42,16 +46,25 @@ with workflow.unsafe.imports_passed_through():
         RebootResult,
         StepResult,
     )
-    from workflows.notices import host_notice, send_notice
+    from workflows.notices import host_notice, notice_sent, send_notice, start_notice
     from workflows.packages import PackageReport
     from workflows.policies import (
         HEARTBEAT,
         MARGIN,
+        ONE_TRY,
         QUICK_STEP,
         TRANSIENT_RETRY,
         UPDATE_RETRY,
         failure_reason,
     )
+
+
+# The shape since engine v5 (issue 16): the start notice is not waited for, and the drain and
+# health waits first look once as local activities. Histories recorded before it (no marker)
+# replay the old shape, so rollouts in flight during an upgrade keep going.
+FIRST_LOOKS = "first-looks"
+# How long a wait step's first look may take before the heartbeating activity takes over.
+FIRST_LOOK = timedelta(seconds=15)
 
 
 class StepFailed(Exception):
@@ -86,6 +99,7 @@ class HostPatchWorkflow:
         self._reboot_note = ""
         self._packages: PackageReport | None = None
         self._notes: list[str] = []  # the preconditions' (held packages, …), for the summary
+        self._start_notice: workflow.ActivityHandle[bool] | None = None
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -101,6 +115,7 @@ class HostPatchWorkflow:
             await self._patch()
         except StepFailed as error:
             failed = error
+        await self._start_notice_sent()
         return HostPatchResult(
             hostname=self._host.name,
             ok=failed is None,
@@ -125,7 +140,12 @@ class HostPatchWorkflow:
             commands=3 + len(job.service_list) + (2 if job.repair_interrupted_dpkg else 0),
         )
         self._notes = list(checked.notes)
-        await self._notify(names.STEP_START_NOTICE, names.SEND_START_NOTIFICATION)
+        if workflow.patched(FIRST_LOOKS):
+            # Sent while the host goes on: Slack's pacing may hold it, the host need not wait.
+            notice = host_notice(self._job, self._host)
+            self._start_notice = start_notice(names.SEND_START_NOTIFICATION, notice)
+        else:
+            await self._notify(names.STEP_START_NOTICE, names.SEND_START_NOTIFICATION)
         await self._scripts(
             names.STEP_PRE_DOWNTIME, names.RUN_PRE_DOWNTIME_SCRIPTS, job.pre_downtime_scripts
         )
@@ -146,9 +166,7 @@ class HostPatchWorkflow:
             commands=services,
             local=True,
         )
-        await self._ssh_step(
-            names.STEP_DRAIN, names.WAIT_FOR_WORKLOAD_DRAIN, timeout=job.drain_timeout
-        )
+        await self._wait_step(names.STEP_DRAIN, names.WAIT_FOR_WORKLOAD_DRAIN, job.drain_timeout)
         await self._scripts(
             names.STEP_PRE_UPDATE, names.RUN_PRE_UPDATE_SCRIPTS, job.pre_update_scripts
         )
@@ -175,9 +193,7 @@ class HostPatchWorkflow:
         await self._scripts(
             names.STEP_POST_UPDATE, names.RUN_POST_UPDATE_SCRIPTS, job.post_update_scripts
         )
-        await self._ssh_step(
-            names.STEP_HEALTH, names.CHECK_SERVICE_HEALTH, timeout=job.health_timeout
-        )
+        await self._wait_step(names.STEP_HEALTH, names.CHECK_SERVICE_HEALTH, job.health_timeout)
         await self._ssh_step(
             names.STEP_MAINTENANCE_OFF,
             names.CLEAR_MAINTENANCE_MODE,
@@ -185,6 +201,7 @@ class HostPatchWorkflow:
             local=True,
         )
         self._in_maintenance = False
+        await self._start_notice_sent()  # the thread says "started" before "patched"
         await self._notify(names.STEP_SUCCESS_NOTICE, names.SEND_SUCCESS_NOTIFICATION)
         self._step = names.STEP_DONE
 
@@ -298,6 +315,38 @@ class HostPatchWorkflow:
             raise StepFailed(step, failure_reason(error), _report_of(error)) from error
         except asyncio.CancelledError:
             raise StepFailed(step, "cancelled while this step was running") from None
+
+    async def _wait_step(self, step: str, activity_name: str, timeout: timedelta) -> None:
+        """A wait (drain, health) for up to `timeout`. Since FIRST_LOOKS it first looks once as
+        a local activity, which on a ready host ends the step with no activity and no workflow
+        task of its own; only a host not ready yet (or a look that failed: the activity then
+        retries and says why) gets the heartbeating activity that waits."""
+        if workflow.patched(FIRST_LOOKS):
+            self._step = step
+            look = min(timeout, FIRST_LOOK)
+            try:
+                seen = await run_local(
+                    activity_name,
+                    self._step_input(look).model_copy(update={"first_look": True}),
+                    result_type=StepResult,
+                    start_to_close_timeout=look + FIRST_LOOK,
+                    retry_policy=ONE_TRY,
+                )
+                if seen.ok:
+                    return
+            except ActivityError:
+                pass
+            except asyncio.CancelledError:
+                raise StepFailed(step, "cancelled while this step was running") from None
+        await self._ssh_step(step, activity_name, timeout=timeout)
+
+    async def _start_notice_sent(self) -> None:
+        """Wait for the start notice if one is on its way (a failure is a log line)."""
+        if self._start_notice is not None:
+            handle, self._start_notice = self._start_notice, None
+            # Cancelled: the host's own result says so.
+            with contextlib.suppress(asyncio.CancelledError):
+                await notice_sent(names.SEND_START_NOTIFICATION, handle)
 
     async def _notify(self, step: str, activity_name: str) -> None:
         self._step = step

@@ -353,6 +353,8 @@ class HostStepInput(ContractModel):
     scripts: list[str] = Field(default_factory=list)
     command: str | None = None
     timeout_seconds: float = 300.0
+    # A wait step's (drain, health) one look as a local activity; StepResult.ok False: not yet.
+    first_look: bool = False
 
     @property
     def rollout_id(self) -> str:
@@ -361,7 +363,7 @@ class HostStepInput(ContractModel):
 
 
 class StepResult(ContractModel):
-    ok: bool = True
+    ok: bool = True  # False only from a first look (HostStepInput.first_look); failures raise
     detail: str = ""
     # The update step's: what it did to the host's packages (workflows/packages.py).
     packages: PackageReport | None = None

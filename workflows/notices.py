@@ -27,14 +27,25 @@ async def send_notice(activity_name: str, notice: RolloutNotice) -> None:
     channel's rate budget (bot/slack/pacing.py), and a local activity that waits holds the
     workflow task open, so the rollout's `progress` query (which the card reads) goes stale and
     card updates bunch up."""
+    await notice_sent(activity_name, start_notice(activity_name, notice))
+
+
+def start_notice(activity_name: str, notice: RolloutNotice) -> workflow.ActivityHandle[bool]:
+    """Schedule a notification activity without waiting for it (a host's start notice: the
+    host goes on while Slack's pacing holds the message); `notice_sent` awaits it."""
+    return workflow.start_activity(
+        activity_name,
+        notice,
+        result_type=bool,
+        start_to_close_timeout=LOOKUP,
+        retry_policy=NOTIFY_RETRY,
+    )
+
+
+async def notice_sent(activity_name: str, handle: workflow.ActivityHandle[bool]) -> None:
+    """Wait for a notification started by `start_notice`; its failure is a log line."""
     try:
-        await workflow.execute_activity(
-            activity_name,
-            notice,
-            result_type=bool,
-            start_to_close_timeout=LOOKUP,
-            retry_policy=NOTIFY_RETRY,
-        )
+        await handle
     except ActivityError as error:
         workflow.logger.warning("notification %s failed: %s", activity_name, error)
 

@@ -37,6 +37,8 @@ VAULT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=6,
 )
+# A first look that fails is not retried: the step's own activity follows, with its retries.
+ONE_TRY = RetryPolicy(maximum_attempts=1)
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

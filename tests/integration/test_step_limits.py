@@ -3,6 +3,7 @@ and not run again (real Temporal, OpenBao and sshd lab hosts)."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
@@ -31,9 +32,12 @@ def test_the_step_limits_default_to_three_minutes_as_before() -> None:
 
 
 # A command that takes far longer than its limit: it prints, as every command does, and sleeps in
-# a child process, which the kill must reach too. "slee[p]" keeps pgrep from finding itself.
-SLOW = "sleep 6001 && "
-STILL_RUNNING = "pgrep -f 'slee[p] 6001' || true"
+# a child process, which the kill must reach too. "slee[p]" keeps pgrep from finding itself; the
+# number is this process's own, because a lab host sees every process on the machine (another
+# test run's sleep would look like this one's).
+SECONDS = 6000 + os.getpid() % 3000
+SLOW = f"sleep {SECONDS} && "
+STILL_RUNNING = f"pgrep -f 'slee[p] {SECONDS}' || true"
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,8 @@ class FakeFleet:
     notices: list[tuple[str, RolloutNotice]] = field(default_factory=list)
     started: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     needs_reboot: set[str] = field(default_factory=set)
+    # (host, activity) whose first look (HostStepInput.first_look) answers "not yet".
+    not_ready: set[tuple[str, str]] = field(default_factory=set)
     # The accessor of every VaultCleanupActivity call (the preflight's fake is "fake-accessor").
     revoked: list[str | None] = field(default_factory=list)
 
@@ -58,6 +60,8 @@ class FakeFleet:
                     await self.block[key].wait()
                 if key in self.fail:
                     raise ApplicationError(self.fail[key], non_retryable=True)
+                if step.first_look and key in self.not_ready:
+                    return StepResult(ok=False, detail="fake: not yet")
                 return StepResult(detail="fake")
 
             return run
@@ -65,6 +69,10 @@ class FakeFleet:
         def notify(name: str):
             @activity.defn(name=name)
             async def run(notice: RolloutNotice) -> bool:
+                key = (notice.hostname or "", name)
+                self.started.setdefault(key, asyncio.Event()).set()
+                if key in self.block:
+                    await self.block[key].wait()
                 self.notices.append((name, notice))
                 return True
 

@@ -5,6 +5,8 @@ A change that makes the workflows non-deterministic for rollouts already in flig
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -12,19 +14,45 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.host_patch import HostPatchWorkflow
+from workflows.host_patch import FIRST_LOOKS, HostPatchWorkflow
 from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
-HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
+ROOT = Path(__file__).resolve().parents[1] / "histories"
+# Today's shape at the top; an older engine's under its name (engine-v4: before the host
+# workflow's first looks), which today's code must still replay for rollouts in flight.
+CURRENT = sorted(ROOT.glob("*.json"))
+HISTORIES = sorted(ROOT.rglob("*.json"))
 
 
 def test_recorded_histories_exist() -> None:
-    names = {path.name.split(".")[0] for path in HISTORIES}
-    assert {"succeeded", "failed-pilot", "cancelled"} <= names
+    for histories in (CURRENT, sorted((ROOT / "engine-v4").glob("*.json"))):
+        names = {path.name.split(".")[0] for path in histories}
+        assert {"succeeded", "failed-pilot", "cancelled"} <= names
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
+def _patches(path: Path) -> set[str]:
+    """The ids of the `workflow.patched` markers in a recorded history."""
+    found: set[str] = set()
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes") or {}
+        if marker.get("markerName") == "core_patch":
+            for payload in marker["details"]["patch-data"]["payloads"]:
+                found.add(json.loads(base64.b64decode(payload["data"]))["id"])
+    return found
+
+
+def test_todays_host_histories_have_todays_shape() -> None:
+    hosts = [path for path in HISTORIES if ".host-" in path.name]
+    for path in hosts:
+        expected = set() if path.parent.name == "engine-v4" else {FIRST_LOOKS}
+        assert _patches(path) == expected, path.name
+    assert {path.parent.name for path in hosts} == {"histories", "engine-v4"}
+
+
+@pytest.mark.parametrize(
+    "path", HISTORIES, ids=[str(path.relative_to(ROOT).with_suffix("")) for path in HISTORIES]
+)
 async def test_history_replays_deterministically(path: Path) -> None:
     replayer = Replayer(
         workflows=[SystemPatchWorkflow, HostPatchWorkflow],

@@ -1,0 +1,103 @@
+"""The host workflow's shape (issue 16): what a host costs in Temporal round trips, and that the
+cheaper shape keeps what people see — the wait steps still wait, the thread still reads
+"started" before "patched"."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from tests.workflow.fake_fleet import FakeFleet
+from tests.workflow.test_system_patch import ALICE, decide, rollout, running, start
+from workflows import names
+from workflows.models import Phase
+from workflows.policies import host_workflow_id
+
+
+async def _host_events(client: Client, host: str) -> tuple[list[str], int, list[str]]:
+    """(activity types scheduled, workflow tasks completed, local-activity markers) of the
+    host's workflow."""
+    history = await client.get_workflow_handle(host_workflow_id(host)).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    tasks = sum(
+        e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events
+    )
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    return scheduled, tasks, markers
+
+
+async def test_a_ready_host_waits_for_nothing_and_a_host_not_ready_still_waits(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    ready, slow = f"{prefix}-h1", f"{prefix}-h2"
+    clusters = {f"{prefix}-c": [ready, slow]}
+    fleet = FakeFleet(
+        clusters,
+        not_ready={(slow, names.WAIT_FOR_WORKLOAD_DRAIN), (slow, names.CHECK_SERVICE_HEALTH)},
+    )
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), pilotHostCount=0))
+        await decide(handle, "approve", ALICE)
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 2
+
+    # A ready host: drain and health answered by one look each, in the workflow task that was
+    # running anyway; the activities left are the preconditions, the update and the notices.
+    scheduled, tasks, _ = await _host_events(temporal_client, ready)
+    assert sorted(scheduled) == sorted(
+        [
+            names.CHECK_HOST_PRECONDITIONS,
+            names.SEND_START_NOTIFICATION,
+            names.PERFORM_UPDATE,
+            names.SEND_SUCCESS_NOTIFICATION,
+        ]
+    )
+    assert tasks <= 5, f"{tasks} workflow tasks for one host (6-7 before the first looks)"
+    assert fleet.host_calls(names.WAIT_FOR_WORKLOAD_DRAIN).count(ready) == 1
+    # A host not drained (nor healthy) at the first look gets the activity that waits.
+    scheduled, _, _ = await _host_events(temporal_client, slow)
+    assert scheduled.count(names.WAIT_FOR_WORKLOAD_DRAIN) == 1
+    assert scheduled.count(names.CHECK_SERVICE_HEALTH) == 1
+    assert fleet.host_calls(names.WAIT_FOR_WORKLOAD_DRAIN).count(slow) == 2
+    assert fleet.host_calls(names.CHECK_SERVICE_HEALTH).count(slow) == 2
+    # The update still ran after the drain and before the health check on both hosts.
+    for host in (ready, slow):
+        order = [name for h, name in fleet.calls if h == host]
+        drained = len(order) - 1 - order[::-1].index(names.WAIT_FOR_WORKLOAD_DRAIN)
+        assert drained < order.index(names.PERFORM_UPDATE) < order.index(names.CHECK_SERVICE_HEALTH)
+
+
+async def test_a_held_start_notice_does_not_hold_the_host_and_still_comes_first(
+    temporal_client: Client,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    host = f"{prefix}-h1"
+    clusters = {f"{prefix}-c": [host]}
+    held = asyncio.Event()  # as Slack's pacing holds a message (bot/slack/pacing.py)
+    fleet = FakeFleet(clusters, block={(host, names.SEND_START_NOTIFICATION): held})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), pilotHostCount=0))
+        await decide(handle, "approve", ALICE)
+        # The host is patched up to maintenance off while its start notice is still held...
+        done = fleet.started.setdefault((host, names.CLEAR_MAINTENANCE_MODE), asyncio.Event())
+        await asyncio.wait_for(done.wait(), 30)
+        await asyncio.sleep(0.5)
+        sent = [name for name, n in fleet.notices if n.hostname == host]
+        assert sent == [], "the success notice went out before the start notice"
+        held.set()
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
+    sent = [name for name, n in fleet.notices if n.hostname == host]
+    assert sent == [names.SEND_START_NOTIFICATION, names.SEND_SUCCESS_NOTIFICATION]
