@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import package_report
-from activities.checks import run_all
+from activities.checks import run_all, run_in_order
 from activities.detached import finish_detached, run_directory
 from activities.host_values import HostValueError, boot_id, package_lines, yes_no
 from activities.preconditions import precondition_problem, render
@@ -69,6 +69,13 @@ class StepError(ApplicationError):
         super().__init__(message, *details, type=kind, non_retryable=not retryable)
 
 
+def _must_succeed(session: HostSession, result: CommandResult, what: str) -> None:
+    if not result.ok:
+        raise StepError(
+            f"{what} on {session.host.name} exited {result.exit_status}: {result.tail()}"
+        )
+
+
 class HostStepActivities:
     def __init__(
         self, vault: VaultCredentialSource, ssh: SshRunner, trust: Trust | None = None
@@ -108,11 +115,17 @@ class HostStepActivities:
         self, session: HostSession, command: str, what: str, timeout: float
     ) -> CommandResult:
         result = await session.run(command, timeout, what=what, heartbeat=_heartbeat)
-        if not result.ok:
-            raise StepError(
-                f"{what} on {session.host.name} exited {result.exit_status}: {result.tail()}"
-            )
+        _must_succeed(session, result, what)
         return result
+
+    async def _each_must(
+        self, session: HostSession, commands: list[tuple[str, str]], timeout: float
+    ) -> None:
+        """`_must` for each of `commands` ((command, what)) in order, stopping at the first that
+        fails, `timeout` seconds each: in one SSH command (activities/checks.py run_in_order)."""
+        ran = await run_in_order(session, commands, timeout, heartbeat=_heartbeat)
+        for result, (_, what) in zip(ran, commands, strict=False):
+            _must_succeed(session, result, what)
 
     async def _run_scripts(self, step: HostStepInput, what: str) -> StepResult:
         async with self._session(step) as session:
@@ -258,10 +271,12 @@ class HostStepActivities:
 
     @activity.defn(name=names.STOP_SERVICES)
     async def stop_services(self, step: HostStepInput) -> StepResult:
+        stops = [
+            (render(step.host.commands.service_stop, service=s), f"stopping {s}")
+            for s in step.job.service_list
+        ]
         async with self._session(step) as session:
-            for service in step.job.service_list:
-                command = render(step.host.commands.service_stop, service=service)
-                await self._must(session, command, f"stopping {service}", step.timeout_seconds)
+            await self._each_must(session, stops, step.timeout_seconds)
         return StepResult(detail=f"stopped {', '.join(step.job.service_list) or 'no services'}")
 
     @activity.defn(name=names.WAIT_FOR_WORKLOAD_DRAIN)
@@ -329,10 +344,12 @@ class HostStepActivities:
     @activity.defn(name=names.START_SERVICES)
     async def start_services(self, step: HostStepInput) -> StepResult:
         # Reverse of the stop order, so a service comes up after what it depends on.
+        starts = [
+            (render(step.host.commands.service_start, service=s), f"starting {s}")
+            for s in reversed(step.job.service_list)
+        ]
         async with self._session(step) as session:
-            for service in reversed(step.job.service_list):
-                command = render(step.host.commands.service_start, service=service)
-                await self._must(session, command, f"starting {service}", step.timeout_seconds)
+            await self._each_must(session, starts, step.timeout_seconds)
         return StepResult(
             detail=f"started {', '.join(reversed(step.job.service_list)) or 'no services'}"
         )

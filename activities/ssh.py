@@ -179,6 +179,11 @@ class HostSession:
                 type="CommandWaitsForInput",
                 non_retryable=True,
             )
+        return self.overran(what, command, timeout)
+
+    def overran(self, what: str, command: str, timeout: float) -> ApplicationError:
+        """The non-retryable `CommandTimedOut` for `command` killed on the host after `timeout`
+        seconds: by `run`, or by a batch's limit on the host (activities/checks.py)."""
         return ApplicationError(
             f"{what} on {_where(self.host)} did not finish within {timeout:g}s and was "
             f"killed on the host: {command[:200]}",
