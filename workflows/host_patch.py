@@ -11,7 +11,7 @@ recorded as markers when the task completes, with no round trip through the serv
 ones (scripts, drain wait, update, boot wait, health wait) stay activities with heartbeats; the
 two waits first look once as local activities (`_wait_step`), so a host that is ready costs no
 activity for them. The start notice goes out without the host waiting for it. A ready host costs
-four activities and four or five workflow tasks (six and seven before FIRST_LOOKS).
+four activities and four or five workflow tasks (six and seven before first looks).
 
 The preconditions stay an activity too, although short, for a reason of failure semantics: a local
 activity runs again when its worker is lost before the task completes. Run locally in the same task
@@ -59,10 +59,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-# The shape since engine v5 (issue 16): the start notice is not waited for, and the drain and
-# health waits first look once as local activities. Histories recorded before it (no marker)
-# replay the old shape, so rollouts in flight during an upgrade keep going.
-FIRST_LOOKS = "first-looks"
 # How long a wait step's first look may take before the heartbeating activity takes over.
 FIRST_LOOK = timedelta(seconds=15)
 
@@ -100,6 +96,13 @@ class HostPatchWorkflow:
         self._packages: PackageReport | None = None
         self._notes: list[str] = []  # the preconditions' (held packages, …), for the summary
         self._start_notice: workflow.ActivityHandle[bool] | None = None
+        # The shape since engine v5 (issue 16): the start notice is not waited for, and the drain
+        # and health waits first look once as local activities. A host workflow started by an
+        # older rollout (its input without the flag) keeps the old shape, so histories recorded
+        # before replay and hosts in flight during an upgrade go on. Chosen over
+        # workflow.patched, whose marker also upserts the TemporalChangeVersion search
+        # attribute: a visibility write per host.
+        self._first_looks = patch.first_looks
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -140,7 +143,7 @@ class HostPatchWorkflow:
             commands=3 + len(job.service_list) + (2 if job.repair_interrupted_dpkg else 0),
         )
         self._notes = list(checked.notes)
-        if workflow.patched(FIRST_LOOKS):
+        if self._first_looks:
             # Sent while the host goes on: Slack's pacing may hold it, the host need not wait.
             notice = host_notice(self._job, self._host)
             self._start_notice = start_notice(names.SEND_START_NOTIFICATION, notice)
@@ -317,11 +320,11 @@ class HostPatchWorkflow:
             raise StepFailed(step, "cancelled while this step was running") from None
 
     async def _wait_step(self, step: str, activity_name: str, timeout: timedelta) -> None:
-        """A wait (drain, health) for up to `timeout`. Since FIRST_LOOKS it first looks once as
+        """A wait (drain, health) for up to `timeout`. With first looks it looks once as
         a local activity, which on a ready host ends the step with no activity and no workflow
         task of its own; only a host not ready yet (or a look that failed: the activity then
         retries and says why) gets the heartbeating activity that waits."""
-        if workflow.patched(FIRST_LOOKS):
+        if self._first_looks:
             self._step = step
             look = min(timeout, FIRST_LOOK)
             try:

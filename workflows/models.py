@@ -342,6 +342,7 @@ class HostPatchInput(ContractModel):
 
     job: HostJob
     host: HostTarget
+    first_looks: bool = False  # the v5 shape (workflows/host_patch.py); False in older histories
 
 
 class HostStepInput(ContractModel):

@@ -343,7 +343,7 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
         try:
             child = await workflow.start_child_workflow(
                 HOST_WORKFLOW_NAME,
-                HostPatchInput(job=self._job, host=host),
+                HostPatchInput(job=self._job, host=host, first_looks=True),
                 id=host_workflow_id(host.name),
                 result_type=HostPatchResult,
             )

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.host_patch import FIRST_LOOKS, HostPatchWorkflow
+from workflows.host_patch import HostPatchWorkflow
 from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
@@ -31,22 +31,17 @@ def test_recorded_histories_exist() -> None:
         assert {"succeeded", "failed-pilot", "cancelled"} <= names
 
 
-def _patches(path: Path) -> set[str]:
-    """The ids of the `workflow.patched` markers in a recorded history."""
-    found: set[str] = set()
-    for event in json.loads(path.read_text())["events"]:
-        marker = event.get("markerRecordedEventAttributes") or {}
-        if marker.get("markerName") == "core_patch":
-            for payload in marker["details"]["patch-data"]["payloads"]:
-                found.add(json.loads(base64.b64decode(payload["data"]))["id"])
-    return found
+def _first_looks(path: Path) -> bool:
+    """Whether a recorded host workflow was started with the v5 shape's flag in its input."""
+    started = json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
+    (payload,) = started["input"]["payloads"]
+    return json.loads(base64.b64decode(payload["data"])).get("firstLooks", False)
 
 
 def test_todays_host_histories_have_todays_shape() -> None:
     hosts = [path for path in HISTORIES if ".host-" in path.name]
     for path in hosts:
-        expected = set() if path.parent.name == "engine-v4" else {FIRST_LOOKS}
-        assert _patches(path) == expected, path.name
+        assert _first_looks(path) == (path.parent.name != "engine-v4"), path.name
     assert {path.parent.name for path in hosts} == {"histories", "engine-v4"}
 
 
