@@ -70,6 +70,33 @@ def test_workflows_import_nothing_that_does_io() -> None:
     assert wrong == []
 
 
+# Builtins that do I/O or wait for a person; the sandbox does not check them (workflows/sandbox.py).
+IO_BUILTINS = {"open", "input", "breakpoint", "print", "exec", "eval", "compile"}
+
+
+def io_builtin_calls(source: str) -> list[tuple[int, str]]:
+    """(line, name) of every call of an IO_BUILTINS name in `source`."""
+    return [
+        (node.lineno, node.func.id)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in IO_BUILTINS
+    ]
+
+
+def test_workflows_call_no_builtin_that_does_io() -> None:
+    assert io_builtin_calls("def step():\n    with open('/etc/hosts') as f:\n        f.read()") == [
+        (2, "open")
+    ]
+    wrong = [
+        (name(path), call)
+        for path in modules("workflows")
+        for call in io_builtin_calls(path.read_text(encoding="utf-8"))
+    ]
+    assert wrong == []
+
+
 def test_activities_never_import_the_front_ends_the_lab_or_the_tests() -> None:
     wrong = [
         (name(path), package)
