@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
@@ -30,6 +31,9 @@ if str(HERE.parent) not in sys.path:
 from activities.ssh import SshRunner  # noqa: E402
 from activities.vault import SshCredentials  # noqa: E402
 from workflows.models import HostTarget  # noqa: E402
+
+if TYPE_CHECKING:
+    from lab.base import LabBase
 
 MIB = 1024 * 1024
 
@@ -85,6 +89,18 @@ async def _measure(contender: str, size: int, where: dict[str, object]) -> dict[
     }
 
 
+def where_of(lab: LabBase, name: str) -> dict[str, object]:
+    """How the measuring child reaches lab host `name` (its `where` argument, JSON)."""
+    h = lab.host(name)
+    return {
+        "address": h.address,
+        "port": h.port,
+        "user": lab.user,
+        "key": str(lab.client_key_path),
+        "known_hosts": str(lab.known_hosts_path),
+    }
+
+
 def _child(contender: str, size: int, where: dict[str, object]) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", contender, str(size), json.dumps(where)],
@@ -113,14 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="output-rss-") as tmp:
         lab = Lab(Path(tmp), {"bench": ["o1"]}, port=free_port(), address_prefix="127.0.9.")
         with lab:
-            h = lab.host("o1")
-            where = {
-                "address": h.address,
-                "port": h.port,
-                "user": lab.user,
-                "key": str(lab.client_key_path),
-                "known_hosts": str(lab.known_hosts_path),
-            }
+            where = where_of(lab, "o1")
             runs = [
                 ("baseline", baseline_size, _child("baseline", baseline_size, where)),
                 ("patchpilot", baseline_size, _child("patchpilot", baseline_size, where)),

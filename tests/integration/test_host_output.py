@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.output import HEAD_BYTES, TAIL_BYTES
 from activities.ssh import SshRunner
 from activities.vault import SshCredentials
+from bench import output_rss
 from lab import Lab
 from workflows.models import HostTarget
 
@@ -72,18 +73,11 @@ def test_a_gibibyte_of_output_does_not_grow_the_readers_memory(lab: Lab) -> None
     # command printing 1 GiB through PatchPilot's session, and reports its peak RSS (VmHWM, reset
     # after connecting) minus the RSS before. Reading it all, as the worker once did, grew the
     # process by about 2 GiB per GiB printed (bench/README.md).
-    h = lab.host("a1")
-    where = {
-        "address": h.address,
-        "port": h.port,
-        "user": lab.user,
-        "key": str(lab.client_key_path),
-        "known_hosts": str(lab.known_hosts_path),
-    }
     printed = 1024**3
     bench = Path(__file__).resolve().parents[2] / "bench" / "output_rss.py"
+    where = json.dumps(output_rss.where_of(lab, "a1"))
     child = subprocess.run(
-        [sys.executable, str(bench), "--child", "patchpilot", str(printed), json.dumps(where)],
+        [sys.executable, str(bench), "--child", "patchpilot", str(printed), where],
         capture_output=True,
         text=True,
         timeout=300,
