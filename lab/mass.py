@@ -35,6 +35,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,6 +60,16 @@ def _socket_owners(address: str) -> set[int]:
 
 
 _READY_TIMEOUT = 20.0
+
+# Each listener execs sshd as a child subreaper (prctl PR_SET_CHILD_SUBREAPER = 36, kept across
+# execve): what a session leaves running on its own (the detached update's runner, started with
+# `setsid -f`) is reparented to its listener, which reaps any child (OpenSSH's SIGCHLD handler
+# waits for pid -1), so its CPU counts in host_cpu_seconds instead of vanishing into init's.
+_SUBREAPER = (
+    "import ctypes, os, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0 or sys.exit('prctl failed'); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 # The ForceCommand of every listener. {root} is filled in when the lab is built.
 _MASS_SHELL = """#!/bin/sh
@@ -229,7 +240,8 @@ class MassLab(LabBase):
         return found
 
     def host_cpu_seconds(self) -> float:
-        """CPU seconds used so far by the hosts: the listeners and every session they reaped."""
+        """CPU seconds used so far by the hosts: the listeners and every session, or process a
+        session left running, they reaped."""
         return sum(procfs.proc_cpu_seconds(pid, children=True) for pid in self.listener_pids())
 
     def reset(self) -> None:
@@ -272,8 +284,9 @@ class MassLab(LabBase):
         hosts = shlex.quote(str(self.root / "hosts"))
         # A few at a time: each host costs some process starts.
         mounts.append(f"find {hosts} -mindepth 1 -maxdepth 1 | xargs -P 4 -n 64 sh {script}")
+        subreaper = f"{shlex.quote(sys.executable)} -c {shlex.quote(_SUBREAPER)}"
         sshds = " ".join(
-            f"taskset --cpu-list {cpus} "
+            f"taskset --cpu-list {cpus} {subreaper} "
             f"{SSHD} -D -e -f {shlex.quote(str(self.root / f'sshd_config.{port}'))} &"
             for port in self.ports
         )

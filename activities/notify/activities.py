@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from temporalio import activity
 
 from activities.notify import messages
-from activities.notify.messages import Message, Notifier
+from activities.notify.messages import Message, Notifier, wanted
 from activities.notify.packages import with_packages
 from activities.notify.reports import read_reports
 from workflows import names
@@ -35,7 +35,8 @@ class NotificationActivities:
     Each activity takes a RolloutNotice and answers True when at least one channel delivered its
     message. A channel that raises fails the activity, which Temporal retries with the workflow's
     retry policy (see `Notifier`). A host's success and the summary carry the hosts' package
-    reports (`reports`, default: read from Temporal, activities/notify/reports.py).
+    reports (`reports`, default: read from Temporal, activities/notify/reports.py), read only
+    when a channel wants the message (`messages.wanted`).
     """
 
     def __init__(
@@ -67,7 +68,9 @@ class NotificationActivities:
 
         async def send(notice: RolloutNotice) -> bool:
             message = build(notice)
-            if message.event in ("host-success", "summary"):
+            if message.event in ("host-success", "summary") and any(
+                wanted(notifier, message) for notifier in self._notifiers
+            ):
                 message = with_packages(message, await self._reports(notice, message.event))
             return await self._deliver(message)
 

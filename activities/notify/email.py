@@ -49,6 +49,9 @@ class EmailNotifier:
                 smtp.login(self.username, self.password)
             smtp.send_message(email)
 
+    def wants(self, message: Message) -> bool:
+        return bool(message.recipients)
+
     async def send(self, message: Message) -> bool:
         if not message.recipients:
             return False

@@ -223,6 +223,9 @@ class PersonalLinksEmail:
     links: ApprovalLinks
     name: str = "email"
 
+    def wants(self, message: Message) -> bool:
+        return self.inner.wants(message)
+
     async def send(self, message: Message) -> bool:
         if message.event != "approval-request":
             return await self.inner.send(message)

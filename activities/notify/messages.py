@@ -51,6 +51,17 @@ class Notifier(Protocol):
     async def send(self, message: Message) -> bool: ...
 
 
+def wanted(notifier: Notifier, message: Message) -> bool:
+    """Whether `notifier` would deliver `message`: its `wants(message)` where it has one (the
+    routing table, Slack without a thread, e-mail without recipients say no), else True.
+
+    Asked before work only a delivery needs: a host's success and the summary read the package
+    reports from Temporal (activities/notify/reports.py), a history read per host that no
+    channel may show."""
+    wants = getattr(notifier, "wants", None)
+    return True if wants is None else bool(wants(message))
+
+
 def clip(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters, the cut marked with "…"."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from activities.notify.messages import Message, Notifier
+from activities.notify.messages import Message, Notifier, wanted
 
 log = logging.getLogger("patchpilot.routing")
 
@@ -80,6 +80,11 @@ class RoutedNotifier:
 
     def __post_init__(self) -> None:
         self.name = self.inner.name
+
+    def wants(self, message: Message) -> bool:
+        return (message.event not in EVENTS or message.event in self.events) and wanted(
+            self.inner, message
+        )
 
     async def send(self, message: Message) -> bool:
         if message.event in EVENTS and message.event not in self.events:

@@ -110,6 +110,10 @@ class SlackNotifier:
         self._requests: dict[str, RolloutInput] = {}
         self._later: dict[tuple[str, str], asyncio.Task[Any]] = {}
 
+    def wants(self, message: Message) -> bool:
+        """Only a rollout started from Slack has a thread to post in."""
+        return bool(message.notice.slack_channel and message.notice.slack_thread_ts)
+
     async def send(self, message: Message) -> bool:
         """Post `message` in its rollout's thread (most events) and update the card; True when
         Slack took it."""

@@ -77,6 +77,26 @@ async def test_each_address_is_a_host_of_its_own(fleet: MassLab) -> None:
     ]
 
 
+async def test_cpu_of_what_a_session_leaves_running_counts_as_the_hosts(fleet: MassLab) -> None:
+    # The detached update's runner is started with `setsid -f` and outlives its session: its CPU
+    # must reach host_cpu_seconds (the listener is its subreaper), not init's.
+    marker = fleet.root / "left-running.done"
+    burn = f"i=0; while [ $i -lt 400000 ]; do i=$((i + 1)); done; touch {marker}"
+    before = fleet.host_cpu_seconds()
+    async with asyncssh.connect(**fleet.ssh_options(fleet.hosts[0].name)) as conn:
+        started = await conn.run(f"setsid -f sh -c '{burn}' < /dev/null > /dev/null 2>&1")
+        assert started.exit_status == 0
+    for _ in range(600):
+        if marker.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert marker.exists(), "the detached shell did not finish"
+    await asyncio.sleep(0.3)  # reaped by the listener
+    spent = fleet.host_cpu_seconds() - before
+    # The loop alone takes ~0.3-0.5 s of CPU here; a session without it costs ~0.02 s.
+    assert spent > 0.2, f"hosts' CPU grew by {spent:.3f} s only"
+
+
 def test_openssh_client_accepts_the_wildcard_known_hosts(fleet: MassLab) -> None:
     h = fleet.hosts[2]
     done = subprocess.run(
