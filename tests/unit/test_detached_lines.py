@@ -1,10 +1,19 @@
 """The detached update's shell lines (activities/detached.py), without a host: one path segment
 per run, the operator's command recovered from what the host received (with and without sudo),
-and the attach's status line taken off the output people read."""
+the attach's status line taken off the output people read; and the attach and runner run by
+this machine's own sh: a daemon the update leaves behind holds nothing, a killed runner is seen
+gone, with flock(1) and without it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import time
+from pathlib import Path
+
+import pytest
 
 from activities.detached import _status, attach_command, run_directory, unwrap_attach
 from activities.remote_shell import unwrap_command, wrap_command
@@ -42,3 +51,77 @@ def test_the_status_line_is_read_and_removed() -> None:
     status, result = _status(CommandResult("c", 255, "", "patchpilot-run=vanished pid=12\n"))
     assert status == "vanished" and result.stderr == ""
     assert _status(CommandResult("c", 1, "", "fail\n"))[0] is None
+
+
+def _tools_without_flock(tmp_path: Path) -> str:
+    """A PATH holding every tool of /usr/bin and /bin but flock(1): a host without util-linux's
+    flock, whose attach looks for the runner's end every FOLLOW_SECONDS instead."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in (Path("/usr/bin"), Path("/bin"), Path("/usr/sbin"), Path("/sbin")):
+        for tool in directory.iterdir():
+            if tool.name != "flock" and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("flock", ["with flock", "without flock"])
+def test_a_daemon_the_update_leaves_behind_does_not_hold_the_attach(
+    tmp_path: Path, flock: str
+) -> None:
+    # The runner's lock (what an attach waits on) is the runner's own: a process the update
+    # starts and leaves running (a service started by a postinst, an agent) must not inherit it,
+    # or every attach would wait for that process to end.
+    env = dict(os.environ)
+    if flock == "without flock":
+        env["PATH"] = _tools_without_flock(tmp_path)
+    marker = tmp_path / "daemon.pid"
+    # The update outlasts the attach's first look, so the attach waits for its end.
+    command = f"sleep 120 < /dev/null > /dev/null 2>&1 & echo $! > {marker}; sleep 1; echo patched"
+    directory = tmp_path / "runs" / "r.1"
+    try:
+        done = subprocess.run(
+            ["sh", "-c", attach_command(command, str(directory))],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "patched\n"
+        assert done.stderr.endswith("patchpilot-run=finished\n")
+        assert (directory / "lock").exists() == (flock == "with flock")
+        # A later attach (a retry) reads the finished run at once, the daemon still running.
+        again = subprocess.run(
+            ["sh", "-c", attach_command(command, str(directory))],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+        assert again.returncode == 0 and again.stdout == "patched\n"
+        assert Path(f"/proc/{marker.read_text().strip()}").exists(), "the daemon was stopped"
+    finally:
+        if marker.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(marker.read_text()), signal.SIGKILL)
+
+
+def test_a_runner_killed_mid_run_is_seen_gone_at_once_with_flock(tmp_path: Path) -> None:
+    directory = tmp_path / "runs" / "r.1"
+    attach = subprocess.Popen(
+        ["sh", "-c", attach_command("echo started; sleep 120", str(directory))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_file = directory / "pid"
+    for _ in range(400):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.025)
+    os.killpg(int(pid_file.read_text()), signal.SIGKILL)  # what an OOM kill or a reboot does
+    out, err = attach.communicate(timeout=30)
+    assert attach.returncode == 255
+    assert out == "started\n"
+    assert "patchpilot-run=vanished" in err
