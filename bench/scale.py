@@ -32,7 +32,7 @@ if str(HERE.parent) not in sys.path:
 
 from bench.history import LIMIT_EVENTS, WARN_EVENTS  # noqa: E402
 from bench.run import fleet_spec, run_contender  # noqa: E402
-from bot.embedded import start_temporal_dev_server  # noqa: E402
+from bot.embedded import DEV_SERVER_DYNAMIC_CONFIG, start_temporal_dev_server  # noqa: E402
 from lab.mass import MassLab  # noqa: E402
 from lab.processes import start_openbao  # noqa: E402
 
@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one known_hosts line per host instead of a wildcard per port",
     )
+    parser.add_argument(
+        "--eager-activities",
+        action="store_true",
+        help="Temporal dev server with system.enableActivityEagerExecution=true, as PatchPilot's"
+        " own embedded server runs (bot/embedded.py DEV_SERVER_DYNAMIC_CONFIG); off by default,"
+        " as on a Temporal server nobody configured",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -68,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         known_hosts_per_host=args.known_hosts_per_host,
     )
     bao = start_openbao(log_file=workdir / "openbao.log")
-    temporal = start_temporal_dev_server(log_file=workdir / "temporal.log")
+    temporal = start_temporal_dev_server(
+        log_file=workdir / "temporal.log",
+        dynamic_config=DEV_SERVER_DYNAMIC_CONFIG if args.eager_activities else None,
+    )
     try:
         lab.start()
         lab.seed_vault(bao.address, bao.root_token)
@@ -94,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         result["problems"] = len(problems)
         result["problem_sample"] = problems[:10]
         result["patched_twice"] = patched_twice
+        result["eager_activities"] = args.eager_activities
     finally:
         temporal.stop()
         bao.stop()
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine                     {result.get('engine')}")
         print(f"hosts                      {args.hosts} in {len(lab.clusters)} clusters")
         print(f"maxConcurrency             {args.concurrency}")
+        print(f"eager activities           {'on' if args.eager_activities else 'off'}")
         print(f"outcome                    {result.get('phase')}, patched {result.get('patched')}")
         print(
             f"wall (approval -> result)  {result['wall']:.1f} s"

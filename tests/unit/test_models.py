@@ -181,3 +181,34 @@ def test_the_host_job_is_the_rollout_fields_of_the_same_name() -> None:
     assert step.rollout_id == "rollout-1"
     assert "hvs.secret-token-value" not in repr(step)
     assert HostStepInput.model_validate_json(step.model_dump_json()) == step
+
+
+def test_no_model_of_the_contract_has_a_default_that_is_copied_for_every_instance() -> None:
+    # pydantic-core deep-copies an unhashable default (`= []`, `= {}`) each time a model is
+    # read without that field: 10,000 copy.deepcopy calls for one 10,000-host progress answer
+    # (10 % of the worker reading it). Defaults are hashable or come from a factory.
+    import importlib
+    import pkgutil
+
+    import workflows
+    from workflows.fields import ContractModel
+
+    for info in pkgutil.iter_modules(workflows.__path__):
+        importlib.import_module(f"workflows.{info.name}")
+    models: list[type[ContractModel]] = []
+    todo: list[type[ContractModel]] = [ContractModel]
+    while todo:
+        model = todo.pop()
+        models.append(model)
+        todo.extend(model.__subclasses__())
+    copied = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            if field.default_factory is not None or field.is_required():
+                continue
+            try:
+                hash(field.default)
+            except TypeError:
+                copied.append(f"{model.__module__}.{model.__name__}.{name} = {field.default!r}")
+    assert len(models) > 30
+    assert copied == [], "use Field(default_factory=...) for: " + ", ".join(copied)
