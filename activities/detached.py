@@ -76,33 +76,40 @@ FOLLOW_SECONDS = 0.05
 # runs the command with stdin closed, each stream through a keeper that holds a bounded head
 # and tail, and records the exit status by rename, so a reader never sees half a number. The
 # non-interactive environment and the OS family (the attach leaves it in "$d/family") are set
-# again: systemd-run does not pass the caller's on. Where flock(1) exists the runner holds an
-# exclusive lock on "$d/lock" from before its pid is known until after the exit status is
-# written, and no process it starts inherits it (9>&-: a daemon the update leaves behind must
-# not hold it, nor the pipe on fd 3, which would keep the stdout keeper from its end): an
-# attach waits on that lock instead of looking every FOLLOW_SECONDS with a new
+# again: systemd-run does not pass the caller's on. Where flock(1) exists and the run
+# directory is on a local filesystem (a lock on NFS can block, or be let go late), the runner
+# holds an exclusive lock on "$d/lock" from before its pid is known until after the exit status
+# is written, and nothing else holds it: the work runs in a subshell that closes the lock's fd
+# (a daemon the update leaves behind, or a pipeline's subshell outliving a killed runner, must
+# not keep it; nor may a daemon keep the pipe on fd 3, which would keep the stdout keeper from
+# its end). An attach waits on that lock instead of looking every FOLLOW_SECONDS with a new
 # `sleep` process (20 a second for as long as the update runs).
 # stdbuf -o0: head writes each chunk as it reads it (stdio would hold up to 4 KiB back from the
 # followers, and lose it when the run is killed); a few bytes at the cut itself may be lost.
 _KEEP = f"{{ stdbuf -o0 head -c {HOST_HEAD_BYTES}; tail -c {HOST_TAIL_BYTES}; }}"
 RUNNER = f"""d=$1
 mkdir "$d/claim" 2>/dev/null || exit 0
-if command -v flock > /dev/null 2>&1; then
-    exec 9> "$d/lock"
-    flock -n 9 || rm -f "$d/lock"
-fi
+case $(stat -f -c %T "$d" 2> /dev/null) in
+    nfs* | cifs | smb* | fuse* | 9p | ceph | afs | gfs* | ocfs* | "") ;;
+    *)
+        if command -v flock > /dev/null 2>&1; then
+            exec 9> "$d/lock"
+            flock -n 9 || rm -f "$d/lock"
+        fi ;;
+esac
 export {NONINTERACTIVE_ENV}
 [ -s "$d/family" ] && {FAMILY_VAR}=$(cat "$d/family") && export {FAMILY_VAR}
 : > "$d/stdout"; : > "$d/stderr"
 echo $$ > "$d/pid.new" && mv "$d/pid.new" "$d/pid"
-{{
+(
+exec 9>&-
 find "${{d%/*}}" -mindepth 1 -maxdepth 1 -type d -mtime +{KEEP_DAYS} -exec rm -rf {{}} + \\
     > /dev/null 2>&1 &
 [ -e "$d/before" ] && sh "$d/before" "$d" > "$d/packages.before" 2> /dev/null < /dev/null
 {{ {{ sh "$d/command" 3>&- < /dev/null; echo $? > "$d/rc"; }} 2>&1 1>&3 \\
     | {_KEEP} >> "$d/stderr"; }} 3>&1 | {_KEEP} >> "$d/stdout"
 [ -e "$d/after" ] && sh "$d/after" "$d" > "$d/report" 2> /dev/null < /dev/null
-}} 9>&-
+)
 mv "$d/rc" "$d/exit"
 """
 
@@ -133,16 +140,17 @@ if [ ! -e "$d/exit" ] && tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep 
     # Not tail --pid="$pid": a runner whose parent is gone stays a zombie until init reaps it,
     # seconds on some hosts. This child ends once the run has its exit status or the runner
     # is gone, and the shell reaps it at once: flock waits on the runner's lock, let go when
-    # the runner's last file closes (at its exit, before any reaping); without flock(1), or
-    # for a runner without a lock, a loop looks every FOLLOW_SECONDS.
-    if [ -e "$d/lock" ] && command -v flock > /dev/null 2>&1; then
-        flock -s "$d/lock" true &
-    else
+    # the runner exits (before any reaping), then the loop looks once (the exit status is
+    # written before the lock is let go); without flock(1), for a runner without a lock, or
+    # when the wait on the lock fails, the loop looks every FOLLOW_SECONDS.
+    {{
+        [ -e "$d/lock" ] && command -v flock > /dev/null 2>&1 &&
+            flock -s "$d/lock" true 2> /dev/null
         while [ ! -e "$d/exit" ] && read -r s 2>/dev/null < "/proc/$pid/stat"; do
             case $s in *") Z "*) break ;; esac
             sleep {FOLLOW_SECONDS}
-        done &
-    fi
+        done
+    }} &
     w=$!
     tail -s {FOLLOW_SECONDS} -c +1 -f --pid="$w" "$d/stdout" &
     out=$!

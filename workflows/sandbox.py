@@ -39,22 +39,32 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 class _Instance(_SdkInstance):
-    """The SDK's sandboxed instance, asked for a payload's serialization context without
-    entering the sandbox.
+    """The SDK's sandboxed instance, asked for a payload's serialization context and external
+    store context without entering the sandbox.
 
-    The SDK's payload visitor asks for every payload of every activation and completion; the
-    SDK's own answer enters the sandbox to ask (compiling a two-line string with `exec` and
-    swapping `sys.modules` and `__import__` in and out), for a method that only builds a
-    dataclass from the workflow's info and its pending commands, imports nothing and reads no
-    restricted module. 8-10 % of the worker's CPU at 48 hosts (cProfile, bench/README.md,
-    "engine v6"). Before the instance exists in the sandbox, the SDK's path is kept."""
+    The SDK's payload visitor asks for both for every payload of every activation and
+    completion (the store context even with no external storage configured); the SDK's own
+    answer enters the sandbox to ask (compiling a two-line string with `exec` and swapping
+    `sys.modules` and `__import__` in and out), for methods that only build dataclasses from
+    the workflow's info and its pending commands, import nothing and read no restricted module.
+    8-10 % of the worker's CPU at 48 hosts (cProfile, bench/README.md, "engine v6"). Before the
+    instance exists in the sandbox, the SDK's path is kept."""
+
+    def _in_sandbox(self) -> Any:
+        return self.globals_and_locals.get("__temporal_in_sandbox")
 
     def get_serialization_context(self, command_info: Any) -> SerializationContext | None:
-        in_sandbox: Any = self.globals_and_locals.get("__temporal_in_sandbox")
+        in_sandbox = self._in_sandbox()
         if in_sandbox is None:
             return super().get_serialization_context(command_info)
         context: SerializationContext | None = in_sandbox.get_serialization_context(command_info)
         return context
+
+    def get_external_store_context(self, command_info: Any) -> Any:
+        in_sandbox = self._in_sandbox()
+        if in_sandbox is None:
+            return super().get_external_store_context(command_info)
+        return in_sandbox.get_external_store_context(command_info)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,26 +79,21 @@ def test_a_daemon_the_update_leaves_behind_does_not_hold_the_attach(
     # The update outlasts the attach's first look, so the attach waits for its end.
     command = f"sleep 120 < /dev/null > /dev/null 2>&1 & echo $! > {marker}; sleep 1; echo patched"
     directory = tmp_path / "runs" / "r.1"
-    try:
-        done = subprocess.run(
-            ["sh", "-c", attach_command(command, str(directory))],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=env,
+
+    def attach() -> subprocess.CompletedProcess[str]:
+        line = attach_command(command, str(directory))
+        return subprocess.run(
+            ["sh", "-c", line], capture_output=True, text=True, timeout=30, env=env
         )
+
+    try:
+        done = attach()
         assert done.returncode == 0, done.stderr
         assert done.stdout == "patched\n"
         assert done.stderr.endswith("patchpilot-run=finished\n")
         assert (directory / "lock").exists() == (flock == "with flock")
         # A later attach (a retry) reads the finished run at once, the daemon still running.
-        again = subprocess.run(
-            ["sh", "-c", attach_command(command, str(directory))],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=env,
-        )
+        again = attach()
         assert again.returncode == 0 and again.stdout == "patched\n"
         assert Path(f"/proc/{marker.read_text().strip()}").exists(), "the daemon was stopped"
     finally:
@@ -107,7 +102,11 @@ def test_a_daemon_the_update_leaves_behind_does_not_hold_the_attach(
                 os.kill(int(marker.read_text()), signal.SIGKILL)
 
 
-def test_a_runner_killed_mid_run_is_seen_gone_at_once_with_flock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("killed", ["the whole run", "the runner alone"])
+def test_a_runner_killed_mid_run_is_seen_gone_at_once(tmp_path: Path, killed: str) -> None:
+    # The whole run: what a reboot or `kill_run_command` does. The runner alone: what the OOM
+    # killer may do; nothing left of the run (a pipeline's subshell) may hold the runner's lock
+    # and keep the attach waiting for the command to end.
     directory = tmp_path / "runs" / "r.1"
     attach = subprocess.Popen(
         ["sh", "-c", attach_command("echo started; sleep 120", str(directory))],
@@ -115,13 +114,46 @@ def test_a_runner_killed_mid_run_is_seen_gone_at_once_with_flock(tmp_path: Path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    pid_file = directory / "pid"
+    output = directory / "stdout"
     for _ in range(400):
-        if pid_file.exists() and pid_file.read_text().strip():
+        if output.exists() and output.read_text() == "started\n":
             break
         time.sleep(0.025)
-    os.killpg(int(pid_file.read_text()), signal.SIGKILL)  # what an OOM kill or a reboot does
-    out, err = attach.communicate(timeout=30)
+    runner = int((directory / "pid").read_text())
+    try:
+        if killed == "the whole run":
+            os.killpg(runner, signal.SIGKILL)
+        else:
+            os.kill(runner, signal.SIGKILL)
+        out, err = attach.communicate(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner, signal.SIGKILL)
     assert attach.returncode == 255
     assert out == "started\n"
     assert "patchpilot-run=vanished" in err
+
+
+def test_an_attach_whose_wait_on_the_lock_fails_still_follows_the_run_to_its_end(
+    tmp_path: Path,
+) -> None:
+    # A lock that cannot be waited on (NFS's lockd away, a file the attach may not open) must
+    # not make a running update look gone: the attach falls back to looking.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "flock"
+    wrapper.write_text('#!/bin/sh\ncase "$1" in -s) exit 1 ;; esac\nexec /usr/bin/flock "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    directory = tmp_path / "runs" / "r.1"
+    done = subprocess.run(
+        ["sh", "-c", attach_command("echo a; sleep 1; echo b", str(directory))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert (directory / "lock").exists()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "a\nb\n"
+    assert done.stderr.endswith("patchpilot-run=finished\n")
