@@ -8,6 +8,7 @@ Each run has a directory on the host, `<run_dir>/<rollout id>.<host workflow run
     command   the command, as the operator wrote it
     pid       the runner's pid (a session leader: its process group is the whole update)
     lock      locked (flock(1)) by the runner for as long as it runs, where the host has flock
+              and the run directory is on a local filesystem
     stdout    the command's output, the first 8 MiB and the last 64 KiB of each stream
     stderr
     before, after, packages.before, report

@@ -9,7 +9,7 @@ from temporalio.converter import SerializationContext
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 # Private to the SDK (temporalio 1.35, pinned in uv.lock): the sandboxed instance, subclassed
-# below for one method, which falls back to the SDK's own where the instance is not as expected.
+# below for two methods, which fall back to the SDK's own where the instance is not as expected.
 from temporalio.worker.workflow_sandbox._runner import _Instance as _SdkInstance
 
 # Pure libraries the workflows call (window computation); APScheduler imports some of its modules

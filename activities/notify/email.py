@@ -53,7 +53,7 @@ class EmailNotifier:
         return bool(message.recipients)
 
     async def send(self, message: Message) -> bool:
-        if not message.recipients:
+        if not self.wants(message):
             return False
         try:
             await asyncio.to_thread(self._send_blocking, message)

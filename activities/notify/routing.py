@@ -81,13 +81,14 @@ class RoutedNotifier:
     def __post_init__(self) -> None:
         self.name = self.inner.name
 
+    def _routed(self, message: Message) -> bool:
+        return message.event not in EVENTS or message.event in self.events
+
     def wants(self, message: Message) -> bool:
-        return (message.event not in EVENTS or message.event in self.events) and wanted(
-            self.inner, message
-        )
+        return self._routed(message) and wanted(self.inner, message)
 
     async def send(self, message: Message) -> bool:
-        if message.event in EVENTS and message.event not in self.events:
+        if not self._routed(message):
             return False
         return await self.inner.send(message)
 
