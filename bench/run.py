@@ -34,7 +34,11 @@ if str(ROOT) not in sys.path:
 
 from bench.contenders import VARIANTS  # noqa: E402
 from bench.fingerprint import engine_fingerprint  # noqa: E402
-from bot.embedded import ManagedProcess, start_temporal_dev_server  # noqa: E402
+from bot.embedded import (  # noqa: E402
+    DEV_SERVER_DYNAMIC_CONFIG,
+    ManagedProcess,
+    start_temporal_dev_server,
+)
 from lab.mass import MassLab  # noqa: E402
 from lab.processes import OpenBaoProcess, start_openbao  # noqa: E402
 
@@ -70,9 +74,7 @@ class Servers:
             self.bao = start_openbao(log_file=self.workdir / "openbao.log")
             # Eager activity execution: the server hands an activity the workflow task just
             # scheduled straight back to the worker that scheduled it (off by default).
-            dynamic: dict[str, object] | None = (
-                {"system.enableActivityEagerExecution": True} if self.eager else None
-            )
+            dynamic: dict[str, object] | None = DEV_SERVER_DYNAMIC_CONFIG if self.eager else None
             self.temporal = start_temporal_dev_server(
                 log_file=self.workdir / "temporal.log", dynamic_config=dynamic
             )
