@@ -164,6 +164,16 @@ class RolloutSummary(ContractModel):
     controls: list[str] = Field(default_factory=list)  # pause, resume, skip, abort: who, when
     gates: list[str] = Field(default_factory=list)  # each gate decision and its numbers
 
+    def counts(self) -> list[tuple[str, int]]:
+        """The counts as a reader should read them, in order: `[("patched", n), ("failed", n),
+        ("skipped", n)]`; for a dry run, which patches nothing (`patched` is 0),
+        `[("ready", n), ("refused", n), ("skipped", n)]`: hosts whose inspection found the
+        preconditions held, and hosts they refused. Every channel's summary says these words."""
+        if self.dry_run is None:
+            return [("patched", self.patched), ("failed", self.failed), ("skipped", self.skipped)]
+        ready = sum(1 for found in self.dry_run if found.preconditions_ok)
+        return [("ready", ready), ("refused", len(self.dry_run) - ready), ("skipped", self.skipped)]
+
 
 class HostStepReport(ContractModel):
     """Answer of a host workflow's `host_progress` query: the step its host is on now.

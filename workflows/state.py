@@ -174,7 +174,8 @@ class RolloutState:
         return RolloutSummary(
             rollout_id=progress.rollout_id,
             phase=progress.phase,
-            patched=sum(1 for host in hosts if host.state == HostState.DONE),
+            # A dry run's inspected hosts are done, and none of them was patched.
+            patched=0 if dry_run else sum(1 for host in hosts if host.state == HostState.DONE),
             failed=sum(1 for host in hosts if host.state == HostState.FAILED),
             skipped=sum(1 for host in hosts if host.state == HostState.SKIPPED),
             duration_seconds=(now - started).total_seconds(),

@@ -289,6 +289,12 @@ def failure_alert(notice: RolloutNotice) -> Message:
     )
 
 
+def counts_text(summary: RolloutSummary) -> str:
+    """ "patched 3, failed 0, skipped 1" (a dry run: "ready 2, refused 1, skipped 0"; it patches
+    nothing: `RolloutSummary.counts`)."""
+    return ", ".join(f"{word} {n}" for word, n in summary.counts())
+
+
 def summary_text(summary: RolloutSummary) -> str:
     """The rollout's end as plain text: phase, message, counts, the controls used (pause, resume,
     skip, abort: who, when, why), then one line per host (or, for a dry run, what each host would
@@ -297,8 +303,7 @@ def summary_text(summary: RolloutSummary) -> str:
     lines = [
         f"Rollout {summary.rollout_id}: {summary.phase.value}",
         summary.message,
-        f"patched {summary.patched}, failed {summary.failed}, skipped {summary.skipped}, "
-        f"duration {summary.duration_seconds:.0f}s",
+        f"{counts_text(summary)}, duration {summary.duration_seconds:.0f}s",
     ]
     if summary.controls:
         lines.append("Controls:")
@@ -349,7 +354,7 @@ def rollout_summary(notice: RolloutNotice) -> Message:
         event="summary",
         recipients=_everyone(notice),
         subject=f"[PatchPilot] Rollout {summary.phase.value}: {', '.join(notice.target_clusters)}"
-        f" ({summary.patched} patched, {summary.failed} failed)",
+        f" ({', '.join(f'{n} {word}' for word, n in summary.counts()[:2])})",
         body=summary_text(summary),
         notice=notice,
     )

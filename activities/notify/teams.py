@@ -289,9 +289,7 @@ def summary_card(
             _text(clip(summary.message, 2000)),
             _facts(
                 ("Rollout", summary.rollout_id),
-                ("Patched", str(summary.patched)),
-                ("Failed", str(summary.failed)),
-                ("Skipped", str(summary.skipped)),
+                *((word.capitalize(), str(n)) for word, n in summary.counts()),
                 ("Duration", f"{summary.duration_seconds:.0f}s"),
             ),
         ]

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from activities.notify import counts_text
 from bot.cli.demo_servers import DemoOptions, Started
 from workflows.models import RolloutSummary
 
@@ -74,7 +75,7 @@ def print_summary(
         else:
             console.print(
                 f"[bold red]Rollout {summary.phase.value}:[/] {escape(summary.message)} "
-                f"(patched {summary.patched}, failed {summary.failed}, skipped {summary.skipped})"
+                f"({counts_text(summary)})"
             )
     console.print(f"E-mail notifications sent: {started.mail.count} (in {started.mail.directory})")
     if link:

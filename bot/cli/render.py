@@ -98,6 +98,10 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
     grid.add_column(width=BAR_WIDTH)
     grid.add_column(no_wrap=True, justify="right")
     grid.add_column()
+    # A dry run patches nothing: its hosts are found ready or refused.
+    done_word, failed_word = (
+        ("ready", "refused") if _dry_run(progress.phase) else ("patched", "failed")
+    )
     for cluster in progress.clusters:
         failed = cluster.count(HostState.FAILED)
         colour = "red" if failed else "green"
@@ -111,7 +115,7 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
         grid.add_row(
             f"[bold]{cluster.name}[/]",
             bar,
-            f"{cluster.count(HostState.DONE)}/{len(cluster.hosts)} patched",
+            f"{cluster.count(HostState.DONE)}/{len(cluster.hosts)} {done_word}",
             _cluster_now(cluster),
         )
     parts: list[RenderableType] = [
@@ -124,7 +128,7 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
         if host.state == HostState.FAILED:
             parts.append(
                 Text.from_markup(
-                    f"[bold red]✗ {host.cluster}/{host.name}[/] failed at step "
+                    f"[bold red]✗ {host.cluster}/{host.name}[/] {failed_word} at step "
                     f"[bold]{escape(host.step or '?')}[/]: "
                     f"{escape(host.failure_reason or 'unknown reason')}"
                 )
@@ -178,11 +182,16 @@ class EventLog:
             if host.state == self.states.get(host.name, HostState.PENDING):
                 continue
             self.states[host.name] = host.state
-            self.console.print(event_line(host))
+            self.console.print(event_line(host, dry_run=_dry_run(progress.phase)))
 
 
-def event_line(host: HostProgress) -> str:
-    """One host's new state as a line: started, patched in N s, failed at …, skipped."""
+def _dry_run(phase: Phase) -> bool:
+    return phase in (Phase.DRY_RUN, Phase.DRY_RUN_DONE)
+
+
+def event_line(host: HostProgress, *, dry_run: bool = False) -> str:
+    """One host's new state as a line: started, patched in N s, failed at …, skipped; in a
+    `dry_run` (which patches nothing) inspected: ready in N s, refused at …."""
     who = host_label(host)
     if host.state == HostState.RUNNING:
         return f"  [yellow]▶[/] {who} started"
@@ -190,11 +199,12 @@ def event_line(host: HostProgress) -> str:
         took = ""
         if host.started_at and host.finished_at:
             took = f" in {(host.finished_at - host.started_at).total_seconds():.1f}s"
-        return f"  [green]✓[/] {who} patched{took}"
+        return f"  [green]✓[/] {who} {'ready' if dry_run else 'patched'}{took}"
     if host.state == HostState.FAILED:
         where = " [in maintenance]" if host.in_maintenance else ""
         return (
-            f"  [bold red]✗ {who} failed at step {escape(host.step or '?')}[/]: "
+            f"  [bold red]✗ {who} {'refused' if dry_run else 'failed'} at step "
+            f"{escape(host.step or '?')}[/]: "
             f"{escape(host.failure_reason or 'unknown reason')}{where}"
         )
     if host.state == HostState.SKIPPED:

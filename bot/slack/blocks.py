@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from activities.notify import hosts_text
+from activities.notify import counts_text, hosts_text
 from bot.slack.selection import Selection, show_all_button
 from bot.slack.selection import summary_text as selection_text
 from bot.slack.skip import control_block_id, skip_element
@@ -426,8 +426,8 @@ def summary_head(summary: RolloutSummary) -> str:
     resumed, skipped which host and why, aborted; when) and the gates' decisions (mrkdwn)."""
     icon = PHASE_ICON.get(summary.phase, "")
     head = (
-        f"{icon} *Rollout {summary.phase.value}* — patched {summary.patched}, failed "
-        f"{summary.failed}, skipped {summary.skipped}, duration {summary.duration_seconds:.0f}s\n"
+        f"{icon} *Rollout {summary.phase.value}* — {counts_text(summary)}, "
+        f"duration {summary.duration_seconds:.0f}s\n"
         f"{mrkdwn_escape(summary.message)}"
     )
     if summary.controls:  # pause, resume, skip, abort: who and when

@@ -126,3 +126,6 @@ async def test_dry_run_reports_and_changes_nothing(
     assert mailbox.events("approval-request") == []
     body = mailbox.events("summary")[0].get_content()
     assert "Dry run — nothing was changed" in body and KERNEL in body
+    # Nothing was patched, and the e-mail does not say otherwise (a2's nginx refused it).
+    assert summary.patched == 0 and "ready 2, refused 1, skipped 0, duration" in body
+    assert mailbox.events("summary")[0]["Subject"].endswith("(2 ready, 1 refused)")
