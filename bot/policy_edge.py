@@ -15,6 +15,7 @@ from pathlib import Path
 from activities.inventory import InventoryActivities, InventoryError
 from activities.trust import Trust, resolve_targets
 from workflows.approval import ApprovalRulesRequest
+from workflows.families import OS_UPDATE_PROFILES
 from workflows.models import RolloutInput
 from workflows.policy import Policy
 
@@ -45,10 +46,21 @@ CLI_OPTIONS = Options(
 )
 
 
-def profile_command(policy: Policy, clusters: list[str], profile: str, options: Options) -> str:
-    """The update command profile `profile` names in the rule of every cluster of `clusters`.
-    Raises PolicyRefusal naming the clusters without that profile, or, when the clusters' rules
-    give it different commands, the clusters and their commands."""
+def profile_command(
+    policy: Policy | None, clusters: list[str], profile: str, options: Options
+) -> str:
+    """The update command profile `profile` names in the rule of every cluster of `clusters`;
+    without a policy, PatchPilot's own OS-family profile of that name (`security`, `full`:
+    workflows/families.py). Raises PolicyRefusal naming `options.profile` for a profile that
+    does not exist, the clusters without it, or, when the clusters' rules give it different
+    commands, the clusters and their commands."""
+    if policy is None:
+        if profile not in OS_UPDATE_PROFILES:
+            raise PolicyRefusal(
+                f"{options.profile}: without an approval policy (PATCHPILOT_POLICY) the profiles "
+                f"are PatchPilot's own: {', '.join(OS_UPDATE_PROFILES)}; {profile!r} is not one"
+            )
+        return OS_UPDATE_PROFILES[profile]
     commands: dict[str, list[str]] = {}
     missing = []
     for cluster in clusters:

@@ -156,15 +156,6 @@ def _with_profile(raw: dict[str, Any], policy: Policy | None, profile: str) -> d
     that does not exist, or when a cluster lacks the profile or the clusters' commands differ."""
     if raw.get("updateCommand"):
         raise UserError("--profile and --update both name the update command; give one")
-    if policy is None:
-        from workflows.families import OS_UPDATE_PROFILES
-
-        if profile not in OS_UPDATE_PROFILES:
-            raise UserError(
-                f"--profile: without an approval policy (PATCHPILOT_POLICY) the profiles are "
-                f"PatchPilot's own: {', '.join(OS_UPDATE_PROFILES)}; {profile!r} is not one"
-            )
-        return {**raw, "updateCommand": OS_UPDATE_PROFILES[profile], "updateProfile": profile}
     clusters = [str(c) for c in raw.get("targetClusters") or []]
     try:
         command = profile_command(policy, clusters, profile, CLI_OPTIONS)

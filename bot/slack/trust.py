@@ -52,16 +52,12 @@ SLACK_OPTIONS = Options(
 def plan_of(bot: SlackBot, command: PatchCommand, channel_id: str | None) -> PatchPlan:
     """`command` with the defaults applied and, with `profile=`, the update command of that
     profile in the policy entry of every target cluster (`bot.policy_edge.profile_command`).
-    Pure: runs in the ack. Raises CommandError naming the field: a profile without a policy,
-    `profile=` and `update=` together, a profile the clusters lack or that differs between
-    them, and under a policy an approver typed as `@name` or not in the policy."""
+    Pure: runs in the ack. Without a policy the profiles are PatchPilot's OS-family ones
+    (`security`, `full`), as on the CLI. Raises CommandError naming the field: `profile=` and
+    `update=` together, a profile that does not exist, that the clusters lack or that differs
+    between them, and under a policy an approver typed as `@name` or not in the policy."""
     policy = bot.policy
     if command.profile is not None:
-        if policy is None:
-            raise CommandError(
-                "profile=: update profiles come from the approval policy (PATCHPILOT_POLICY), "
-                'and this PatchPilot has none; give update="…" instead'
-            )
         if command.update is not None:
             raise CommandError("profile= and update= both name the update command; give one")
         try:

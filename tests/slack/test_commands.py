@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.slack import trust
 from bot.slack.commands import (
     USAGE,
     ApproverRef,
@@ -25,6 +28,8 @@ from bot.slack.commands import (
     rollout_input,
 )
 from bot.slack.config import RolloutDefaults, SlackDefaults
+from bot.slack.context import SlackBot
+from workflows.families import OS_UPDATE_PROFILES
 
 UPDATE = "apt-get update && apt-get -y upgrade"
 KNOWN = {"cluster-a", "cluster-b"}
@@ -323,3 +328,26 @@ def test_dry_run_word_and_schedule_commands_parse() -> None:
 def test_bad_schedule_commands_say_why(text: str, problem: str) -> None:
     with pytest.raises(CommandError, match=re.escape(problem)):
         parse_command(text)
+
+
+def test_without_a_policy_profile_is_an_os_family_profile_as_on_the_cli() -> None:
+    bot = cast(SlackBot, SimpleNamespace(policy=None, defaults=SlackDefaults()))
+
+    def plan(text: str) -> PatchPlan:
+        command = parse_command(text)
+        assert isinstance(command, PatchCommand)
+        return trust.plan_of(bot, command, "C1")
+
+    found = plan("cluster-a profile=security approvers=a@example.com")
+    assert found.update == OS_UPDATE_PROFILES["security"] and found.profile == "security"
+    built = rollout_input(found, "bob@example.com", ["a@example.com"])
+    assert built.update_profile == "security"
+    assert built.update_command == OS_UPDATE_PROFILES["security"]
+    with pytest.raises(CommandError) as error:
+        plan("cluster-a profile=kernel approvers=a@example.com")
+    assert str(error.value) == (
+        "profile=: without an approval policy (PATCHPILOT_POLICY) the profiles are PatchPilot's "
+        "own: security, full; 'kernel' is not one"
+    )
+    with pytest.raises(CommandError, match="profile= and update= both name the update command"):
+        plan('cluster-a profile=full update="apt-get -y upgrade" approvers=a@example.com')
