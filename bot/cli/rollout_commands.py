@@ -55,6 +55,25 @@ As = Annotated[str, typer.Option("--as", help="Your e-mail (must be an approver)
 Comment = Annotated[str, typer.Option(help="Why.")]
 
 
+# What a person types after a flag that takes no value (`--dry-run yes`, as Slack's
+# `repair-dpkg=yes`); read as the positional clusters they would become clusters to patch.
+FLAG_VALUES = frozenset({"yes", "no", "true", "false", "on", "off", "y", "n"})
+
+
+def positional_clusters(words: list[str] | None) -> list[str]:
+    """The clusters given after the options (comma lists split). Raises UserError for a word
+    that reads as a value given to a flag that takes none, naming the flags."""
+    clusters = split(words)
+    for word in clusters:
+        if word.lower() in FLAG_VALUES:
+            raise UserError(
+                f"{word!r} is not a cluster here: --dry-run and --repair-interrupted-dpkg take "
+                f"no value (give the flag alone to turn it on, leave it out for off); a cluster "
+                f"named {word!r} is given with -c {word}"
+            )
+    return clusters
+
+
 def start(
     clusters_option: Annotated[
         list[str] | None,
@@ -157,7 +176,7 @@ def start(
     settings = Settings()
     raw = read_json_object(input_file) if input_file is not None else {}
     flags: dict[str, Any] = {
-        "targetClusters": split(clusters_option) + split(more_clusters) or None,
+        "targetClusters": split(clusters_option) + positional_clusters(more_clusters) or None,
         "pilotHostCount": pilot,
         "approverEmails": split(approver) or None,
         "requesterEmail": requester,

@@ -21,7 +21,8 @@ USAGE = """\
 • `/patch <cluster> [<cluster> …] [pilot=N] [services=a,b] [update="command"] \
 [approvers=@alice,bob@example.com] [limit=web0[12]*]`
    start a rollout: nothing is touched until an approver (not you) approves it
-• `/patch <cluster> … profile=security`   the update command of the approval policy's profile (without a policy, PatchPilot's `security` or `full`)
+• `/patch <cluster> … profile=security`   the update command of the approval policy's profile \
+(without a policy, PatchPilot's `security` or `full`)
 • `… soak=PT10M alert='alertname="HighErrorRate", cluster="{cluster}"' \
 query='avg(error_rate{host=~"{hosts}"}) <= baseline * 1.2 + 0.01' gate-timeout=PT30M`   \
 health gates after the pilots and each wave (README "Health gates"); \

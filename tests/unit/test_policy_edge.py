@@ -172,3 +172,24 @@ def test_the_cli_names_the_option(settings: Settings, monkeypatch: pytest.Monkey
     assert "--profile: the policy has no update profile 'nightly' for cluster-a" in str(
         result.exception
     )
+
+
+@pytest.mark.parametrize("flag", ["--repair-interrupted-dpkg", "--dry-run"])
+@pytest.mark.parametrize("value", ["yes", "no", "True"])
+def test_a_value_after_a_flag_that_takes_none_is_not_a_cluster(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, flag: str, value: str
+) -> None:
+    # Typed as Slack's `repair-dpkg=yes` reads, it would otherwise be a cluster named "yes".
+    monkeypatch.setenv("PATCHPILOT_INVENTORY", str(settings.inventory))
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:9")  # nothing may be asked of Temporal
+    result = CliRunner().invoke(
+        app,
+        ["start", "-c", "cluster-a", "--pilot", "1", "--requester", "bob@example.com",
+         "--approver", "alice@example.com", "--update", "true", flag, value],
+    )  # fmt: skip
+    assert isinstance(result.exception, UserError), result.output
+    assert str(result.exception) == (
+        f"{value!r} is not a cluster here: --dry-run and --repair-interrupted-dpkg take no value "
+        f"(give the flag alone to turn it on, leave it out for off); a cluster named {value!r} "
+        f"is given with -c {value}"
+    )
