@@ -81,19 +81,30 @@ NOTE_NAMES = 20  # package names in one note at most
 PREFLIGHT = f"""echo '== audit'
 command -v dpkg > /dev/null 2>&1 && dpkg --audit 2>&1
 echo '== locks'
-for f in {" ".join(LOCK_FILES)}; do
-    [ -e "$f" ] || continue
-    i=$(stat -c %i "$f") || continue
-    awk -v i="$i" '{{ n = split($(NF-2), a, ":"); if (a[n] == i) print $(NF-3) }}' /proc/locks |
-    while read -r pid; do
-        # /proc/locks is the kernel's, not this root's: a lock on the same inode number under
-        # another root (a container, a chroot, another overlay of one image) is not this host's.
-        [ -e "/proc/$pid/root/." ] && ! [ "/proc/$pid/root/." -ef / ] && continue
-        echo "$f $pid $(cat /proc/$pid/comm 2>/dev/null || echo '?')"
-    done
+# One stat and one awk for every lock file: "INODE PATH" of those that exist, matched against
+# the inode (last field of MAJOR:MINOR:INODE) of each lock the kernel lists; printed in the
+# order of LOCK_FILES.
+i=$(stat -c '%i %n' {" ".join(LOCK_FILES)} 2> /dev/null)
+[ -n "$i" ] && awk -v i="$i" 'BEGIN {{ n = split(i, l, "\\n"); for (k = 1; k <= n; k++) {{
+        split(l[k], w, " "); f[w[1]] = k; name[k] = w[2] }} }}
+    {{ m = split($(NF-2), a, ":")
+        if (a[m] in f) {{ k = f[a[m]]; by[k] = by[k] name[k] " " $(NF-3) "\\n" }} }}
+    END {{ for (k = 1; k <= n; k++) printf "%s", by[k] }}' /proc/locks |
+while read -r f pid; do
+    # /proc/locks is the kernel's, not this root's: a lock on the same inode number under
+    # another root (a container, a chroot, another overlay of one image) is not this host's.
+    [ -e "/proc/$pid/root/." ] && ! [ "/proc/$pid/root/." -ef / ] && continue
+    echo "$f $pid $(cat /proc/$pid/comm 2>/dev/null || echo '?')"
 done
 echo '== df'
-for p in / /var /boot; do [ -e "$p" ] && echo "$p $(df -Pk "$p" | tail -n 1)"; done
+# One df for every path, each line paired with its path; when df fails for a path it leaves
+# that line out (and the rest would pair wrongly), so then one df per path.
+set --
+for p in / /var /boot; do [ -e "$p" ] && set -- "$@" "$p"; done
+df -Pk "$@" 2> /dev/null | awk -v p="$*" 'BEGIN {{ n = split(p, path, " ") }}
+    NR > 1 {{ line[NR - 1] = $0 }}
+    END {{ if (NR - 1 != n) exit 1; for (k = 1; k <= n; k++) print path[k], line[k] }}' ||
+    for p; do echo "$p $(df -Pk "$p" | tail -n 1)"; done
 echo '== held'
 command -v dpkg-query > /dev/null 2>&1 && dpkg-query -W -f='${{db:Status-Want}} ${{Package}}\\n' |
     awk '$1 == "hold" {{ print $2 }}'
