@@ -99,7 +99,7 @@ case $(stat -f -c %T "$d" 2> /dev/null) in
         fi ;;
 esac
 export {NONINTERACTIVE_ENV}
-[ -s "$d/family" ] && {FAMILY_VAR}=$(cat "$d/family") && export {FAMILY_VAR}
+[ -s "$d/family" ] && read -r {FAMILY_VAR} < "$d/family" && export {FAMILY_VAR}
 : > "$d/stdout"; : > "$d/stderr"
 echo $$ > "$d/pid.new" && mv "$d/pid.new" "$d/pid"
 (
@@ -132,12 +132,13 @@ if [ ! -e "$d/claim" ]; then
 fi
 i=0
 while [ ! -s "$d/pid" ] && [ ! -e "$d/exit" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i + 1)); done
-pid=$(cat "$d/pid" 2>/dev/null)
+pid=
+read -r pid 2> /dev/null < "$d/pid"
 if [ -z "$pid" ]; then
     echo "{RUNNER_NAME}=unstarted" >&2
     exit 254
 fi
-if [ ! -e "$d/exit" ] && tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d"; then
+if [ ! -e "$d/exit" ] && grep -qaF -- "$d" "/proc/$pid/cmdline" 2> /dev/null; then
     # Not tail --pid="$pid": a runner whose parent is gone stays a zombie until init reaps it,
     # seconds on some hosts. This child ends once the run has its exit status or the runner
     # is gone, and the shell reaps it at once: flock waits on the runner's lock, let go when
@@ -146,7 +147,7 @@ if [ ! -e "$d/exit" ] && tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep 
     # when the wait on the lock fails, the loop looks every FOLLOW_SECONDS.
     {{
         [ -e "$d/lock" ] && command -v flock > /dev/null 2>&1 &&
-            flock -s "$d/lock" true 2> /dev/null
+            flock -s 8 8< "$d/lock" 2> /dev/null
         while [ ! -e "$d/exit" ] && read -r s 2>/dev/null < "/proc/$pid/stat"; do
             case $s in *") Z "*) break ;; esac
             sleep {FOLLOW_SECONDS}
@@ -167,7 +168,8 @@ if [ -e "$d/exit" ]; then
         echo "{REPORT_NONE}" >&2
     fi
     echo "{RUNNER_NAME}=finished" >&2
-    exit "$(cat "$d/exit")"
+    read -r rc < "$d/exit"
+    exit "$rc"
 fi
 echo "{RUNNER_NAME}=vanished pid=$pid" >&2
 exit 255

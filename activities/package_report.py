@@ -46,7 +46,7 @@ if [ -e "$d/packages.before" ]; then
                 if (substr(st[p], 1, 1) == "h") print "held", p, new[p]
             }}
             for (p in old) if (!(p in new)) print "removed", p, old[p]
-        }}' "$d/packages.before" "$d/packages.after" | sort -k2,2 -k1,1
+        }}' "$d/packages.before" "$d/packages.after"
 fi
 {REBOOT_FLAG}
 if [ "${FAMILY_VAR}" = apt ] && command -v apt-get > /dev/null; then
@@ -58,8 +58,8 @@ if [ "${FAMILY_VAR}" = apt ] && command -v apt-get > /dev/null; then
         k != "" {{ for (i = 1; i <= NF; i++) print k, $i }}'
 fi
 find /etc -xdev \\( -name '*.dpkg-dist' -o -name '*.dpkg-old' -o -name '*.dpkg-new' \\
-    -o -name '*.rpmnew' -o -name '*.rpmsave' \\) -cnewer "$d/claim" 2> /dev/null | sort |
-    sed 's/^/conffile /'
+    -o -name '*.rpmnew' -o -name '*.rpmsave' \\) -cnewer "$d/claim" \\
+    -printf 'conffile %p\\n' 2> /dev/null
 true
 """
 # dpkg's package states (dpkg-query(1)), by the letter db:Status-Abbrev gives them.
@@ -143,6 +143,13 @@ def parse_report(text: str, apt_output: str, host: str) -> PackageReport:
                 f"the package report on {host} has a line that is not one: {shown(line)}"
             )
     report.kept_back = kept_back(apt_output, report.held, (kept, deferred) if kept_read else None)
+    # AFTER prints in the order awk and find happen to give (sorted here, not by a sort(1) on
+    # every host): each list by package name, conffiles by path.
+    for changes in (report.upgraded, report.installed, report.removed):
+        changes.sort(key=lambda change: change.name)
+    report.unfinished.sort(key=lambda package: package.name)
+    report.held.sort()
+    report.conffiles.sort()
     return report
 
 

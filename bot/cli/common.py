@@ -225,3 +225,22 @@ def require_policy(settings: Settings, no_policy: bool) -> None:
         load_policy(settings.policy)
     except PolicyError as error:
         raise UserError(f"PATCHPILOT_POLICY: {error}") from None
+
+
+# What a person types after a flag that takes no value (`--dry-run yes`, as Slack's
+# `repair-dpkg=yes`); read as the positional clusters they would become clusters to patch.
+FLAG_VALUES = frozenset({"yes", "no", "true", "false", "on", "off", "y", "n"})
+
+
+def positional_clusters(words: list[str] | None) -> list[str]:
+    """The clusters given after the options (comma lists split). Raises UserError for a word
+    that reads as a value given to a flag that takes none, naming the flags."""
+    clusters = split(words)
+    for word in clusters:
+        if word.lower() in FLAG_VALUES:
+            raise UserError(
+                f"{word!r} is not a cluster here: --dry-run and --repair-interrupted-dpkg take "
+                f"no value (give the flag alone to turn it on, leave it out for off); a cluster "
+                f"named {word!r} is given with -c {word}"
+            )
+    return clusters

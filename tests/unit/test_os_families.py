@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from activities.doctor import Refusal, _family_refusal, parse_preflight
-from activities.package_report import AFTER, BEFORE
+from activities.package_report import AFTER, BEFORE, parse_report
 from activities.remote_shell import unwrap_command, wrap_command
 from activities.ssh import CommandResult
 from workflows.families import (
@@ -209,12 +209,20 @@ def test_the_package_report_reads_rpm_on_rpm_families(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert after.stdout.splitlines() == [
-        "removed gone.x86_64 2-1",
+    # In the order awk gives; the worker sorts (parse_report).
+    assert sorted(after.stdout.splitlines()) == [
         "installed new.noarch 3-1",
-        "upgraded pp-hello.noarch 1.0-1 1.1-1",
         "reboot",
+        "removed gone.x86_64 2-1",
+        "upgraded pp-hello.noarch 1.0-1 1.1-1",
     ]
+    report = parse_report(after.stdout, "", "h1")
+    assert [(c.name, c.old, c.new) for c in report.upgraded] == [
+        ("pp-hello.noarch", "1.0-1", "1.1-1")
+    ]
+    assert [change.name for change in report.installed] == ["new.noarch"]
+    assert [change.name for change in report.removed] == ["gone.x86_64"]
+    assert report.reboot_required
 
 
 def step_on(host: HostTarget, update: str) -> HostStepInput:
