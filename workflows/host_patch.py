@@ -103,6 +103,7 @@ class HostPatchWorkflow:
         # workflow.patched, whose marker also upserts the TemporalChangeVersion search
         # attribute: a visibility write per host.
         self._first_looks = patch.first_looks
+        self._notices = patch.notices
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -143,7 +144,9 @@ class HostPatchWorkflow:
             commands=3 + len(job.service_list) + (2 if job.repair_interrupted_dpkg else 0),
         )
         self._notes = list(checked.notes)
-        if self._first_looks:
+        if not self._notices.start:
+            pass  # no channel of the worker sends it (workflows/notices.plan_host_notices)
+        elif self._first_looks:
             # Sent while the host goes on: Slack's pacing may hold it, the host need not wait.
             notice = host_notice(self._job, self._host)
             self._start_notice = start_notice(names.SEND_START_NOTIFICATION, notice)
@@ -205,7 +208,8 @@ class HostPatchWorkflow:
         )
         self._in_maintenance = False
         await self._start_notice_sent()  # the thread says "started" before "patched"
-        await self._notify(names.STEP_SUCCESS_NOTICE, names.SEND_SUCCESS_NOTIFICATION)
+        if self._notices.success:
+            await self._notify(names.STEP_SUCCESS_NOTICE, names.SEND_SUCCESS_NOTIFICATION)
         self._step = names.STEP_DONE
 
     async def _reboot(self) -> None:

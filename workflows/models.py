@@ -42,6 +42,7 @@ from workflows.fields import (
     describe_validation_error,
 )
 from workflows.gates import AlertMatcher, GateQuery, GateSettings, SoakDuration
+from workflows.host_notices import HostNotices
 from workflows.packages import PackageReport
 from workflows.progress import (
     ClusterProgress,
@@ -343,6 +344,7 @@ class HostPatchInput(ContractModel):
     job: HostJob
     host: HostTarget
     first_looks: bool = False  # the v5 shape (workflows/host_patch.py); False in older histories
+    notices: HostNotices = Field(default_factory=HostNotices)
 
 
 class HostStepInput(ContractModel):
@@ -372,9 +374,8 @@ class StepResult(ContractModel):
 
 
 class VaultPreflightResult(StepResult):
-    """Result of VaultClientActivity: the accessor of the rollout's child token (None when the
-    rollout brought its own token). An accessor can look up, renew or revoke a token but not
-    authenticate with it (Vault docs, "Token accessors"), so it may be kept in history."""
+    """Result of VaultClientActivity: the rollout's child token's accessor (None: the rollout
+    brought its own), which revokes but cannot authenticate (Vault, "Token accessors")."""
 
     token_accessor: str | None = None
 

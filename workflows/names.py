@@ -26,6 +26,7 @@ REBOOT_HOST = "RebootHostActivity"
 WAIT_FOR_HOST_BOOT = "WaitForHostBootActivity"
 INSPECT_HOST = "InspectHostActivity"
 SEND_WAVE_NOTIFICATION = "SendWaveNotificationActivity"
+PLAN_HOST_NOTICES = "PlanHostNoticesActivity"
 # The approval policy (issue 13): the worker's own policy answers, with its own keys.
 RESOLVE_APPROVAL_POLICY = "ResolveApprovalPolicyActivity"
 VERIFY_DECISION = "VerifyDecisionActivity"
@@ -63,6 +64,7 @@ ALL_ACTIVITIES = (
     WAIT_FOR_HOST_BOOT,
     INSPECT_HOST,
     SEND_WAVE_NOTIFICATION,
+    PLAN_HOST_NOTICES,
     *TRUST_ACTIVITIES,
     *GATE_ACTIVITIES,
 )

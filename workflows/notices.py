@@ -7,6 +7,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import names
+    from workflows.host_notices import HostNotices
+    from workflows.local_activity import run_local
     from workflows.models import (
         HostJob,
         HostPatchResult,
@@ -88,6 +91,34 @@ def _scripts(rollout: RolloutInput) -> dict[str, list[str]]:
         "postUpdateScripts": rollout.post_update_scripts,
     }
     return {kind: list(scripts) for kind, scripts in kinds.items() if scripts}
+
+
+async def plan_host_notices(job: HostJob, cluster: str) -> HostNotices:
+    """Which of a host's notices a channel of the worker would send (routes, Slack without a
+    thread, e-mail without recipients: `activities.notify.messages.wanted`), asked once for the
+    rollout run as a local activity: two notification activities per host that no channel sends
+    cost the worker and Temporal about a third of a host's orchestration (issue 16). A worker
+    whose channels change mid-rollout sends what this run found; failure alerts, wave notices
+    and the summary are always sent. Both True when the question cannot be answered."""
+    sample = RolloutNotice(
+        rollout_id=job.rollout_id,
+        requester_email=job.requester_email,
+        approver_emails=job.approver_emails,
+        cluster=cluster,
+        slack_channel=job.slack_channel,
+        slack_thread_ts=job.slack_thread_ts,
+    )
+    try:
+        return await run_local(
+            names.PLAN_HOST_NOTICES,
+            sample,
+            result_type=HostNotices,
+            start_to_close_timeout=LOOKUP,
+            retry_policy=NOTIFY_RETRY,
+        )
+    except ActivityError as error:
+        workflow.logger.warning("could not ask which host notices to send: %s", error)
+        return HostNotices()
 
 
 def host_notice(job: HostJob, host: HostTarget) -> RolloutNotice:

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.decisions import DecisionUpdates
     from workflows.dry_run import inspect_hosts
     from workflows.gating import GateStopped, RolloutGates
+    from workflows.host_notices import HostNotices
     from workflows.models import (
         HOST_WORKFLOW_NAME,
         WORKFLOW_NAME,
@@ -41,7 +42,14 @@ with workflow.unsafe.imports_passed_through():
         RolloutProgress,
         RolloutSummary,
     )
-    from workflows.notices import failure_details, listing, rollout_notice, send_notice, stop_reason
+    from workflows.notices import (
+        failure_details,
+        listing,
+        plan_host_notices,
+        rollout_notice,
+        send_notice,
+        stop_reason,
+    )
     from workflows.planning import once_per_machine, stages
     from workflows.policies import (
         HOST_WORKFLOW_PREFIX,
@@ -55,6 +63,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.windows import describe
 
 
+# Since engine v7 (issue 16) each run asks once which host notices a channel sends
+# (workflows/notices.plan_host_notices). A marker per rollout run, not per host.
+HOST_NOTICES_CHANGE = "host-notices-asked"
 # Events a host in flight may still add to the run after we stop starting hosts (its child's
 # start and end, workflow tasks, a failure alert), so the run ends inside its budget.
 EVENTS_PER_HOST_IN_FLIGHT = 10
@@ -86,6 +97,7 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
         self._vault_used = carried is not None or rollout.dry_run
         self._rules: ApprovalRules | None = None
         self._digest: str | None = None
+        self._host_notices = HostNotices()  # every host notice, as before the question
 
     # ---- the rollout, as the spec tells it -----------------------------------------------------
 
@@ -125,6 +137,8 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
             self._job = self._job.model_copy(
                 update={"approvals": self._state.approvals, "grants": self._state.grants}
             )
+            if workflow.patched(HOST_NOTICES_CHANGE):  # histories from before: every notice
+                self._host_notices = await plan_host_notices(self._job, rollout.target_clusters[0])
             progress.phase = Phase.PATCHING
             for cluster in progress.clusters:
                 await self._patch_cluster(cluster.name)
@@ -343,7 +357,9 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
         try:
             child = await workflow.start_child_workflow(
                 HOST_WORKFLOW_NAME,
-                HostPatchInput(job=self._job, host=host, first_looks=True),
+                HostPatchInput(
+                    job=self._job, host=host, first_looks=True, notices=self._host_notices
+                ),
                 id=host_workflow_id(host.name),
                 result_type=HostPatchResult,
             )

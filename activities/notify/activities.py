@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from temporalio import activity
 
@@ -13,6 +14,7 @@ from activities.notify.messages import Message, Notifier, wanted
 from activities.notify.packages import with_packages
 from activities.notify.reports import read_reports
 from workflows import names
+from workflows.host_notices import HostNotices
 from workflows.models import RolloutNotice
 from workflows.packages import PackageReport
 
@@ -77,6 +79,21 @@ class NotificationActivities:
         send.__name__ = send.__qualname__ = f"send_{build.__name__}"
         return activity.defn(name=name)(send)
 
-    def all(self) -> list[Callable[[RolloutNotice], Awaitable[bool]]]:
+    @activity.defn(name=names.PLAN_HOST_NOTICES)
+    async def plan_host_notices(self, notice: RolloutNotice) -> HostNotices:
+        """Whether any channel would send a host's start and success messages for the rollout
+        of `notice` (a host notice without a host): the workflow schedules only those
+        (workflows/notices.plan_host_notices). Run as a local activity, once per rollout run."""
+        start = messages.start_notice(notice)
+        success = messages.success_notice(notice)
+        return HostNotices(
+            start=any(wanted(notifier, start) for notifier in self._notifiers),
+            success=any(wanted(notifier, success) for notifier in self._notifiers),
+        )
+
+    def all(self) -> list[Callable[[RolloutNotice], Awaitable[Any]]]:
         """Every notification activity, for the worker's activity list."""
-        return [self._activity(name, build) for name, build in MESSAGES.items()]
+        sends: list[Callable[[RolloutNotice], Awaitable[Any]]] = [
+            self._activity(name, build) for name, build in MESSAGES.items()
+        ]
+        return [*sends, self.plan_host_notices]

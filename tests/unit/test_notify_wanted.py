@@ -16,6 +16,7 @@ from activities.notify.activities import NotificationActivities
 from activities.notify.routing import RoutedNotifier
 from bot.slack.notifier import SlackNotifier
 from workflows import names
+from workflows.host_notices import HostNotices
 from workflows.models import RolloutNotice
 from workflows.packages import PackageChange, PackageReport
 
@@ -84,3 +85,42 @@ def test_slack_wants_a_rollout_that_has_its_thread() -> None:
     assert not slack.wants(message)
     threaded = notice(slack_channel="C0123", slack_thread_ts="1700000000.000100")
     assert slack.wants(Message("host-success", [], "s", "b\n", threaded))
+
+
+def test_the_rollout_schedules_only_the_host_notices_a_channel_sends() -> None:
+    """PlanHostNoticesActivity's answer (workflows/notices.plan_host_notices): the host
+    workflows then schedule only those notification activities."""
+    slack = SlackNotifier(AsyncWebClient(token="xoxb-not-used"))
+    sample = notice(hostname=None, cluster="cluster-a")
+    in_slack = notice(hostname=None, slack_channel="C1", slack_thread_ts="1.2")
+    cases: list[tuple[str, list[object], RolloutNotice, HostNotices]] = [
+        ("no channel at all", [], sample, HostNotices(start=False, success=False)),
+        (
+            "e-mail routed to failures and summaries",
+            [RoutedNotifier(Channel(name="email"), frozenset({"failure", "summary"}))],
+            sample,
+            HostNotices(start=False, success=False),
+        ),
+        (
+            "Teams gets successes only",
+            [RoutedNotifier(Channel(name="teams"), frozenset({"host-success"}))],
+            sample,
+            HostNotices(start=False, success=True),
+        ),
+        (
+            "Slack, rollout started outside Slack",
+            [slack],
+            sample,
+            HostNotices(start=False, success=False),
+        ),
+        ("Slack, rollout started in Slack", [slack], in_slack, HostNotices()),
+        ("a webhook takes everything", [Channel()], sample, HostNotices()),
+    ]
+    for case, notifiers, asked, expected in cases:
+        activities = NotificationActivities(notifiers)  # type: ignore[arg-type]
+        assert asyncio.run(activities.plan_host_notices(asked)) == expected, case
+    names_registered = [
+        getattr(fn, "__temporal_activity_definition").name
+        for fn in NotificationActivities([]).all()
+    ]
+    assert names.PLAN_HOST_NOTICES in names_registered

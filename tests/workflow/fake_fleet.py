@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from workflows import names
+from workflows.host_notices import HostNotices
 from workflows.models import (
     BootWait,
     ClusterHosts,
@@ -45,6 +46,8 @@ class FakeFleet:
     not_ready: set[tuple[str, str]] = field(default_factory=set)
     # The accessor of every VaultCleanupActivity call (the preflight's fake is "fake-accessor").
     revoked: list[str | None] = field(default_factory=list)
+    # What PlanHostNoticesActivity answers: which host notices a channel would send.
+    host_notices: HostNotices = field(default_factory=HostNotices)
 
     def host_calls(self, activity_name: str) -> list[str]:
         return [host for host, name in self.calls if name == activity_name]
@@ -119,6 +122,10 @@ class FakeFleet:
                 reboot_required=step.host.name in self.needs_reboot,
             )
 
+        @activity.defn(name=names.PLAN_HOST_NOTICES)
+        async def plan_host_notices(notice: RolloutNotice) -> HostNotices:
+            return self.host_notices
+
         @activity.defn(name=names.VAULT_CLIENT)
         async def vault_preflight(request: VaultPreflightInput) -> VaultPreflightResult:
             return VaultPreflightResult(detail="fake vault ok", token_accessor="fake-accessor")
@@ -156,6 +163,7 @@ class FakeFleet:
             reboot_host,
             wait_for_host_boot,
             inspect_host,
+            plan_host_notices,
             *(host_step(name) for name in host_names),
             *(notify(name) for name in notify_names),
             # The worker's real approval rules, in development mode (no policy file).

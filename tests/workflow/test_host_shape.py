@@ -13,6 +13,7 @@ from temporalio.client import Client
 from tests.workflow.fake_fleet import FakeFleet
 from tests.workflow.test_system_patch import ALICE, decide, rollout, running, start
 from workflows import names
+from workflows.host_notices import HostNotices
 from workflows.models import Phase
 from workflows.policies import host_workflow_id
 
@@ -101,3 +102,36 @@ async def test_a_held_start_notice_does_not_hold_the_host_and_still_comes_first(
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
     sent = [name for name, n in fleet.notices if n.hostname == host]
     assert sent == [names.SEND_START_NOTIFICATION, names.SEND_SUCCESS_NOTIFICATION]
+
+
+async def test_host_notices_no_channel_sends_are_not_scheduled(temporal_client: Client) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    quiet, told = f"{prefix}-h1", f"{prefix}-h2"
+    tasks_of: dict[str, int] = {}
+    for host, notices, expected in (
+        (quiet, HostNotices(start=False, success=False), []),
+        (told, HostNotices(start=False, success=True), [names.SEND_SUCCESS_NOTIFICATION]),
+    ):
+        clusters = {f"{prefix}-{host}": [host]}
+        fleet = FakeFleet(clusters, host_notices=notices)
+        async with running(temporal_client, fleet) as queue:
+            handle = await start(temporal_client, queue, rollout(list(clusters), pilotHostCount=0))
+            await decide(handle, "approve", ALICE)
+            summary = await handle.result()
+        assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
+        scheduled, tasks_of[host], _ = await _host_events(temporal_client, host)
+        assert sorted(scheduled) == sorted(
+            [names.CHECK_HOST_PRECONDITIONS, names.PERFORM_UPDATE, *expected]
+        )
+        assert [name for name, n in fleet.notices if n.hostname == host] == expected
+        # Asked once for the rollout run, as a local activity, not per host.
+        history = await handle.fetch_history()
+        asked = [
+            e
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and names.PLAN_HOST_NOTICES.encode() in e.SerializeToString()
+        ]
+        assert len(asked) == 1
+    # The success notice the host waits for costs a workflow task of its own.
+    assert tasks_of[quiet] == tasks_of[told] - 1, tasks_of

@@ -14,19 +14,23 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.support import decoded_history
+from workflows import names
 from workflows.host_patch import HostPatchWorkflow
 from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
 ROOT = Path(__file__).resolve().parents[1] / "histories"
-# Today's shape at the top; an older engine's under its name (engine-v4: before the host
-# workflow's first looks), which today's code must still replay for rollouts in flight.
+# Today's shape at the top; older engines' under their names, which today's code must still
+# replay for rollouts in flight: engine-v4 (before the host workflow's first looks), engine-v6
+# (before the rollout asked which host notices a channel sends).
 CURRENT = sorted(ROOT.glob("*.json"))
 HISTORIES = sorted(ROOT.rglob("*.json"))
+OLDER = ("engine-v4", "engine-v6")
 
 
 def test_recorded_histories_exist() -> None:
-    for histories in (CURRENT, sorted((ROOT / "engine-v4").glob("*.json"))):
+    for histories in (CURRENT, *(sorted((ROOT / older).glob("*.json")) for older in OLDER)):
         names = {path.name.split(".")[0] for path in histories}
         assert {"succeeded", "failed-pilot", "cancelled"} <= names
 
@@ -42,7 +46,19 @@ def test_todays_host_histories_have_todays_shape() -> None:
     hosts = [path for path in HISTORIES if ".host-" in path.name]
     for path in hosts:
         assert _first_looks(path) == (path.parent.name != "engine-v4"), path.name
-    assert {path.parent.name for path in hosts} == {"histories", "engine-v4"}
+    assert {path.parent.name for path in hosts} == {"histories", *OLDER}
+
+
+def test_todays_rollouts_ask_once_which_host_notices_to_send() -> None:
+    """engine v7: one PlanHostNoticesActivity (a local activity's marker) per rollout run that
+    patches; a dry run patches nothing and asks nothing."""
+    for path in [p for p in HISTORIES if ".host-" not in p.name]:
+        asked = decoded_history(path.read_text()).count(names.PLAN_HOST_NOTICES)
+        patches = path.parent.name == "histories" and not path.name.startswith("dry-run")
+        assert asked == (1 if patches else 0), path
+    # With e-mail routed away from host events, no host history schedules a notice.
+    for path in sorted(ROOT.glob("host-notices-routed-away.host-*.json")):
+        assert "Notification" not in decoded_history(path.read_text()), path
 
 
 @pytest.mark.parametrize(
