@@ -147,7 +147,7 @@ if [ ! -e "$d/exit" ] && grep -qaF -- "$d" "/proc/$pid/cmdline" 2> /dev/null; th
     # when the wait on the lock fails, the loop looks every FOLLOW_SECONDS.
     {{
         [ -e "$d/lock" ] && command -v flock > /dev/null 2>&1 &&
-            flock -s 8 8< "$d/lock" 2> /dev/null
+            flock -s 8 2> /dev/null 8< "$d/lock"
         while [ ! -e "$d/exit" ] && read -r s 2>/dev/null < "/proc/$pid/stat"; do
             case $s in *") Z "*) break ;; esac
             sleep {FOLLOW_SECONDS}

@@ -81,14 +81,15 @@ NOTE_NAMES = 20  # package names in one note at most
 PREFLIGHT = f"""echo '== audit'
 command -v dpkg > /dev/null 2>&1 && dpkg --audit 2>&1
 echo '== locks'
-# One stat and one awk for every lock file: "INODE PATH" of those that exist, matched against
-# the inode (last field of MAJOR:MINOR:INODE) of each lock the kernel lists; printed in the
-# order of LOCK_FILES.
-i=$(stat -c '%i %n' {" ".join(LOCK_FILES)} 2> /dev/null)
-[ -n "$i" ] && awk -v i="$i" 'BEGIN {{ n = split(i, l, "\\n"); for (k = 1; k <= n; k++) {{
-        split(l[k], w, " "); f[w[1]] = k; name[k] = w[2] }} }}
-    {{ m = split($(NF-2), a, ":")
-        if (a[m] in f) {{ k = f[a[m]]; by[k] = by[k] name[k] " " $(NF-3) "\\n" }} }}
+# One stat and one awk for every lock file: "INODE PATH" of those that exist (passed in the
+# environment: POSIX awk refuses a newline in a -v value), matched against the inode (last field
+# of MAJOR:MINOR:INODE) of each lock the kernel lists; printed in the order of LOCK_FILES.
+PATCHPILOT_LOCKS=$(stat -c '%i %n' {" ".join(LOCK_FILES)} 2> /dev/null)
+[ -n "$PATCHPILOT_LOCKS" ] && PATCHPILOT_LOCKS=$PATCHPILOT_LOCKS awk '
+    BEGIN {{ n = split(ENVIRON["PATCHPILOT_LOCKS"], l, "\\n")
+        for (k = 1; k <= n; k++) {{ split(l[k], w, " "); f[w[1]] = f[w[1]] " " k; p[k] = w[2] }} }}
+    {{ m = split($(NF-2), a, ":"); c = split(f[a[m]], ks, " ")
+        for (j = 1; j <= c; j++) by[ks[j]] = by[ks[j]] p[ks[j]] " " $(NF-3) "\\n" }}
     END {{ for (k = 1; k <= n; k++) printf "%s", by[k] }}' /proc/locks |
 while read -r f pid; do
     # /proc/locks is the kernel's, not this root's: a lock on the same inode number under

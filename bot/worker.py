@@ -76,7 +76,7 @@ class WorkerParts:
         self.trust = Trust(self.policy, self.inventory)
         self.host_steps = HostStepActivities(self.vault, self.ssh, self.trust)
         self.notifiers = build_notifiers(settings, extra_notifiers)
-        self.notifications = NotificationActivities(self.notifiers)
+        self.notifications = NotificationActivities(self.notifiers, routes=settings.notify_routes)
         # The gate activities exist only with a Prometheus to ask: a rollout that asks for a
         # gate elsewhere stops saying so (workflows/gating.py) instead of passing unchecked.
         self.prometheus = (

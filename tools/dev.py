@@ -45,6 +45,8 @@ TEST_PACKAGES = {
     "/usr/bin/rpmbuild": "rpm",
     "/usr/bin/createrepo_c": "createrepo-c",
     "/usr/lib/python3/dist-packages/dnf-plugins/needs_restarting.py": "dnf-plugins-core",
+    # GNU awk (RHEL's and SUSE's awk; Debian's is mawk): the doctor's script in POSIX mode.
+    "/usr/bin/gawk": "gawk",
 }
 
 

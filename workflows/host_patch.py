@@ -357,4 +357,6 @@ class HostPatchWorkflow:
 
     async def _notify(self, step: str, activity_name: str) -> None:
         self._step = step
-        await send_notice(activity_name, host_notice(self._job, self._host))
+        # A cancel while telling is not the host's failure: the notice is all that was left.
+        with contextlib.suppress(asyncio.CancelledError):
+            await send_notice(activity_name, host_notice(self._job, self._host))

@@ -3,8 +3,10 @@ notification goes through."""
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
@@ -46,10 +48,15 @@ def start_notice(activity_name: str, notice: RolloutNotice) -> workflow.Activity
 
 
 async def notice_sent(activity_name: str, handle: workflow.ActivityHandle[bool]) -> None:
-    """Wait for a notification started by `start_notice`; its failure is a log line."""
+    """Wait for a notification started by `start_notice`; its failure is a log line. Raises
+    asyncio.CancelledError when the workflow was cancelled while it waited (the SDK hands a
+    cancel to the awaited activity, whose error would otherwise swallow it: a cancel during a
+    wave notice let the next wave start)."""
     try:
         await handle
     except ActivityError as error:
+        if isinstance(error.cause, CancelledError):
+            raise asyncio.CancelledError() from error
         workflow.logger.warning("notification %s failed: %s", activity_name, error)
 
 
@@ -117,6 +124,8 @@ async def plan_host_notices(job: HostJob, cluster: str) -> HostNotices:
             retry_policy=NOTIFY_RETRY,
         )
     except ActivityError as error:
+        if isinstance(error.cause, CancelledError):
+            raise asyncio.CancelledError() from error
         workflow.logger.warning("could not ask which host notices to send: %s", error)
         return HostNotices()
 

@@ -122,6 +122,7 @@ class ClusterProgress(ContractModel):
 class RolloutProgress(ContractModel):
     rollout_id: str
     phase: Phase
+    dry_run: bool = False  # inspect only: its hosts are found ready or refused, never patched
     requester_email: str
     approver_emails: list[str]
     decided_by: str | None = None

@@ -41,6 +41,7 @@ class RolloutState:
         self.progress = RolloutProgress(
             rollout_id=rollout_id,
             phase=Phase.RESOLVING,
+            dry_run=rollout.dry_run,
             requester_email=rollout.requester_email,
             approver_emails=rollout.approver_emails,
             started_at=carry.started_at if carry else now,

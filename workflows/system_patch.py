@@ -9,6 +9,7 @@ pure rules (pilots, batches, error budget) are in `workflows.planning`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from temporalio import workflow
@@ -404,9 +405,10 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
 
     async def _finish(self) -> RolloutSummary:
         summary = self._state.summary(workflow.now(), dry_run=self._rollout.dry_run)
-        await send_notice(
-            names.SEND_ROLLOUT_SUMMARY, self._notice(with_hosts=True, summary=summary)
-        )
+        with contextlib.suppress(asyncio.CancelledError):  # the rollout has ended as it says
+            await send_notice(
+                names.SEND_ROLLOUT_SUMMARY, self._notice(with_hosts=True, summary=summary)
+            )
         return summary
 
     # ---- progress ----------------------------------------------------------------------------

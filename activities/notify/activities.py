@@ -13,6 +13,7 @@ from activities.notify import messages
 from activities.notify.messages import Message, Notifier, wanted
 from activities.notify.packages import with_packages
 from activities.notify.reports import read_reports
+from activities.notify.routing import Routes, allowed
 from workflows import names
 from workflows.host_notices import HostNotices
 from workflows.models import RolloutNotice
@@ -47,9 +48,11 @@ class NotificationActivities:
         reports: Callable[[RolloutNotice, str], Awaitable[Mapping[str, PackageReport]]] = (
             read_reports
         ),
+        routes: Routes | None = None,
     ) -> None:
         self._notifiers = list(notifiers)
         self._reports = reports
+        self._routes = routes
 
     async def _deliver(self, message: Message) -> bool:
         """Sends `message` on every channel; True when one of them delivered it."""
@@ -86,10 +89,18 @@ class NotificationActivities:
         (workflows/notices.plan_host_notices). Run as a local activity, once per rollout run."""
         start = messages.start_notice(notice)
         success = messages.success_notice(notice)
-        return HostNotices(
-            start=any(wanted(notifier, start) for notifier in self._notifiers),
-            success=any(wanted(notifier, success) for notifier in self._notifiers),
-        )
+        return HostNotices(start=self._sent(start), success=self._sent(success))
+
+    def _sent(self, message: Message) -> bool:
+        """Whether some worker's channel would send `message`: one of this worker's, or Slack,
+        for a rollout with a thread, where the routes give Slack the event. Not this worker's
+        channels alone: `patchpilot worker` processes serving the bot's task queue have no Slack
+        client (only `patchpilot bot` has), and the answer holds for every host of the run."""
+        notice = message.notice
+        in_slack = bool(notice.slack_channel and notice.slack_thread_ts)
+        if in_slack and message.event in allowed(self._routes, "slack"):
+            return True
+        return any(wanted(notifier, message) for notifier in self._notifiers)
 
     def all(self) -> list[Callable[[RolloutNotice], Awaitable[Any]]]:
         """Every notification activity, for the worker's activity list."""

@@ -72,11 +72,14 @@ def failure_place(notice: RolloutNotice) -> str:
     return f"{notice.hostname} at step {notice.step}" if notice.hostname else "the rollout"
 
 
-def host_outcome(host: HostProgress, reason_limit: int | None = None) -> str:
+def host_outcome(
+    host: HostProgress, reason_limit: int | None = None, *, dry_run: bool = False
+) -> str:
     """One host's line in a summary: "<cluster>/<host>: <state>[ at <step>: <reason>]", then
     " (rebooted)" and " [IN MAINTENANCE]" where they apply; the reason clipped to `reason_limit`
-    characters when given."""
-    line = f"{host.cluster}/{host.name}: {host.state.value}"
+    characters when given. In a `dry_run` the state reads "ready" or "refused"."""
+    state = DRY_RUN_STATES.get(host.state.value, host.state.value) if dry_run else host.state.value
+    line = f"{host.cluster}/{host.name}: {state}"
     if host.failure_reason:
         reason = (
             host.failure_reason if reason_limit is None else clip(host.failure_reason, reason_limit)
@@ -89,6 +92,10 @@ def host_outcome(host: HostProgress, reason_limit: int | None = None) -> str:
     if host.in_maintenance:
         line += " [IN MAINTENANCE]"
     return line
+
+
+# A dry run's inspected hosts: done when the preconditions held, failed when they did not.
+DRY_RUN_STATES = {"done": "ready", "failed": "refused"}
 
 
 def _unique(*groups: list[str]) -> list[str]:

@@ -269,7 +269,7 @@ def summary_card(
         extra = (
             short_line(report) if report is not None else (host.packages or would.get(host.name))
         )
-        line = host_outcome(host, reason_limit=300)
+        line = host_outcome(host, reason_limit=300, dry_run=summary.dry_run is not None)
         line += f"\nnotes: {'; '.join(host.notes)[:600]}" if host.notes else ""
         return f"{line}\npackages: {extra}" if extra else line
 

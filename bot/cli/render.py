@@ -99,9 +99,7 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
     grid.add_column(no_wrap=True, justify="right")
     grid.add_column()
     # A dry run patches nothing: its hosts are found ready or refused.
-    done_word, failed_word = (
-        ("ready", "refused") if _dry_run(progress.phase) else ("patched", "failed")
-    )
+    done_word, failed_word = ("ready", "refused") if progress.dry_run else ("patched", "failed")
     for cluster in progress.clusters:
         failed = cluster.count(HostState.FAILED)
         colour = "red" if failed else "green"
@@ -182,11 +180,7 @@ class EventLog:
             if host.state == self.states.get(host.name, HostState.PENDING):
                 continue
             self.states[host.name] = host.state
-            self.console.print(event_line(host, dry_run=_dry_run(progress.phase)))
-
-
-def _dry_run(phase: Phase) -> bool:
-    return phase in (Phase.DRY_RUN, Phase.DRY_RUN_DONE)
+            self.console.print(event_line(host, dry_run=progress.dry_run))
 
 
 def event_line(host: HostProgress, *, dry_run: bool = False) -> str:

@@ -165,16 +165,16 @@ class CardInfo:
         )
 
 
-def cluster_line(cluster: ClusterProgress) -> str:
+def cluster_line(cluster: ClusterProgress, *, dry_run: bool = False) -> str:
     """One cluster's line: done/total, failed, skipped, the first 10 running hosts and their step,
-    and the cluster's note in italics."""
+    and the cluster's note in italics; a `dry_run`'s hosts are ready or refused."""
     total = len(cluster.hosts)
     done = cluster.count(HostState.DONE)
-    parts = [f"*{mrkdwn_escape(cluster.name)}*: {done}/{total} done"]
+    parts = [f"*{mrkdwn_escape(cluster.name)}*: {done}/{total} {'ready' if dry_run else 'done'}"]
     failed = cluster.count(HostState.FAILED)
     skipped = cluster.count(HostState.SKIPPED)
     if failed:
-        parts.append(f"{failed} failed")
+        parts.append(f"{failed} {'refused' if dry_run else 'failed'}")
     if skipped:
         parts.append(f"{skipped} skipped")
     running = [host for host in cluster.hosts if host.state == HostState.RUNNING]
@@ -257,7 +257,9 @@ def approvals_field(progress: RolloutProgress) -> str:
 def _progress_sections(progress: RolloutProgress) -> list[Block]:
     """One section per cluster (at most MAX_CLUSTER_BLOCKS), then the failed hosts."""
     shown = progress.clusters[:MAX_CLUSTER_BLOCKS]
-    sections: list[Block] = [_section(cluster_line(cluster)) for cluster in shown]
+    sections: list[Block] = [
+        _section(cluster_line(cluster, dry_run=progress.dry_run)) for cluster in shown
+    ]
     if len(progress.clusters) > len(shown):
         sections.append(_section(f"… and {len(progress.clusters) - len(shown)} more clusters"))
     failures = [

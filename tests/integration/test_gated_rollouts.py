@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from activities.prometheus import PrometheusActivities
 from bot.embedded import ManagedProcess, free_port
@@ -258,6 +259,16 @@ async def test_the_cli_refuses_gates_it_cannot_run_naming_the_field(
     assert never.returncode == 2 and "gateTimeout: must be a positive duration" in never.stderr
 
 
+async def soak_timer_started(handle: WorkflowHandle, soak: timedelta) -> bool:
+    """The rollout's history has a timer of at most `soak` (the approval's is days long)."""
+    history = await handle.fetch_history()
+    return any(
+        e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+        and e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta() <= soak
+        for e in history.events
+    )
+
+
 async def test_the_soak_survives_a_worker_restart(
     fleet: Lab, worker_settings: Settings, temporal_client: Client
 ) -> None:
@@ -265,26 +276,23 @@ async def test_the_soak_survives_a_worker_restart(
         # No workflow cache: the second worker rebuilds the rollout from its history alone.
         return build_worker(temporal_client, worker_settings, parts, max_cached_workflows=0)
 
-    soak = timedelta(seconds=10)
     first = worker(WorkerParts(worker_settings))
     async with first:
         handle = await start(temporal_client, worker_settings, rollout(["cluster-a"], soakTime=10))
         await approve(handle)
-        soaking = await until_progress(handle, lambda p: p.soak_until is not None)
-    stopped = datetime.now(UTC)
+        await until_progress(handle, lambda p: p.soak_until is not None)
+        # The soak's timer in history: the workflow task that began the soak is the one kept
+        # (a query can answer from a task that a cache-full eviction then fails and retries).
+        await wait_for_async(lambda: soak_timer_started(handle, timedelta(seconds=10)), 30)
+        soaking = await progress_of(handle)
     assert soaking.soak_until is not None
     await asyncio.sleep(4)  # no worker at all for a while
     async with worker(WorkerParts(worker_settings)):
         after = await progress_of(handle)
-        assert after.soak_until is not None
-        # The soak the first worker began: a soak begun again by the second would end at the
-        # earliest 14 s after the first stopped. (The first's query answer can come from a
-        # workflow task that a cache-full eviction then failed; its retry, a second or so
-        # later, is the one in history, so the end can move later by that much, never earlier.)
-        assert soaking.soak_until <= after.soak_until <= stopped + soak
+        assert after.soak_until == soaking.soak_until  # the same soak, not a new one
         summary = await asyncio.wait_for(handle.result(), timeout=120)
     assert summary.phase == Phase.SUCCEEDED
     a2 = next(h for h in summary.hosts if h.name == "a2")
     assert a2.started_at is not None
     # The wave started when the soak said it would (a restarted soak would start it 10 s later).
-    assert timedelta(0) <= a2.started_at - after.soak_until < timedelta(seconds=3)
+    assert timedelta(0) <= a2.started_at - soaking.soak_until < timedelta(seconds=3)

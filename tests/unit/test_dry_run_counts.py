@@ -12,7 +12,7 @@ from rich.console import Console
 from activities.notify import messages
 from activities.notify.teams import summary_card
 from bot.cli.render import EventLog, Layout, render_progress
-from bot.slack.blocks import summary_head
+from bot.slack.blocks import cluster_line, summary_head
 from workflows.models import (
     HostInspection,
     HostPatchResult,
@@ -105,6 +105,21 @@ def test_a_rollout_still_counts_patched_failed_skipped() -> None:
 def test_the_cli_views_say_ready_and_refused_for_a_dry_run() -> None:
     shown = shown_by_the_cli(ended(dry_run=True).progress)
     assert "patched" not in shown and " failed " not in shown, shown
+    cancelled = ended(dry_run=True)
+    cancelled.progress.phase = Phase.CANCELLED  # a dry run cancelled half-way is still one
+    assert "patched" not in shown_by_the_cli(cancelled.progress)
     assert "1/3 ready" in shown and "✓ a/a1 ready" in shown and "✗ a/a2 refused at step" in shown
     shown = shown_by_the_cli(ended(dry_run=False).progress)
     assert "1/3 patched" in shown and "✓ a/a1 patched" in shown and "✗ a/a2 failed at step" in shown
+
+
+def test_the_slack_card_and_the_teams_hosts_say_ready_and_refused_for_a_dry_run() -> None:
+    state = ended(dry_run=True)
+    (cluster,) = state.progress.clusters
+    assert cluster_line(cluster, dry_run=state.progress.dry_run).startswith(
+        "*a*: 1/3 ready · 1 refused · 1 skipped"
+    )
+    card = json.dumps(summary_card(NOTICE, state.summary(NOW, dry_run=True)))
+    assert "a/a1: ready" in card and "a/a2: refused" in card and "failed" not in card
+    real = ended(dry_run=False)
+    assert cluster_line(real.progress.clusters[0]).startswith("*a*: 1/3 done · 1 failed")

@@ -119,6 +119,14 @@ def test_the_rollout_schedules_only_the_host_notices_a_channel_sends() -> None:
     for case, notifiers, asked, expected in cases:
         activities = NotificationActivities(notifiers)  # type: ignore[arg-type]
         assert asyncio.run(activities.plan_host_notices(asked)) == expected, case
+    # A `patchpilot worker` beside the bot has no Slack client, but the bot posts what it runs:
+    # a rollout with a thread gets its host notices unless the routes keep them from Slack.
+    routed_away = RoutedNotifier(Channel(name="email"), frozenset({"failure", "summary"}))
+    plain_worker = NotificationActivities([routed_away])
+    assert asyncio.run(plain_worker.plan_host_notices(in_slack)) == HostNotices()
+    slack_quiet = {"slack": ["approval-request", "failure", "summary"]}
+    quiet = NotificationActivities([routed_away], routes=slack_quiet)
+    assert asyncio.run(quiet.plan_host_notices(in_slack)) == HostNotices(start=False, success=False)
     names_registered = [
         getattr(fn, "__temporal_activity_definition").name
         for fn in NotificationActivities([]).all()

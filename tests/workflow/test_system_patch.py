@@ -262,6 +262,33 @@ async def test_cancel_lets_the_host_in_progress_finish_and_starts_no_other(
     assert summaries and summaries[-1].summary and summaries[-1].summary.phase == Phase.CANCELLED
 
 
+async def test_a_cancel_while_a_wave_is_announced_starts_no_host_of_it(
+    temporal_client: Client,
+) -> None:
+    # The SDK hands a workflow's cancel to the activity it awaits; the wave notice's error
+    # used to swallow it, and the wave it announced then started.
+    prefix = uuid.uuid4().hex[:6]
+    clusters = {f"{prefix}-c": [f"{prefix}-h1", f"{prefix}-h2"]}
+    told = asyncio.Event()
+    fleet = FakeFleet(clusters, block={("", names.SEND_WAVE_NOTIFICATION): told})
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters)))
+        await decide(handle, "approve", ALICE)
+        announcing = fleet.started.setdefault(("", names.SEND_WAVE_NOTIFICATION), asyncio.Event())
+        await asyncio.wait_for(announcing.wait(), 30)
+        await handle.cancel()
+        try:
+            with pytest.raises(WorkflowFailureError) as cancelled:
+                await asyncio.wait_for(handle.result(), 30)
+        finally:
+            told.set()
+        progress = await handle.query("progress", result_type=RolloutProgress)
+    assert isinstance(cancelled.value.cause, CancelledError)
+    assert progress.phase == Phase.CANCELLED
+    assert [h.state for h in progress.hosts()] == [HostState.SKIPPED, HostState.SKIPPED]
+    assert fleet.host_calls(names.CHECK_HOST_PRECONDITIONS) == []
+
+
 async def test_unknown_cluster_fails_before_approval_is_requested(temporal_client: Client) -> None:
     fleet = FakeFleet({})
     async with running(temporal_client, fleet) as queue:
