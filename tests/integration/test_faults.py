@@ -250,7 +250,7 @@ async def test_vault_down_is_retried_until_it_is_back(
     markers = [
         json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)
         for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
+        if e.marker_recorded_event_attributes.marker_name == "core_local_activity"
     ]
     attempts = [m["attempt"] for m in markers if m["activity_type"] == names.VAULT_CLIENT]
     assert attempts and max(attempts) >= 2, "the preflight should have been retried"
