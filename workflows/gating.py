@@ -17,13 +17,12 @@ rollout asking it for a gate stops saying that instead.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
@@ -54,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import HostState, HostTarget, RolloutNotice
     from workflows.notices import send_notice
     from workflows.planning import Stage
-    from workflows.policies import failure_reason
+    from workflows.policies import failure_reason, raise_if_cancelled
 
 R = TypeVar("R")
 
@@ -280,8 +279,7 @@ class RolloutGates(RolloutControls):
                 retry_policy=GATE_RETRY,
             )
         except ActivityError as error:
-            if isinstance(error.cause, CancelledError):
-                raise asyncio.CancelledError() from error
+            raise_if_cancelled(error)
             cause = error.cause
             if isinstance(cause, ApplicationError) and cause.type == "NotFoundError":
                 reason = NO_PROMETHEUS

@@ -3,10 +3,8 @@ notification goes through."""
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import names
@@ -19,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
         RolloutInput,
         RolloutNotice,
     )
-    from workflows.policies import LOOKUP, NOTIFY_RETRY
+    from workflows.policies import LOOKUP, NOTIFY_RETRY, raise_if_cancelled
 
 # A wave notice names this many hosts and counts the rest.
 LISTED_HOSTS = 20
@@ -55,8 +53,7 @@ async def notice_sent(activity_name: str, handle: workflow.ActivityHandle[bool])
     try:
         await handle
     except ActivityError as error:
-        if isinstance(error.cause, CancelledError):
-            raise asyncio.CancelledError() from error
+        raise_if_cancelled(error)
         workflow.logger.warning("notification %s failed: %s", activity_name, error)
 
 
@@ -124,8 +121,7 @@ async def plan_host_notices(job: HostJob, cluster: str) -> HostNotices:
             retry_policy=NOTIFY_RETRY,
         )
     except ActivityError as error:
-        if isinstance(error.cause, CancelledError):
-            raise asyncio.CancelledError() from error
+        raise_if_cancelled(error)
         workflow.logger.warning("could not ask which host notices to send: %s", error)
         return HostNotices()
 

@@ -6,6 +6,7 @@ and find a host's workflow by `host_workflow_id`); nothing here calls Temporal.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
@@ -66,6 +67,14 @@ HOST_WORKFLOW_PREFIX = "patch-host-"
 def host_workflow_id(hostname: str) -> str:
     """One id per host, so Temporal itself refuses a second rollout patching it at the same time."""
     return f"{HOST_WORKFLOW_PREFIX}{hostname}"
+
+
+def raise_if_cancelled(error: ActivityError) -> None:
+    """Raise asyncio.CancelledError when `error` is the awaited activity's cancellation: the SDK
+    hands a workflow's cancel to the activity it awaits, and code that catches the activity's
+    error would otherwise swallow the cancel (and, say, start the next wave)."""
+    if isinstance(error.cause, CancelledError):
+        raise asyncio.CancelledError() from error
 
 
 def failure_reason(error: BaseException) -> str:
