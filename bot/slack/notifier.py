@@ -367,6 +367,10 @@ class SlackNotifier:
                 progress=progress,
                 hosts_by_cluster=dict(notice.hosts_by_cluster),
             )
+            if pace is not None:
+                # Counted again from the call itself: a slow progress query (a loaded worker)
+                # must not bring this update and the next closer together at Slack.
+                pace.card_at = time.monotonic()
             try:
                 await self._client.chat_update(
                     channel=notice.slack_channel,
