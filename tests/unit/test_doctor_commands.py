@@ -97,12 +97,12 @@ def test_the_lock_section_names_each_holder_in_order_with_any_awk(tmp_path: Path
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        comm = Path(f"/proc/{holder.pid}/comm").read_text().strip()
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "POSIXLY_CORRECT": "1"}
         ran = subprocess.run(["sh", "-c", section], env=env, capture_output=True, text=True)
     finally:
         holder.kill()
         holder.wait()
-    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()  # python's, as the holder's
     assert ran.stderr == ""
     assert _sections(ran.stdout)["locks"] == [
         f"{files[0]} {holder.pid} {comm}",
