@@ -152,6 +152,11 @@ class RolloutProgress(ContractModel):
         return [host for cluster in self.clusters for host in cluster.hosts]
 
 
+# A dry run's words for its inspected hosts' states: done when the preconditions held, failed
+# when they did not (it patches nothing). Every channel and view says these.
+DRY_RUN_STATES = {"done": "ready", "failed": "refused"}
+
+
 class RolloutSummary(ContractModel):
     rollout_id: str
     phase: Phase
@@ -173,7 +178,11 @@ class RolloutSummary(ContractModel):
         if self.dry_run is None:
             return [("patched", self.patched), ("failed", self.failed), ("skipped", self.skipped)]
         ready = sum(1 for found in self.dry_run if found.preconditions_ok)
-        return [("ready", ready), ("refused", len(self.dry_run) - ready), ("skipped", self.skipped)]
+        return [
+            (DRY_RUN_STATES["done"], ready),
+            (DRY_RUN_STATES["failed"], len(self.dry_run) - ready),
+            ("skipped", self.skipped),
+        ]
 
 
 class HostStepReport(ContractModel):

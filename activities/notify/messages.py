@@ -16,6 +16,7 @@ from typing import Protocol
 
 from workflows.models import HostProgress, RolloutNotice, RolloutSummary
 from workflows.packages import PackageReport
+from workflows.progress import DRY_RUN_STATES
 from workflows.repair import REPAIR_SHOWN
 
 HOSTS_LISTED = 50  # hosts named per cluster in the approval e-mail; the rest are counted
@@ -92,10 +93,6 @@ def host_outcome(
     if host.in_maintenance:
         line += " [IN MAINTENANCE]"
     return line
-
-
-# A dry run's inspected hosts: done when the preconditions held, failed when they did not.
-DRY_RUN_STATES = {"done": "ready", "failed": "refused"}
 
 
 def _unique(*groups: list[str]) -> list[str]:

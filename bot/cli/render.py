@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workflows.models import ClusterProgress, HostProgress, HostState, Phase, RolloutProgress
+from workflows.progress import DRY_RUN_STATES
 
 STATE_STYLE = {
     HostState.DONE: "green",
@@ -99,7 +100,7 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
     grid.add_column(no_wrap=True, justify="right")
     grid.add_column()
     # A dry run patches nothing: its hosts are found ready or refused.
-    done_word, failed_word = ("ready", "refused") if progress.dry_run else ("patched", "failed")
+    words = DRY_RUN_STATES if progress.dry_run else {"done": "patched", "failed": "failed"}
     for cluster in progress.clusters:
         failed = cluster.count(HostState.FAILED)
         colour = "red" if failed else "green"
@@ -113,7 +114,7 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
         grid.add_row(
             f"[bold]{cluster.name}[/]",
             bar,
-            f"{cluster.count(HostState.DONE)}/{len(cluster.hosts)} {done_word}",
+            f"{cluster.count(HostState.DONE)}/{len(cluster.hosts)} {words['done']}",
             _cluster_now(cluster),
         )
     parts: list[RenderableType] = [
@@ -126,7 +127,7 @@ def _cluster_view(progress: RolloutProgress, ui_link: str | None) -> RenderableT
         if host.state == HostState.FAILED:
             parts.append(
                 Text.from_markup(
-                    f"[bold red]✗ {host.cluster}/{host.name}[/] {failed_word} at step "
+                    f"[bold red]✗ {host.cluster}/{host.name}[/] {words['failed']} at step "
                     f"[bold]{escape(host.step or '?')}[/]: "
                     f"{escape(host.failure_reason or 'unknown reason')}"
                 )
@@ -193,11 +194,11 @@ def event_line(host: HostProgress, *, dry_run: bool = False) -> str:
         took = ""
         if host.started_at and host.finished_at:
             took = f" in {(host.finished_at - host.started_at).total_seconds():.1f}s"
-        return f"  [green]✓[/] {who} {'ready' if dry_run else 'patched'}{took}"
+        return f"  [green]✓[/] {who} {DRY_RUN_STATES['done'] if dry_run else 'patched'}{took}"
     if host.state == HostState.FAILED:
         where = " [in maintenance]" if host.in_maintenance else ""
         return (
-            f"  [bold red]✗ {who} {'refused' if dry_run else 'failed'} at step "
+            f"  [bold red]✗ {who} {DRY_RUN_STATES['failed'] if dry_run else 'failed'} at step "
             f"{escape(host.step or '?')}[/]: "
             f"{escape(host.failure_reason or 'unknown reason')}{where}"
         )

@@ -36,6 +36,7 @@ from workflows.models import (
     RolloutProgress,
     RolloutSummary,
 )
+from workflows.progress import DRY_RUN_STATES
 
 # The buttons' action_ids: build_app routes clicks on them to the decision handler.
 APPROVE_ACTION = "patchpilot_approve"
@@ -170,11 +171,12 @@ def cluster_line(cluster: ClusterProgress, *, dry_run: bool = False) -> str:
     and the cluster's note in italics; a `dry_run`'s hosts are ready or refused."""
     total = len(cluster.hosts)
     done = cluster.count(HostState.DONE)
-    parts = [f"*{mrkdwn_escape(cluster.name)}*: {done}/{total} {'ready' if dry_run else 'done'}"]
+    words = DRY_RUN_STATES if dry_run else {"done": "done", "failed": "failed"}
+    parts = [f"*{mrkdwn_escape(cluster.name)}*: {done}/{total} {words['done']}"]
     failed = cluster.count(HostState.FAILED)
     skipped = cluster.count(HostState.SKIPPED)
     if failed:
-        parts.append(f"{failed} {'refused' if dry_run else 'failed'}")
+        parts.append(f"{failed} {words['failed']}")
     if skipped:
         parts.append(f"{skipped} skipped")
     running = [host for host in cluster.hosts if host.state == HostState.RUNNING]
