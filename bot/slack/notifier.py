@@ -160,6 +160,10 @@ class SlackNotifier:
             return None
         return self._paces.setdefault(rollout_id, RolloutPace(self._pacing))
 
+    def _card_busy(self, rollout_id: str) -> bool:
+        lock = self._card_locks.get(rollout_id)
+        return lock is not None and lock.locked()
+
     def _schedule(self, kind: str, message: Message, delay: float) -> None:
         """Run the flush or the card update of `message`'s rollout in `delay` seconds, once."""
         key = (kind, message.notice.rollout_id)
@@ -228,9 +232,9 @@ class SlackNotifier:
         if pending is not None and not pending.done():
             return  # the update already planned renders the state as it is then
         due = pace.card_due_in()
-        if due <= 0:
+        if due <= 0 and not self._card_busy(message.notice.rollout_id):
             await self.update_card(message)
-        else:
+        else:  # planned: it renders the state as it is when its turn comes
             self._schedule("card", message, due)
 
     @staticmethod
@@ -352,10 +356,12 @@ class SlackNotifier:
         if not notice.slack_channel or not notice.slack_thread_ts:
             return False
         pace = self._pace(notice.rollout_id)
-        if pace is not None:
-            pace.card_at = time.monotonic()  # counted from now, so no other update starts meanwhile
         lock = self._card_locks.setdefault(notice.rollout_id, asyncio.Lock())
         async with lock:
+            # Paced at the call itself, whoever asked and however long ago it was planned (only
+            # the lock's holder sets card_at); the summary's final state goes at once.
+            if pace is not None and message.event != "summary":
+                await asyncio.sleep(pace.card_due_in())
             request = await self._request(notice)
             if request is None:
                 return False
@@ -368,8 +374,8 @@ class SlackNotifier:
                 hosts_by_cluster=dict(notice.hosts_by_cluster),
             )
             if pace is not None:
-                # Counted again from the call itself: a slow progress query (a loaded worker)
-                # must not bring this update and the next closer together at Slack.
+                # Counted from the call: a slow progress query (a loaded worker) must not bring
+                # this update and the next closer together at Slack.
                 pace.card_at = time.monotonic()
             try:
                 await self._client.chat_update(

@@ -55,7 +55,7 @@ class RolloutPace:
     pacing: Pacing
     waiting: list[HostEvent] = field(default_factory=list)
     posting: int = 0  # posts of this rollout waiting for their channel's turn
-    card_at: float = float("-inf")
+    card_at: float = float("-inf")  # when chat.update was last called for the card
 
     def take_waiting(self) -> list[HostEvent]:
         """The waiting host events, oldest first; none wait afterwards."""

@@ -5,6 +5,7 @@ waits behind them, the card is updated at most once per interval and always with
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from activities import notify
 from bot.slack.client import web_client
@@ -56,3 +57,33 @@ async def test_fast_host_events_are_batched_and_a_failure_goes_out_at_once() -> 
         versions = slack.card_versions(CHANNEL, ts)
         assert 2 <= len(versions) <= 4  # the post, then at most one update per 0.6 s
         assert all("apt-get update && apt-get -y upgrade" in v for v in versions[1:])
+
+
+class SlowProgress(SlackNotifier):
+    """A notifier whose progress query takes 0.4 s every other time, as a loaded worker's does."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.queries = 0
+
+    async def _progress(self, rollout_id: str) -> None:
+        self.queries += 1
+        await asyncio.sleep(0.4 if self.queries % 2 else 0.0)
+
+
+async def test_card_updates_keep_their_interval_at_slack_when_progress_queries_are_slow() -> None:
+    async with SlackStandIn(channels={CHANNEL}) as slack:
+        client = web_client(slack.bot_token, slack.api_url)
+        ts = str((await client.chat_postMessage(channel=CHANNEL, text="card"))["ts"])
+        notifier = SlowProgress(client, pacing=FAST)
+        sent = []
+        for i in range(1, 9):
+            started = notify.start_notice(notice(ts, f"a{i}"))
+            sent.append(asyncio.create_task(notifier.send(started)))
+            await asyncio.sleep(0.25)
+        assert all(await asyncio.gather(*sent))
+        await asyncio.sleep(2.0)  # the last planned card update
+        updates = [call.at for call in slack.calls_to("chat.update")]
+        gaps = [round(b - a, 2) for a, b in itertools.pairwise(updates)]
+        assert len(updates) >= 3 and notifier.queries == len(updates)
+        assert all(gap >= FAST.card_seconds for gap in gaps), gaps
