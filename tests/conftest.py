@@ -7,16 +7,24 @@ own session's; the run's is the controller's, computed from every worker's repor
 
 Parallel runs (``-n``) are dealt out by tests/scheduling.py: per file or ``xdist_group``, and the
 ``run_last`` tests at the end of every worker.
+
+Tests press Ctrl-C on the demo and the worker (SIGINT). A shell starts a background job with
+SIGINT ignored, and an ignored signal stays ignored across exec: the test processes set it back
+to the default, so the processes they start get Ctrl-C as a terminal would send it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
 
 from tests.scheduling import XdistPlugin, mark_nodeids, remember_durations
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _exit_status: list[int] = []
 _durations: list[tuple[str, float]] = []  # (nodeid, seconds) of every setup, call, teardown
