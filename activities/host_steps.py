@@ -17,7 +17,7 @@ from activities import package_report
 from activities.checks import run_all, run_in_order
 from activities.detached import finish_detached, run_directory
 from activities.host_values import HostValueError, boot_id, package_lines, yes_no
-from activities.preconditions import precondition_problem, render
+from activities.preconditions import RESUMED_NOTE, precondition_problem, render
 from activities.ssh import CommandResult, HostSession, SshRunner
 from activities.trust import Trust
 from activities.vault import VaultCredentialSource
@@ -150,7 +150,8 @@ class HostStepActivities:
             problem = await precondition_problem(session, step, notes, repair=repair)
         if problem:
             raise StepError(problem, kind=problem.kind)
-        detail = "; ".join(["reachable, healthy, not in maintenance", *notes])
+        checked = "reachable" if RESUMED_NOTE in notes else "reachable, healthy, not in maintenance"
+        detail = "; ".join([checked, *notes])
         return StepResult(detail=detail, notes=notes)
 
     # ---- dry run ------------------------------------------------------------------------------

@@ -12,6 +12,12 @@ from activities.doctor import PREFLIGHT, Refusal, preflight_problem
 from activities.host_values import HostValueError, yes_no
 from activities.ssh import CommandResult, HostSession
 from workflows.models import HostStepInput
+from workflows.targets import OWN_FLAG_CHECK
+
+RESUMED_NOTE = (
+    "the host was already in this rollout's maintenance (a worker was lost after the checks "
+    "before patching passed): patching went on from there"
+)
 
 
 def render(template: str, *, service: str | None = None, rollout_id: str | None = None) -> str:
@@ -71,10 +77,13 @@ async def precondition_problem(
     if problem:
         return problem
     services = step.job.service_list
+    own = commands.knows_own_flag()
+    maintenance_check = OWN_FLAG_CHECK if own else commands.maintenance_check
     checks = [
         Check(commands.health_check, go_on="0"),
-        # 1 = not in maintenance; 0 refuses the host, anything else is no answer.
-        Check(render(commands.maintenance_check, rollout_id=step.job.rollout_id), go_on="1"),
+        # 1 = not in maintenance; 0 refuses the host, (own flag) 2 ends the checks, anything
+        # else is no answer.
+        Check(render(maintenance_check, rollout_id=step.job.rollout_id), go_on="1"),
         *(Check(render(commands.service_health, service=s), go_on="0") for s in services),
         Check(PREFLIGHT),
     ]
@@ -97,6 +106,12 @@ async def precondition_problem(
             "HostUnhealthy",
         )
     flag = await answer(checks[1], "the maintenance check")
+    if own and flag.exit_status == 2:
+        # Run again after a lost worker: this rollout already passed the checks and put the
+        # host into maintenance (its services may be stopped); checking again would refuse it.
+        if notes is not None:
+            notes.append(RESUMED_NOTE)
+        return None
     if yes_no(flag, step.host.name, "the maintenance check"):
         return Refusal(
             f"host {step.host.name} is already in maintenance mode; another change may be in "

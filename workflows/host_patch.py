@@ -13,13 +13,14 @@ two waits first look once as local activities (`_wait_step`), so a host that is 
 activity for them. The start notice goes out without the host waiting for it. A ready host costs
 four activities and four or five workflow tasks (six and seven before first looks).
 
-The preconditions stay an activity too, although short, for a reason of failure semantics: a local
-activity runs again when its worker is lost before the task completes. Run locally in the same task
-as maintenance on and the stop, a lost worker would make the next one check a host that this very
-workflow had already put into maintenance with its services stopped, fail it "in maintenance" and
-report it as not in maintenance. As an activity its result is in the history before anything
-changes the host. (A timer as that boundary costs up to a second: the server fires timers at
-about one-second granularity.)
+The preconditions are a local activity too, in the same task as maintenance on and the stop,
+where PatchPilot can tell its own maintenance flag (`HostCommands.knows_own_flag`: the default
+check and setter; the flag holds the rollout id). A local activity runs again when its worker is
+lost before the task completes: the next worker's preconditions then find the host in the
+maintenance this rollout set, with its services perhaps stopped, and go on from there (a note
+says so) instead of refusing it "already in maintenance". A host with its own maintenance
+commands keeps them as an activity, whose result is in the history before anything changes the
+host. A ready host with the defaults costs one activity (the update) and three workflow tasks.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class HostPatchWorkflow:
         # attribute: a visibility write per host.
         self._first_looks = patch.first_looks
         self._notices = patch.notices
+        # Since engine v8, in the same way: older histories checked with an activity.
+        self._local_preconditions = (
+            patch.local_preconditions and patch.host.commands.knows_own_flag()
+        )
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -142,6 +147,7 @@ class HostPatchWorkflow:
             names.STEP_PRECONDITIONS,
             names.CHECK_HOST_PRECONDITIONS,
             commands=3 + len(job.service_list) + (2 if job.repair_interrupted_dpkg else 0),
+            local=self._local_preconditions,
         )
         self._notes = list(checked.notes)
         if not self._notices.start:

@@ -120,8 +120,7 @@ DEFAULT_TASK_QUEUE = "system-patching"
 
 
 class RolloutControl(ContractModel):
-    """Argument of the `pause`, `resume`, `skip` and `abort` updates: who asks (the requester or
-    an approver of the rollout), and for `skip` the host and why."""
+    """Argument of the pause, resume, skip and abort updates: who asks, for skip the host, why."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -345,6 +344,7 @@ class HostPatchInput(ContractModel):
     host: HostTarget
     first_looks: bool = False  # the v5 shape (workflows/host_patch.py); False in older histories
     notices: HostNotices = Field(default_factory=HostNotices)
+    local_preconditions: bool = False  # the v8 shape, as first_looks
 
 
 class HostStepInput(ContractModel):

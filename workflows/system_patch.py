@@ -359,7 +359,11 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
             child = await workflow.start_child_workflow(
                 HOST_WORKFLOW_NAME,
                 HostPatchInput(
-                    job=self._job, host=host, first_looks=True, notices=self._host_notices
+                    job=self._job,
+                    host=host,
+                    first_looks=True,
+                    notices=self._host_notices,
+                    local_preconditions=True,
                 ),
                 id=host_workflow_id(host.name),
                 result_type=HostPatchResult,

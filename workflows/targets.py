@@ -75,8 +75,25 @@ class HostCommands(ContractModel):
     # prints them (no lock needed: Debug::NoLocking). Prints nothing on dnf and zypper hosts.
     simulate_update: str = SIMULATE_UPDATE
 
+    def knows_own_flag(self) -> bool:
+        """Whether PatchPilot can tell its own maintenance flag on the host: the default check
+        and setter, so the flag holds the rollout id that set it (`OWN_FLAG_CHECK`)."""
+        return (
+            self.maintenance_check == DEFAULT_COMMANDS.maintenance_check
+            and self.maintenance_on == DEFAULT_COMMANDS.maintenance_on
+        )
+
 
 DEFAULT_COMMANDS = HostCommands()
+
+# The default maintenance check, which also tells whose flag it is: exit 1 not in maintenance,
+# 0 in maintenance, 2 in the maintenance this very rollout set (its id in the flag, as the
+# default `maintenance_on` writes it). The preconditions run again after a lost worker
+# (workflows/host_patch.py) and must not refuse a host for the maintenance they led to.
+OWN_FLAG_CHECK = (
+    f"test -e {MAINTENANCE_FLAG} || exit 1; {{ read -r owner < {MAINTENANCE_FLAG}; }} 2>/dev/null; "
+    '[ "$owner" != {rollout_id} ] || exit 2; exit 0'
+)
 
 # Update commands for Debian and Ubuntu that never ask (PatchPilot also sets DEBIAN_FRONTEND,
 # NEEDRESTART_MODE and DPKG_FORCE for every command, see activities/remote_shell.py; they are

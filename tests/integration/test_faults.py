@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from activities.preconditions import RESUMED_NOTE
 from bot.settings import Settings
 from bot.worker import WorkerParts
 from lab import Lab, OpenBaoProcess, free_port, start_openbao, start_temporal_dev_server
@@ -81,6 +82,41 @@ async def test_worker_killed_during_an_update_resumes_and_finishes(
     for host in ["a1", "a2", "a3"]:
         assert not fleet.in_maintenance(host)
         assert fleet.service_state(host, "nginx") == "active"
+
+
+async def test_a_worker_lost_after_maintenance_on_goes_on_with_the_host_it_left(
+    fleet: Lab, temporal_client: Client, worker_settings: Settings, tmp_path: Path
+) -> None:
+    # The preconditions, maintenance on and the stop run as local activities in one workflow
+    # task: a worker lost before that task completes leaves the host in this rollout's
+    # maintenance with its services stopping, and the next worker runs all three again.
+    log = tmp_path / "worker.log"
+    fleet.set_fault("a1", "hang-command:systemctl stop")
+    first = spawn_worker(worker_settings, log)
+    try:
+        handle = await start(temporal_client, worker_settings, rollout(["cluster-a"]))
+        await approve(handle)
+        await wait_for(
+            lambda: any(c.startswith("systemctl stop") for c in commands(fleet, "a1")), timeout=60
+        )
+        stop(first, signal.SIGKILL)  # well before the task's 10 s, so nothing of it is kept
+        assert fleet.in_maintenance("a1")
+        fleet.clear_fault("a1", "hang-command:systemctl stop")
+        second = spawn_worker(worker_settings, log)
+        try:
+            summary = await asyncio.wait_for(handle.result(), timeout=120)
+        finally:
+            stop(second)
+    finally:
+        stop(first, signal.SIGKILL)
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
+    a1 = next(host for host in summary.hosts if host.name == "a1")
+    assert a1.notes == [RESUMED_NOTE]
+    checked = [c for c in commands(fleet, "a1") if c.startswith("test -e /var/lib/patchpilot/")]
+    assert len(checked) == 2  # checked again, and the second look found its own flag
+    assert [fleet.update_count(h) for h in ["a1", "a2", "a3"]] == [1, 1, 1]
+    assert not fleet.in_maintenance("a1")
+    assert all(fleet.service_state("a1", s) == "active" for s in ["nginx", "postgresql"])
 
 
 async def test_temporal_restarted_mid_rollout_with_the_same_database(

@@ -20,6 +20,7 @@ from workflows.models import (
     BootWait,
     ClusterHosts,
     ClusterHostsRequest,
+    HostCommands,
     HostInspection,
     HostStepInput,
     HostTarget,
@@ -48,6 +49,8 @@ class FakeFleet:
     revoked: list[str | None] = field(default_factory=list)
     # What PlanHostNoticesActivity answers: which host notices a channel would send.
     host_notices: HostNotices = field(default_factory=HostNotices)
+    # Hosts whose inventory gives them commands of their own (patchpilot_<field> vars).
+    commands: dict[str, HostCommands] = field(default_factory=dict)
 
     def host_calls(self, activity_name: str) -> list[str]:
         return [host for host, name in self.calls if name == activity_name]
@@ -92,7 +95,10 @@ class FakeFleet:
                 cluster=request.target_cluster,
                 hosts=[
                     HostTarget(
-                        name=host, cluster=request.target_cluster, address=f"{host}.fleet.test"
+                        name=host,
+                        cluster=request.target_cluster,
+                        address=f"{host}.fleet.test",
+                        commands=self.commands.get(host, HostCommands()),
                     )
                     for host in self.clusters[request.target_cluster]
                 ],

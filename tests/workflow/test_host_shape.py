@@ -14,7 +14,7 @@ from tests.workflow.fake_fleet import FakeFleet
 from tests.workflow.test_system_patch import ALICE, decide, rollout, running, start
 from workflows import names
 from workflows.host_notices import HostNotices
-from workflows.models import Phase
+from workflows.models import HostCommands, Phase
 from workflows.policies import host_workflow_id
 
 
@@ -54,18 +54,14 @@ async def test_a_ready_host_waits_for_nothing_and_a_host_not_ready_still_waits(
         summary = await handle.result()
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 2
 
-    # A ready host: drain and health answered by one look each, in the workflow task that was
-    # running anyway; the activities left are the preconditions, the update and the notices.
+    # A ready host: preconditions, drain and health answered by local activities in the
+    # workflow tasks that were running anyway; the activities left are the update and notices.
     scheduled, tasks, _ = await _host_events(temporal_client, ready)
     assert sorted(scheduled) == sorted(
-        [
-            names.CHECK_HOST_PRECONDITIONS,
-            names.SEND_START_NOTIFICATION,
-            names.PERFORM_UPDATE,
-            names.SEND_SUCCESS_NOTIFICATION,
-        ]
+        [names.SEND_START_NOTIFICATION, names.PERFORM_UPDATE, names.SEND_SUCCESS_NOTIFICATION]
     )
-    assert tasks <= 5, f"{tasks} workflow tasks for one host (6-7 before the first looks)"
+    assert tasks <= 4, f"{tasks} workflow tasks for one host (6-7 before the first looks)"
+    assert fleet.host_calls(names.CHECK_HOST_PRECONDITIONS).count(ready) == 1
     assert fleet.host_calls(names.WAIT_FOR_WORKLOAD_DRAIN).count(ready) == 1
     # A host not drained (nor healthy) at the first look gets the activity that waits.
     scheduled, _, _ = await _host_events(temporal_client, slow)
@@ -120,9 +116,7 @@ async def test_host_notices_no_channel_sends_are_not_scheduled(temporal_client: 
             summary = await handle.result()
         assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
         scheduled, tasks_of[host], _ = await _host_events(temporal_client, host)
-        assert sorted(scheduled) == sorted(
-            [names.CHECK_HOST_PRECONDITIONS, names.PERFORM_UPDATE, *expected]
-        )
+        assert sorted(scheduled) == sorted([names.PERFORM_UPDATE, *expected])
         assert [name for name, n in fleet.notices if n.hostname == host] == expected
         # Asked once for the rollout run, as a local activity, not per host.
         history = await handle.fetch_history()
@@ -135,3 +129,29 @@ async def test_host_notices_no_channel_sends_are_not_scheduled(temporal_client: 
         assert len(asked) == 1
     # The success notice the host waits for costs a workflow task of its own.
     assert tasks_of[quiet] == tasks_of[told] - 1, tasks_of
+
+
+async def test_preconditions_are_an_activity_where_patchpilot_cannot_tell_its_own_flag(
+    temporal_client: Client,
+) -> None:
+    # A local activity runs again after a lost worker: only where the preconditions can tell the
+    # maintenance this rollout set (the default check and setter) may they be one.
+    prefix = uuid.uuid4().hex[:6]
+    default, own_check, own_setter = f"{prefix}-h1", f"{prefix}-h2", f"{prefix}-h3"
+    clusters = {f"{prefix}-c": [default, own_check, own_setter]}
+    fleet = FakeFleet(
+        clusters,
+        commands={
+            own_check: HostCommands(maintenance_check="test -e /etc/in-maintenance"),
+            own_setter: HostCommands(maintenance_on="touch /var/lib/patchpilot/maintenance"),
+        },
+    )
+    async with running(temporal_client, fleet) as queue:
+        handle = await start(temporal_client, queue, rollout(list(clusters), pilotHostCount=0))
+        await decide(handle, "approve", ALICE)
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
+    for host, as_activity in ((default, False), (own_check, True), (own_setter, True)):
+        scheduled, _, _ = await _host_events(temporal_client, host)
+        assert (names.CHECK_HOST_PRECONDITIONS in scheduled) is as_activity, host
+        assert fleet.host_calls(names.CHECK_HOST_PRECONDITIONS).count(host) == 1

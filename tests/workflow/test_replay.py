@@ -23,10 +23,11 @@ from workflows.system_patch import SystemPatchWorkflow
 ROOT = Path(__file__).resolve().parents[1] / "histories"
 # Today's shape at the top; older engines' under their names, which today's code must still
 # replay for rollouts in flight: engine-v4 (before the host workflow's first looks), engine-v6
-# (before the rollout asked which host notices a channel sends).
+# (before the rollout asked which host notices a channel sends), engine-v7 (before the
+# preconditions were a local activity).
 CURRENT = sorted(ROOT.glob("*.json"))
 HISTORIES = sorted(ROOT.rglob("*.json"))
-OLDER = ("engine-v4", "engine-v6")
+OLDER = ("engine-v4", "engine-v6", "engine-v7")
 
 
 def test_recorded_histories_exist() -> None:
@@ -54,11 +55,28 @@ def test_todays_rollouts_ask_once_which_host_notices_to_send() -> None:
     patches; a dry run patches nothing and asks nothing."""
     for path in [p for p in HISTORIES if ".host-" not in p.name]:
         asked = decoded_history(path.read_text()).count(names.PLAN_HOST_NOTICES)
-        patches = path.parent.name == "histories" and not path.name.startswith("dry-run")
+        asks = path.parent.name in ("histories", "engine-v7")
+        patches = asks and not path.name.startswith("dry-run")
         assert asked == (1 if patches else 0), path
     # With e-mail routed away from host events, no host history schedules a notice.
     for path in sorted(ROOT.glob("host-notices-routed-away.host-*.json")):
         assert "Notification" not in decoded_history(path.read_text()), path
+
+
+def test_todays_hosts_check_their_preconditions_as_a_local_activity() -> None:
+    """engine v8: no CheckHostPreconditionsActivity scheduled in today's host histories (the lab
+    hosts have the default maintenance commands), one in every older engine's."""
+    for path in [p for p in HISTORIES if ".host-" in p.name]:
+        history = json.loads(path.read_text())["events"]
+        scheduled = [
+            e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            for e in history
+            if "activityTaskScheduledEventAttributes" in e
+        ]
+        local = path.parent.name == "histories"
+        assert scheduled.count(names.CHECK_HOST_PRECONDITIONS) == (0 if local else 1), path
+        if local:
+            assert names.CHECK_HOST_PRECONDITIONS in decoded_history(path.read_text()), path
 
 
 @pytest.mark.parametrize(
