@@ -12,12 +12,7 @@ from activities.doctor import PREFLIGHT, Refusal, preflight_problem
 from activities.host_values import HostValueError, yes_no
 from activities.ssh import CommandResult, HostSession
 from workflows.models import HostStepInput
-from workflows.targets import OWN_FLAG_CHECK
-
-RESUMED_NOTE = (
-    "the host was already in this rollout's maintenance (a worker was lost after the checks "
-    "before patching passed): patching went on from there"
-)
+from workflows.targets import OWN_FLAG_CHECK, RESUMED_NOTE
 
 
 def render(template: str, *, service: str | None = None, rollout_id: str | None = None) -> str:
@@ -66,10 +61,13 @@ async def precondition_problem(
     `inspecting`: a dry run's inspection (the doctor then also counts its read-only commands).
 
     The checks go to the host as ONE command (activities/checks.py), in the order below, and
-    stop where the one-command-each order stopped: the health check, the maintenance check, one
+    stop where the one-command-each order stopped: the maintenance check, the health check, one
     check per service, then the doctor's PREFLIGHT (its sections, activities/doctor.py). Output
     that cannot be read back section by section is not guessed at: the checks then run one
-    command each.
+    command each. The maintenance check comes first: run again after a lost workflow task
+    (`step.resumed`), the checks find the host in the maintenance this rollout set
+    (`OWN_FLAG_CHECK`), perhaps with its services stopped, and go on without asking the rest (a
+    note says so), which a health check that needs those services would otherwise refuse.
     """
     commands = step.host.commands
     timeout = step.timeout_seconds
@@ -77,13 +75,13 @@ async def precondition_problem(
     if problem:
         return problem
     services = step.job.service_list
-    own = commands.knows_own_flag()
+    own = step.resumed and commands.knows_own_flag()
     maintenance_check = OWN_FLAG_CHECK if own else commands.maintenance_check
     checks = [
-        Check(commands.health_check, go_on="0"),
         # 1 = not in maintenance; 0 refuses the host, (own flag) 2 ends the checks, anything
         # else is no answer.
         Check(render(maintenance_check, rollout_id=step.job.rollout_id), go_on="1"),
+        Check(commands.health_check, go_on="0"),
         *(Check(render(commands.service_health, service=s), go_on="0") for s in services),
         Check(PREFLIGHT),
     ]
@@ -98,17 +96,10 @@ async def precondition_problem(
             return found
         return await session.run(check.command, timeout, what=what)
 
-    health = await answer(checks[0], "the health check")
-    if not health.ok:
-        return Refusal(
-            f"host {step.host.name} is not healthy before patching: health check exited "
-            f"{health.exit_status}: {health.tail()}",
-            "HostUnhealthy",
-        )
-    flag = await answer(checks[1], "the maintenance check")
+    flag = await answer(checks[0], "the maintenance check")
     if own and flag.exit_status == 2:
-        # Run again after a lost worker: this rollout already passed the checks and put the
-        # host into maintenance (its services may be stopped); checking again would refuse it.
+        # Run again after a lost worker: this host workflow already passed the checks and put
+        # the host into maintenance (its services may be stopped); checking again would refuse it.
         if notes is not None:
             notes.append(RESUMED_NOTE)
         return None
@@ -117,6 +108,13 @@ async def precondition_problem(
             f"host {step.host.name} is already in maintenance mode; another change may be in "
             "progress, so it was not touched",
             "AlreadyInMaintenance",
+        )
+    health = await answer(checks[1], "the health check")
+    if not health.ok:
+        return Refusal(
+            f"host {step.host.name} is not healthy before patching: health check exited "
+            f"{health.exit_status}: {health.tail()}",
+            "HostUnhealthy",
         )
     for service, check in zip(services, checks[2:-1], strict=True):
         state = await answer(check, f"checking {service}")

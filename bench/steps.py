@@ -2,7 +2,7 @@
 
 They are exactly the commands PatchPilot sends to a host with its default host commands (see
 `workflows.models.HostCommands` and `activities.host_steps`), in the same order:
-preconditions (health, not in maintenance, services healthy), maintenance on, stop services,
+preconditions (not in maintenance, health, services healthy), maintenance on, stop services,
 drain check, update, [reboot check], start services (reverse order), health check, maintenance off.
 """
 
@@ -41,7 +41,7 @@ def host_commands(
     as PatchPilot does with its default reboot policy (a real patch run needs to know); without it
     the steps are exactly issue 6's list.
     """
-    steps: list[tuple[str, bool | None]] = [("true", True), (f"test -e {FLAG}", False)]
+    steps: list[tuple[str, bool | None]] = [(f"test -e {FLAG}", False), ("true", True)]
     steps += [(f"systemctl is-active {shlex.quote(s)}", True) for s in services]
     steps.append((f"mkdir -p /var/lib/patchpilot && echo {shlex.quote(rollout_id)} > {FLAG}", True))
     steps += [(f"systemctl stop {shlex.quote(s)}", True) for s in services]

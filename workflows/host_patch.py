@@ -5,22 +5,28 @@ refuses a second rollout that tries to patch the same host at the same time. The
 host's step from this workflow's `host_progress` query (no signal per step: that would cost both
 workflows a task and fill the rollout's history).
 
-Short steps (maintenance on and off, stopping and starting services, the reboot decision, the
-notices) run as local activities: in the worker that runs the workflow task, their results
+Short steps (preconditions, maintenance on and off, stopping and starting services, the reboot
+decision) run as local activities: in the worker that runs the workflow task, their results
 recorded as markers when the task completes, with no round trip through the server each. The long
 ones (scripts, drain wait, update, boot wait, health wait) stay activities with heartbeats; the
 two waits first look once as local activities (`_wait_step`), so a host that is ready costs no
-activity for them. The start notice goes out without the host waiting for it. A ready host costs
-four activities and four or five workflow tasks (six and seven before first looks).
+activity for them. The start notice goes out without the host waiting for it, and a notice no
+channel sends is not scheduled (`HostNotices`). A ready host with the default maintenance
+commands costs one activity (the update) plus its notices, and two workflow tasks plus one for
+each notice it waits for.
 
-The preconditions are a local activity too, in the same task as maintenance on and the stop,
-where PatchPilot can tell its own maintenance flag (`HostCommands.knows_own_flag`: the default
-check and setter; the flag holds the rollout id). A local activity runs again when its worker is
-lost before the task completes: the next worker's preconditions then find the host in the
-maintenance this rollout set, with its services perhaps stopped, and go on from there (a note
-says so) instead of refusing it "already in maintenance". A host with its own maintenance
-commands keeps them as an activity, whose result is in the history before anything changes the
-host. A ready host with the defaults costs one activity (the update) and three workflow tasks.
+The preconditions are local only where PatchPilot can tell its own maintenance flag
+(`HostCommands.knows_own_flag`: the default check and setter, the flag holding the rollout id).
+A local activity runs again when its workflow task is lost (its worker died, or evicted it from
+its cache) before the task completes, and so do the steps after it in that task. A workflow
+whose first task was lost knows it (its history is longer than a first task's three events):
+its preconditions then take this rollout's flag for the one that task set (`resumed`), find the
+host perhaps with its services stopped, and go on from there (a note says so) instead of
+refusing it "already in maintenance"; until they have answered, the host's maintenance is
+reported unknown. In a first task this rollout's flag is refused like anyone's: it can only be
+another inventory name of the same machine, or a rollout id used again. A host with its own
+maintenance commands keeps them as an activity, whose result is in the history before anything
+changes the host.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_RETRY,
         failure_reason,
     )
+    from workflows.targets import RESUMED_NOTE
 
 
 # How long a wait step's first look may take before the heartbeating activity takes over.
@@ -141,15 +148,25 @@ class HostPatchWorkflow:
 
     async def _patch(self) -> None:
         job = self._job
-        # sudo probe, health check, maintenance check, one check per service (and with
+        # Not this workflow's first task (started, task scheduled, task started): an earlier one
+        # was lost, and with it perhaps the maintenance it set. The checks may then take this
+        # rollout's flag for their own; until they answer, whether the host is in maintenance is
+        # not known.
+        resumed = self._local_preconditions and workflow.info().get_current_history_length() > 3
+        if resumed:
+            self._in_maintenance = None
+        # sudo probe, maintenance check, health check, one check per service (and with
         # repairInterruptedDpkg, the repair and the audit after it).
         checked = await self._ssh_step(
             names.STEP_PRECONDITIONS,
             names.CHECK_HOST_PRECONDITIONS,
             commands=3 + len(job.service_list) + (2 if job.repair_interrupted_dpkg else 0),
             local=self._local_preconditions,
+            resumed=resumed,
         )
         self._notes = list(checked.notes)
+        # The checks answered: the host was in this workflow's maintenance, or in none.
+        self._in_maintenance = RESUMED_NOTE in checked.notes
         if not self._notices.start:
             pass  # no channel of the worker sends it (workflows/notices.plan_host_notices)
         elif self._first_looks:
@@ -291,6 +308,7 @@ class HostPatchWorkflow:
         retry: RetryPolicy = TRANSIENT_RETRY,
         commands: int = 1,
         local: bool = False,
+        resumed: bool = False,
     ) -> StepResult:
         """One activity on the host, with heartbeats.
 
@@ -300,10 +318,13 @@ class HostPatchWorkflow:
 
         `local`: a local activity with the same limit and retry policy. It needs no heartbeat: a
         lost worker shows as the workflow task's timeout, and the next worker runs it again.
+        `resumed`: the step's `HostStepInput.resumed` (the preconditions' own-flag check).
         """
         self._step = step
         limit = timeout or QUICK_STEP
         step_input = self._step_input(limit, scripts=scripts, command=command)
+        if resumed:
+            step_input = step_input.model_copy(update={"resumed": True})
         try:
             if local:
                 return await run_local(

@@ -356,8 +356,8 @@ class HostStepInput(ContractModel):
     scripts: list[str] = Field(default_factory=list)
     command: str | None = None
     timeout_seconds: float = 300.0
-    # A wait step's (drain, health) one look as a local activity; StepResult.ok False: not yet.
-    first_look: bool = False
+    first_look: bool = False  # a wait step's one look (local); StepResult.ok False: not yet
+    resumed: bool = False  # preconditions after a lost workflow task (workflows/host_patch.py)
 
     @property
     def rollout_id(self) -> str:

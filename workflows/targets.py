@@ -77,7 +77,7 @@ class HostCommands(ContractModel):
 
     def knows_own_flag(self) -> bool:
         """Whether PatchPilot can tell its own maintenance flag on the host: the default check
-        and setter, so the flag holds the rollout id that set it (`OWN_FLAG_CHECK`)."""
+        and setter, so the flag holds the id of the rollout that set it (`OWN_FLAG_CHECK`)."""
         return (
             self.maintenance_check == DEFAULT_COMMANDS.maintenance_check
             and self.maintenance_on == DEFAULT_COMMANDS.maintenance_on
@@ -87,12 +87,21 @@ class HostCommands(ContractModel):
 DEFAULT_COMMANDS = HostCommands()
 
 # The default maintenance check, which also tells whose flag it is: exit 1 not in maintenance,
-# 0 in maintenance, 2 in the maintenance this very rollout set (its id in the flag, as the
-# default `maintenance_on` writes it). The preconditions run again after a lost worker
-# (workflows/host_patch.py) and must not refuse a host for the maintenance they led to.
+# 0 in maintenance, 2 in this rollout's (its id in the flag, as the default `maintenance_on`
+# writes it). Sent only by preconditions run again in a host workflow whose earlier task was lost
+# (`HostStepInput.resumed`, workflows/host_patch.py): they must not refuse a host for the
+# maintenance that task set. Anywhere else this rollout's flag is someone else's too (a second
+# inventory name of the same machine, a rollout id used again), and the plain check refuses it.
 OWN_FLAG_CHECK = (
-    f"test -e {MAINTENANCE_FLAG} || exit 1; {{ read -r owner < {MAINTENANCE_FLAG}; }} 2>/dev/null; "
+    f"test -e {MAINTENANCE_FLAG} || exit 1; owner=; "
+    f"{{ read -r owner; }} 2>/dev/null < {MAINTENANCE_FLAG}; "
     '[ "$owner" != {rollout_id} ] || exit 2; exit 0'
+)
+# The host's note when its checks found it so (activities/preconditions.py).
+RESUMED_NOTE = (
+    "the host was already in the maintenance this rollout put it in (a workflow task was lost, "
+    "with its worker or from its cache, after the checks before patching had passed): patching "
+    "went on from there"
 )
 
 # Update commands for Debian and Ubuntu that never ask (PatchPilot also sets DEBIAN_FRONTEND,

@@ -23,6 +23,7 @@ as not delivered (`False`): the e-mail notifier still carries the news and the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -222,6 +223,8 @@ class SlackNotifier:
     async def _card_after(self, message: Message, pace: RolloutPace | None) -> None:
         """Update the card now, or (paced) at most once per `card_seconds`, the summary at once."""
         if pace is None or message.event == "summary":
+            if pace is not None:
+                pace.ended.set()
             for kind in ("card", "flush") if message.event == "summary" else ("card",):
                 task = self._later.pop((kind, message.notice.rollout_id), None)
                 if task is not None:
@@ -359,9 +362,13 @@ class SlackNotifier:
         lock = self._card_locks.setdefault(notice.rollout_id, asyncio.Lock())
         async with lock:
             # Paced at the call itself, whoever asked and however long ago it was planned (only
-            # the lock's holder sets card_at); the summary's final state goes at once.
+            # the lock's holder sets card_at); the summary's final state goes at once, and an
+            # update still waiting for its turn when the summary comes leaves the card to it.
             if pace is not None and message.event != "summary":
-                await asyncio.sleep(pace.card_due_in())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pace.ended.wait(), pace.card_due_in())
+                if pace.ended.is_set():
+                    return False
             request = await self._request(notice)
             if request is None:
                 return False

@@ -56,6 +56,8 @@ class RolloutPace:
     waiting: list[HostEvent] = field(default_factory=list)
     posting: int = 0  # posts of this rollout waiting for their channel's turn
     card_at: float = float("-inf")  # when chat.update was last called for the card
+    # Set when the summary comes: an update waiting for its turn then leaves the card to it.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def take_waiting(self) -> list[HostEvent]:
         """The waiting host events, oldest first; none wait afterwards."""

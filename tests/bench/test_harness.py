@@ -126,7 +126,7 @@ def test_clusters_split_by_size(tmp_path: Path) -> None:
 def test_steps_are_patchpilots_default_commands() -> None:
     c = HostCommands()
     rid = "r-1"
-    expected = [c.health_check, c.maintenance_check]
+    expected = [c.maintenance_check, c.health_check]
     expected += [c.service_health.replace("{service}", s) for s in SERVICES]
     expected.append(c.maintenance_on.replace("{rollout_id}", rid))
     expected += [c.service_stop.replace("{service}", s) for s in SERVICES]

@@ -4,6 +4,7 @@ revoked and unavailable Vault, cancellation. Each asserts what an operator would
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -84,17 +85,16 @@ async def test_worker_killed_during_an_update_resumes_and_finishes(
         assert fleet.service_state(host, "nginx") == "active"
 
 
-async def test_a_worker_lost_after_maintenance_on_goes_on_with_the_host_it_left(
-    fleet: Lab, temporal_client: Client, worker_settings: Settings, tmp_path: Path
-) -> None:
-    # The preconditions, maintenance on and the stop run as local activities in one workflow
-    # task: a worker lost before that task completes leaves the host in this rollout's
-    # maintenance with its services stopping, and the next worker runs all three again.
-    log = tmp_path / "worker.log"
+async def lose_the_worker_while_a1_stops_its_services(
+    fleet: Lab, client: Client, settings: Settings, log: Path, *, then_cut_a1: bool = False
+) -> RolloutProgress:
+    """The preconditions, maintenance on and the stop run as local activities in one workflow
+    task: a worker lost before that task completes leaves a1 in this rollout's maintenance with
+    its services stopping, and the next worker runs all three again."""
     fleet.set_fault("a1", "hang-command:systemctl stop")
-    first = spawn_worker(worker_settings, log)
+    first = spawn_worker(settings, log)
     try:
-        handle = await start(temporal_client, worker_settings, rollout(["cluster-a"]))
+        handle = await start(client, settings, rollout(["cluster-a"]))
         await approve(handle)
         await wait_for(
             lambda: any(c.startswith("systemctl stop") for c in commands(fleet, "a1")), timeout=60
@@ -102,21 +102,50 @@ async def test_a_worker_lost_after_maintenance_on_goes_on_with_the_host_it_left(
         stop(first, signal.SIGKILL)  # well before the task's 10 s, so nothing of it is kept
         assert fleet.in_maintenance("a1")
         fleet.clear_fault("a1", "hang-command:systemctl stop")
-        second = spawn_worker(worker_settings, log)
+        if then_cut_a1:
+            fleet.stop_host("a1")
+        second = spawn_worker(settings, log)
         try:
-            summary = await asyncio.wait_for(handle.result(), timeout=120)
+            with contextlib.suppress(WorkflowFailureError):
+                await asyncio.wait_for(handle.result(), timeout=120)
+            return await progress_of(handle)
         finally:
             stop(second)
     finally:
         stop(first, signal.SIGKILL)
-    assert summary.phase == Phase.SUCCEEDED and summary.patched == 3
-    a1 = next(host for host in summary.hosts if host.name == "a1")
+
+
+async def test_a_worker_lost_after_maintenance_on_goes_on_with_the_host_it_left(
+    fleet: Lab, temporal_client: Client, worker_settings: Settings, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    ended = await lose_the_worker_while_a1_stops_its_services(
+        fleet, temporal_client, worker_settings, log
+    )
+    assert ended.phase == Phase.SUCCEEDED
+    assert [h.state for h in ended.hosts()] == [HostState.DONE] * 3
+    a1 = next(host for host in ended.hosts() if host.name == "a1")
     assert a1.notes == [RESUMED_NOTE]
     checked = [c for c in commands(fleet, "a1") if c.startswith("test -e /var/lib/patchpilot/")]
     assert len(checked) == 2  # checked again, and the second look found its own flag
     assert [fleet.update_count(h) for h in ["a1", "a2", "a3"]] == [1, 1, 1]
     assert not fleet.in_maintenance("a1")
     assert all(fleet.service_state("a1", s) == "active" for s in ["nginx", "postgresql"])
+
+
+async def test_a_host_lost_with_the_worker_is_not_reported_out_of_maintenance(
+    fleet: Lab, temporal_client: Client, worker_settings: Settings, tmp_path: Path
+) -> None:
+    # The next worker cannot reach a1 to learn whose maintenance it is in: it says so.
+    log = tmp_path / "worker.log"
+    ended = await lose_the_worker_while_a1_stops_its_services(
+        fleet, temporal_client, worker_settings, log, then_cut_a1=True
+    )
+    assert ended.phase == Phase.FAILED
+    a1 = next(host for host in ended.hosts() if host.name == "a1")
+    assert a1.state == HostState.FAILED and a1.step == names.STEP_PRECONDITIONS
+    assert a1.in_maintenance is None  # unknown, not "not in maintenance"
+    assert fleet.in_maintenance("a1") and fleet.update_count("a1") == 0
 
 
 async def test_temporal_restarted_mid_rollout_with_the_same_database(

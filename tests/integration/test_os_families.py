@@ -84,13 +84,23 @@ async def os_worker(
 
 
 async def host_error_types(client: Client, host: str) -> list[str]:
-    """The ApplicationError types of the failed activities in `host`'s latest host workflow."""
+    """The ApplicationError types of the failed activities in `host`'s latest host workflow:
+    an activity's failure event, or a local activity's marker (the preconditions are one where
+    the host has the default maintenance commands), as the Web UI shows them."""
     history = await client.get_workflow_handle(host_workflow_id(host)).fetch_history()
-    return [
-        event.activity_task_failed_event_attributes.failure.application_failure_info.type
-        for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
-    ]
+    found = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            failure = event.activity_task_failed_event_attributes.failure
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            failure = event.marker_recorded_event_attributes.failure
+        else:
+            continue
+        while failure.HasField("cause") and not failure.HasField("application_failure_info"):
+            failure = failure.cause
+        if failure.HasField("application_failure_info"):
+            found.append(failure.application_failure_info.type)
+    return found
 
 
 async def test_a_rocky_host_is_upgraded_by_dnf_and_its_report_lists_it(

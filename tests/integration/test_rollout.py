@@ -60,8 +60,8 @@ def commands(lab: Lab, host: str) -> list[str]:
 def expected_host_commands() -> list[str]:
     return [
         # the preconditions, one SSH command (activities/checks.py), unwrapped here
-        "true",
         "test -e /var/lib/patchpilot/maintenance",
+        "true",
         "systemctl is-active nginx",
         "systemctl is-active postgresql",
         PREFLIGHT,  # the pre-flight doctor: dpkg --audit, locks, free space, holds, reboot

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 from activities import notify
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
 from bot.slack.pacing import Pacing
 from lab.slack_standin import SlackStandIn
-from workflows.models import RolloutNotice
+from workflows.models import HostProgress, HostState, Phase, RolloutNotice, RolloutSummary
 
 CHANNEL = "CPATCH"
 FAST = Pacing(burst=1, post_seconds=0.3, flush_seconds=0.6, card_seconds=0.6)
@@ -87,3 +88,35 @@ async def test_card_updates_keep_their_interval_at_slack_when_progress_queries_a
         gaps = [round(b - a, 2) for a, b in itertools.pairwise(updates)]
         assert len(updates) >= 3 and notifier.queries == len(updates)
         assert all(gap >= FAST.card_seconds for gap in gaps), gaps
+
+
+async def test_the_summary_updates_the_card_at_once_even_with_an_update_waiting() -> None:
+    slow_card = Pacing(burst=1, post_seconds=0.3, flush_seconds=0.6, card_seconds=5.0)
+    summary = RolloutSummary(
+        rollout_id="patch-cluster-a-1",
+        phase=Phase.SUCCEEDED,
+        patched=2,
+        failed=0,
+        skipped=0,
+        duration_seconds=3.0,
+        message="every host was patched",
+        hosts=[
+            HostProgress(name=f"a{i}", cluster="cluster-a", state=HostState.DONE) for i in (1, 2)
+        ],
+    )
+    async with SlackStandIn(channels={CHANNEL}) as slack:
+        client = web_client(slack.bot_token, slack.api_url)
+        ts = str((await client.chat_postMessage(channel=CHANNEL, text="card"))["ts"])
+        notifier = SlackNotifier(client, pacing=slow_card)
+        await asyncio.sleep(1.0)  # the card's post is paid back
+        assert await notifier.send(notify.start_notice(notice(ts, "a1")))  # the card at once
+        # The next update waits for its turn (5 s); a second one waits in the card's lock.
+        waiting = asyncio.create_task(notifier.update_card(notify.start_notice(notice(ts, "a2"))))
+        await asyncio.sleep(0.2)
+        told = time.monotonic()
+        assert await notifier.send(notify.rollout_summary(notice(ts, summary=summary)))
+        assert time.monotonic() - told < 3.0, "the summary waited for the paced update"
+        assert await waiting is False  # left the card to the summary
+        await asyncio.sleep(0.5)
+        # The post, the first update, the summary's: nothing after the summary's.
+        assert len(slack.card_versions(CHANNEL, ts)) == 3

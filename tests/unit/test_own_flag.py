@@ -1,5 +1,5 @@
-"""The default maintenance check tells whose flag it is (workflows.targets.OWN_FLAG_CHECK), with
-the real sh: the preconditions run again after a lost worker must go on with the maintenance
+"""The maintenance check that tells whose flag it is (workflows.targets.OWN_FLAG_CHECK), with the
+real sh: the preconditions run again after a lost workflow task must go on with the maintenance
 this rollout set, and refuse any other."""
 
 from __future__ import annotations
