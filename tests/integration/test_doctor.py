@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from activities.doctor import Refusal
 from activities.preconditions import precondition_problem
 from activities.ssh import SshRunner
 from lab.apt_lab import REPO_MOUNT, AptLab
@@ -15,6 +16,7 @@ from tests.integration.test_host_output import credentials, target
 from tests.integration.test_rollout import rollout as make_rollout
 from tests.support import wait_for
 from workflows.models import HostJob, HostStepInput
+from workflows.targets import RESUMED_NOTE
 
 HOSTS = ["f1", "f2"]
 # Holds the dpkg frontend lock the way apt does (fcntl), for `seconds`, detached from the session;
@@ -31,19 +33,27 @@ lab = reset_lab("doctor_lab", HOSTS)
 runner = apt_runner
 
 
-def step(lab: AptLab, host: str, repair: bool = False, **commands: object) -> HostStepInput:
+def step(
+    lab: AptLab, host: str, repair: bool = False, resumed: bool = False, **commands: object
+) -> HostStepInput:
     rollout = make_rollout(["doc"], serviceList=[], repairInterruptedDpkg=repair)
     job = HostJob.from_rollout("rollout-doctor", rollout)
-    return HostStepInput(job=job, host=target(lab, host, commands=commands), timeout_seconds=60)
+    host_target = target(lab, host, commands=commands)
+    return HostStepInput(job=job, host=host_target, timeout_seconds=60, resumed=resumed)
 
 
 async def preconditions(
-    lab: AptLab, runner: SshRunner, host: str, repair: bool = False, **commands: object
-) -> tuple[str | None, list[str]]:
+    lab: AptLab,
+    runner: SshRunner,
+    host: str,
+    repair: bool = False,
+    resumed: bool = False,
+    **commands: object,
+) -> tuple[Refusal | None, list[str]]:
     notes: list[str] = []
     async with runner.session(target(lab, host), credentials(lab)) as session:
         problem = await precondition_problem(
-            session, step(lab, host, repair, **commands), notes, repair=repair
+            session, step(lab, host, repair, resumed, **commands), notes, repair=repair
         )
     return problem, notes
 
@@ -195,3 +205,28 @@ async def test_a_dpkg_at_work_is_busy_not_interrupted_and_only_on_its_own_host(
         assert problem is None and notes == ["held packages (left as they are): pp-held"]
     finally:
         await lab.run("f1", f"pkill -KILL -s {dpkg} || true")
+
+
+async def test_this_rollouts_flag_is_its_own_only_for_checks_run_again(
+    lab: AptLab, runner: SshRunner
+) -> None:
+    # A first look refuses it like anyone's (another inventory name of the same machine, a
+    # rollout id used again); checks run again after a lost workflow task go on with it, and
+    # never where the host's maintenance commands are its own.
+    host = HOSTS[0]
+    flag = "/var/lib/patchpilot/maintenance"
+    await lab.run(host, f"mkdir -p /var/lib/patchpilot && echo rollout-doctor > {flag}")
+    problem, _ = await preconditions(lab, runner, host)
+    assert problem is not None and problem.kind == "AlreadyInMaintenance"
+    problem, notes = await preconditions(lab, runner, host, resumed=True)
+    assert problem is None and notes[0] == RESUMED_NOTE
+    problem, _ = await preconditions(
+        lab, runner, host, resumed=True, maintenanceCheck=f"test -f {flag}"
+    )
+    assert problem is not None and problem.kind == "AlreadyInMaintenance"
+    await lab.run(host, f"echo rollout-other > {flag}")
+    problem, _ = await preconditions(lab, runner, host, resumed=True)
+    assert problem is not None and problem.kind == "AlreadyInMaintenance"
+    await lab.run(host, f"rm -f {flag}")
+    problem, notes = await preconditions(lab, runner, host, resumed=True)
+    assert problem is None and RESUMED_NOTE not in notes
