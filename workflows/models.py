@@ -154,8 +154,7 @@ class RolloutInput(ContractModel):
     # Like Ansible's `serial`: batch sizes after the pilots, the last one repeating, each batch
     # finishing before the next starts, e.g. [1, 5, "25%"]. Empty: a sliding window instead.
     waves: list[PositiveHostCount] = Field(default_factory=list, max_length=100)
-    # A run continues as new before its history passes this many events (Temporal warns at
-    # 10,240); lower it to see continue-as-new on small fleets.
+    # Continue as new before a run's history passes this many events (Temporal warns at 10,240).
     history_event_budget: int = Field(default=5000, ge=200, le=10000)
     # Set by the rollout itself when it continues as new; refused from users (see at_edge).
     continued: RolloutCarry | None = None
@@ -357,7 +356,9 @@ class HostStepInput(ContractModel):
     command: str | None = None
     timeout_seconds: float = 300.0
     first_look: bool = False  # a wait step's one look (local); StepResult.ok False: not yet
-    resumed: bool = False  # preconditions after a lost workflow task (workflows/host_patch.py)
+    # Preconditions run again after a lost workflow task (workflows/host_patch.py). Left out of
+    # the payload when off, so older workers still read every other step's input.
+    resumed: bool = Field(default=False, exclude_if=lambda on: not on)
 
     @property
     def rollout_id(self) -> str:
@@ -423,8 +424,7 @@ class RolloutNotice(ContractModel):
     summary: RolloutSummary | None = None
     pilot_host_count: int = 0
     update_command: str = ""
-    # In the approval request (what approvers see is what runs): the profile the command came
-    # from, every script by kind ("preDowntimeScripts": [...]), and the digest the approvals sign.
+    # For the approval request: the command's profile, the scripts by kind, the digest signed.
     update_profile: str | None = None
     scripts: dict[str, list[str]] = Field(default_factory=dict)
     digest: str | None = None

@@ -4,7 +4,14 @@ import pytest
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from workflows.models import ApprovalDecision, RolloutInput, describe_validation_error
+from workflows.models import (
+    ApprovalDecision,
+    HostJob,
+    HostStepInput,
+    HostTarget,
+    RolloutInput,
+    describe_validation_error,
+)
 
 GOOD = {
     "targetClusters": ["cluster-a", "cluster-b"],
@@ -212,3 +219,25 @@ def test_no_model_of_the_contract_has_a_default_that_is_copied_for_every_instanc
                 copied.append(f"{model.__module__}.{model.__name__}.{name} = {field.default!r}")
     assert len(models) > 30
     assert copied == [], "use Field(default_factory=...) for: " + ", ".join(copied)
+
+
+def test_a_step_input_is_unchanged_on_the_wire_unless_it_resumes() -> None:
+    # Workers of the engine before v8 forbid unknown fields: every step input but the
+    # preconditions run again after a lost workflow task must read to them as before.
+    job = HostJob.from_rollout(
+        "r-1",
+        RolloutInput.model_validate(
+            {
+                "targetClusters": ["a"],
+                "pilotHostCount": 1,
+                "approverEmails": ["x@example.com"],
+                "requesterEmail": "y@example.com",
+                "updateCommand": "true",
+            }
+        ),
+    )
+    step = HostStepInput(job=job, host=HostTarget(name="a1", cluster="a", address="a1"))
+    assert "resumed" not in to_json(step).decode()
+    resumed = step.model_copy(update={"resumed": True})
+    assert '"resumed":true' in to_json(resumed).decode()
+    assert HostStepInput.model_validate_json(to_json(resumed)).resumed is True
