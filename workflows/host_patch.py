@@ -19,14 +19,16 @@ The preconditions are local only where PatchPilot can tell its own maintenance f
 (`HostCommands.knows_own_flag`: the default check and setter, the flag holding the rollout id).
 A local activity runs again when its workflow task is lost (its worker died, or evicted it from
 its cache) before the task completes, and so do the steps after it in that task. A workflow
-whose first task was lost knows it (its history is longer than a first task's three events):
-its preconditions then take this rollout's flag for the one that task set (`resumed`), find the
-host perhaps with its services stopped, and go on from there (a note says so) instead of
-refusing it "already in maintenance"; until they have answered, the host's maintenance is
-reported unknown. In a first task this rollout's flag is refused like anyone's: it can only be
-another inventory name of the same machine, or a rollout id used again. A host with its own
-maintenance commands keeps them as an activity, whose result is in the history before anything
-changes the host.
+whose checks may have run in a lost task knows it (its history is longer than a first task's
+three events, or the checks are being replayed without their marker): its preconditions then
+take this rollout's flag for the one that task set (`resumed`), find the host perhaps with its
+services stopped, and go on from there (a note says so) instead of refusing it "already in
+maintenance"; until they have answered, the host's maintenance is reported unknown. Elsewhere
+this rollout's flag is refused like anyone's: it can only be another inventory name of the same
+machine, or a rollout id used again. (A first task that failed for another reason, or a cancel
+that came before it, also lengthens the history: such a host then takes this rollout's flag for
+its own too.) A host with its own maintenance commands keeps them as an activity, whose result is
+in the history before anything changes the host.
 """
 
 from __future__ import annotations
@@ -112,10 +114,9 @@ class HostPatchWorkflow:
         # attribute: a visibility write per host.
         self._first_looks = patch.first_looks
         self._notices = patch.notices
-        # Since engine v8, in the same way: older histories checked with an activity.
-        self._local_preconditions = (
-            patch.local_preconditions and patch.host.commands.knows_own_flag()
-        )
+        # Since engine v8, in the same way (decided by the rollout, for this host's commands):
+        # older histories checked with an activity.
+        self._local_preconditions = patch.local_preconditions
 
     @workflow.query(name="host_progress")
     def host_progress(self) -> HostStepReport:
@@ -148,11 +149,16 @@ class HostPatchWorkflow:
 
     async def _patch(self) -> None:
         job = self._job
-        # Not this workflow's first task (started, task scheduled, task started): an earlier one
-        # was lost, and with it perhaps the maintenance it set. The checks may then take this
-        # rollout's flag for their own; until they answer, whether the host is in maintenance is
-        # not known.
-        resumed = self._local_preconditions and workflow.info().get_current_history_length() > 3
+        # The checks may have run before in a task that was lost, and with it the maintenance it
+        # set: when this is not the workflow's first task (started, task scheduled, task
+        # started), or when it is replayed (a first task that ran past ~80 % of its timeout with
+        # the checks still running is completed early by the SDK, without their marker; replayed
+        # with their marker, the checks do not run again and this changes nothing). The checks
+        # may then take this rollout's flag for their own; until they answer, whether the host
+        # is in maintenance is not known.
+        resumed = self._local_preconditions and (
+            workflow.info().get_current_history_length() > 3 or workflow.unsafe.is_replaying()
+        )
         if resumed:
             self._in_maintenance = None
         # sudo probe, maintenance check, health check, one check per service (and with

@@ -363,7 +363,7 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
                     host=host,
                     first_looks=True,
                     notices=self._host_notices,
-                    local_preconditions=True,
+                    local_preconditions=host.commands.knows_own_flag(),
                 ),
                 id=host_workflow_id(host.name),
                 result_type=HostPatchResult,

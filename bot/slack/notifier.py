@@ -43,6 +43,7 @@ from bot.slack.client import slack_error
 from bot.slack.pacing import (
     BATCHED,
     ChannelBudget,
+    EndedRollouts,
     HostEvent,
     Pacing,
     RolloutPace,
@@ -110,6 +111,7 @@ class SlackNotifier:
         self._paces: dict[str, RolloutPace] = {}
         self._requests: dict[str, RolloutInput] = {}
         self._later: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._ended = EndedRollouts()
 
     def wants(self, message: Message) -> bool:
         """Only a rollout started from Slack has a thread to post in."""
@@ -223,6 +225,8 @@ class SlackNotifier:
     async def _card_after(self, message: Message, pace: RolloutPace | None) -> None:
         """Update the card now, or (paced) at most once per `card_seconds`, the summary at once."""
         if pace is None or message.event == "summary":
+            if message.event == "summary":
+                self._ended.add(message.notice.rollout_id)
             if pace is not None:
                 pace.ended.set()
             for kind in ("card", "flush") if message.event == "summary" else ("card",):
@@ -358,6 +362,19 @@ class SlackNotifier:
         notice = message.notice
         if not notice.slack_channel or not notice.slack_thread_ts:
             return False
+        if message.event != "summary" and notice.rollout_id in self._ended:
+            return False  # the summary has drawn the final card
+        try:
+            return await self._update_card(message)
+        finally:
+            if message.event == "summary":
+                self._card_locks.pop(notice.rollout_id, None)
+                self._paces.pop(notice.rollout_id, None)
+                self._requests.pop(notice.rollout_id, None)
+
+    async def _update_card(self, message: Message) -> bool:
+        notice = message.notice
+        assert notice.slack_channel and notice.slack_thread_ts
         pace = self._pace(notice.rollout_id)
         lock = self._card_locks.setdefault(notice.rollout_id, asyncio.Lock())
         async with lock:
@@ -395,10 +412,6 @@ class SlackNotifier:
                 detail = slack_error(error) if isinstance(error, SlackApiError) else str(error)
                 log.warning("cannot update the status card of %s: %s", notice.rollout_id, detail)
                 return False
-        if message.event == "summary":
-            self._card_locks.pop(notice.rollout_id, None)
-            self._paces.pop(notice.rollout_id, None)
-            self._requests.pop(notice.rollout_id, None)
         return True
 
 

@@ -71,6 +71,23 @@ class RolloutPace:
 
 
 @dataclass
+class EndedRollouts:
+    """Rollouts whose summary drew the final card, the latest `kept` of them: a paced update
+    already under way when the summary came leaves the card alone."""
+
+    kept: int = 1000
+    _ids: dict[str, None] = field(default_factory=dict)
+
+    def add(self, rollout_id: str) -> None:
+        self._ids[rollout_id] = None
+        while len(self._ids) > self.kept:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, rollout_id: object) -> bool:
+        return rollout_id in self._ids
+
+
+@dataclass
 class ChannelBudget:
     """Posts per channel: `burst` at once, one more every `post_seconds` (a token bucket)."""
 

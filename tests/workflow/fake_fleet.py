@@ -40,6 +40,7 @@ class FakeFleet:
     fail: dict[tuple[str, str], str] = field(default_factory=dict)  # (host, activity) -> message
     block: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (host, activity) in order
+    inputs: list[tuple[str, HostStepInput]] = field(default_factory=list)  # (activity, input)
     notices: list[tuple[str, RolloutNotice]] = field(default_factory=list)
     started: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     needs_reboot: set[str] = field(default_factory=set)
@@ -61,6 +62,7 @@ class FakeFleet:
             async def run(step: HostStepInput) -> StepResult:
                 key = (step.host.name, name)
                 self.calls.append(key)
+                self.inputs.append((name, step))
                 self.started.setdefault(key, asyncio.Event()).set()
                 if key in self.block:
                     await self.block[key].wait()

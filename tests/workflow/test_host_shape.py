@@ -5,13 +5,19 @@ cheaper shape keeps what people see — the wait steps still wait, the thread st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from tests.workflow.fake_fleet import FakeFleet
-from tests.workflow.test_system_patch import ALICE, decide, rollout, running, start
+from tests.workflow.test_system_patch import ALICE, decide, rollout, running, running_on, start
 from workflows import names
 from workflows.host_notices import HostNotices
 from workflows.models import HostCommands, Phase
@@ -156,3 +162,61 @@ async def test_preconditions_are_an_activity_where_patchpilot_cannot_tell_its_ow
         scheduled, _, _ = await _host_events(temporal_client, host)
         assert (names.CHECK_HOST_PRECONDITIONS in scheduled) is as_activity, host
         assert fleet.host_calls(names.CHECK_HOST_PRECONDITIONS).count(host) == 1
+
+
+# A worker whose host checks never end: `python -c LOST_WORKER <address> <queue> <host>`.
+LOST_WORKER = """
+import asyncio, sys
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from tests.workflow.fake_fleet import FakeFleet
+from workflows import names
+from workflows.host_patch import HostPatchWorkflow
+from workflows.sandbox import workflow_runner
+from workflows.system_patch import SystemPatchWorkflow
+
+async def main(address, queue, host):
+    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    never = asyncio.Event()
+    fleet = FakeFleet({"c": [host]}, block={(host, names.CHECK_HOST_PRECONDITIONS): never})
+    async with Worker(client, task_queue=queue, workflows=[SystemPatchWorkflow, HostPatchWorkflow],
+                      activities=fleet.activities(), workflow_runner=workflow_runner()):
+        await never.wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_preconditions_that_outlast_their_first_task_know_they_may_run_again(
+    temporal_client: Client, temporal_dev_server: Any
+) -> None:
+    # Local activities still running at ~80 % of the task's 10 s timeout: the SDK completes the
+    # task without their marker. A worker lost after that (SIGKILL) leaves the next one to replay
+    # the task, and the checks run again: they must know it (HostStepInput.resumed), or they
+    # would refuse the host for the maintenance the first run may have set.
+    prefix = uuid.uuid4().hex[:6]
+    host = f"{prefix}-h1"
+    clusters = {"c": [host]}
+    queue = f"wf-test-{uuid.uuid4().hex[:8]}"
+    lost = subprocess.Popen(
+        [sys.executable, "-c", LOST_WORKER, temporal_dev_server.address, queue, host],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        handle = await start(temporal_client, queue, rollout(list(clusters), pilotHostCount=0))
+        await decide(handle, "approve", ALICE)
+        for _ in range(150):  # the host's first task completed while its checks still ran
+            with contextlib.suppress(RPCError):
+                if (await _host_events(temporal_client, host))[1] >= 1:
+                    break
+            await asyncio.sleep(0.2)
+    finally:
+        lost.kill()
+        lost.wait()
+    fleet = FakeFleet(clusters)
+    async with running_on(temporal_client, fleet, queue):
+        summary = await handle.result()
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
+    checks = [step for name, step in fleet.inputs if name == names.CHECK_HOST_PRECONDITIONS]
+    assert [step.resumed for step in checks] == [True]

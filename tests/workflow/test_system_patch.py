@@ -59,7 +59,12 @@ def rollout(clusters: list[str], **extra: object) -> RolloutInput:
 
 @asynccontextmanager
 async def running(client: Client, fleet: FakeFleet) -> AsyncIterator[str]:
-    queue = f"wf-test-{uuid.uuid4().hex[:8]}"
+    async with running_on(client, fleet, f"wf-test-{uuid.uuid4().hex[:8]}") as queue:
+        yield queue
+
+
+@asynccontextmanager
+async def running_on(client: Client, fleet: FakeFleet, queue: str) -> AsyncIterator[str]:
     async with Worker(
         client,
         task_queue=queue,
