@@ -98,7 +98,7 @@ async def precondition_problem(
 
     flag = await answer(checks[0], "the maintenance check")
     if own and flag.exit_status == 2:
-        # Run again after a lost worker: this host workflow already passed the checks and put
+        # Run again after a lost workflow task: this rollout already passed the checks and put
         # the host into maintenance (its services may be stopped); checking again would refuse it.
         if notes is not None:
             notes.append(RESUMED_NOTE)

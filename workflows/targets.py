@@ -88,7 +88,7 @@ DEFAULT_COMMANDS = HostCommands()
 
 # The default maintenance check, which also tells whose flag it is: exit 1 not in maintenance,
 # 0 in maintenance, 2 in this rollout's (its id in the flag, as the default `maintenance_on`
-# writes it). Sent only by preconditions run again in a host workflow whose earlier task was lost
+# writes it). Sent only by preconditions that may run again after a lost workflow task
 # (`HostStepInput.resumed`, workflows/host_patch.py): they must not refuse a host for the
 # maintenance that task set. Anywhere else this rollout's flag is someone else's too (a second
 # inventory name of the same machine, a rollout id used again), and the plain check refuses it.
