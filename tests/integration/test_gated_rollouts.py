@@ -273,8 +273,10 @@ async def test_the_soak_survives_a_worker_restart(
     fleet: Lab, worker_settings: Settings, temporal_client: Client
 ) -> None:
     def worker(parts: WorkerParts):
-        # No workflow cache: the second worker rebuilds the rollout from its history alone.
-        return build_worker(temporal_client, worker_settings, parts, max_cached_workflows=0)
+        # A new worker has nothing cached: the second one rebuilds the rollout from its history.
+        # (No `max_cached_workflows=0` here: that cancels every in-flight local activity at each
+        # activation, so each host's checks would wait out a 10 s workflow task timeout.)
+        return build_worker(temporal_client, worker_settings, parts)
 
     first = worker(WorkerParts(worker_settings))
     async with first:
