@@ -23,9 +23,11 @@ async def rollout_events(
 ) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     children: list[tuple[str, str]] = []
+    parent_events: list[Any] = []
     current: str | None = run_id
     while True:
         history = await client.get_workflow_handle(workflow_id, run_id=current).fetch_history()
+        parent_events.append(history.events)
         types = Counter(_type_name(e.event_type) for e in history.events)
         runs.append({"run_id": current, "events": len(history.events), "by_type": dict(types)})
         next_run: str | None = None
@@ -78,10 +80,70 @@ async def rollout_events(
         else {},
         "over_warning": max_run > WARN_EVENTS,
         "child_timeline": timeline,
+        "parent_flow": parent_flow(parent_events),
         # Mean seconds per host workflow, by where the time went (see time_breakdown).
         "child_seconds_mean": {k: v / len(sampled) for k, v in child_times.items()}
         if sampled
         else {},
+    }
+
+
+def parent_flow(runs: list[Any]) -> dict[str, float]:
+    """How well the rollout kept its hosts in flight, from its own runs' histories (seconds):
+
+    in_flight_mean (children between their start being initiated and their completion, time
+    weighted over the runs' spans), refill_mean / refill_p90 (a child's completion -> the next
+    child's start initiated: how long a freed slot stays empty), initiated_to_started_mean,
+    workflow_task_queue_mean / workflow_task_run_mean (the rollout's own turns) and their count.
+    """
+    refills: list[float] = []
+    to_started: list[float] = []
+    queue: list[float] = []
+    run: list[float] = []
+    weighted = span = 0.0
+    for events in runs:
+        at: dict[int, float] = {}
+        in_flight = 0
+        last: float | None = None
+        pending_refills: list[float] = []
+        for e in events:
+            t = e.event_time.ToNanoseconds() / 1e9
+            at[e.event_id] = t
+            if last is not None:
+                weighted += in_flight * (t - last)
+                span += t - last
+            last = t
+            if e.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                in_flight += 1
+                if pending_refills:
+                    refills.append(t - pending_refills.pop(0))
+            elif e.HasField("child_workflow_execution_started_event_attributes"):
+                initiated = e.child_workflow_execution_started_event_attributes.initiated_event_id
+                to_started.append(t - at.get(initiated, t))
+            elif e.HasField("child_workflow_execution_completed_event_attributes") or e.HasField(
+                "child_workflow_execution_failed_event_attributes"
+            ):
+                in_flight -= 1
+                pending_refills.append(t)
+            elif e.HasField("workflow_task_started_event_attributes"):
+                scheduled = e.workflow_task_started_event_attributes.scheduled_event_id
+                queue.append(t - at.get(scheduled, t))
+            elif e.HasField("workflow_task_completed_event_attributes"):
+                started = e.workflow_task_completed_event_attributes.started_event_id
+                run.append(t - at.get(started, t))
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    refills.sort()
+    return {
+        "in_flight_mean": weighted / span if span else 0.0,
+        "refill_mean": mean(refills),
+        "refill_p90": refills[int(len(refills) * 0.9)] if refills else 0.0,
+        "initiated_to_started_mean": mean(to_started),
+        "workflow_task_queue_mean": mean(queue),
+        "workflow_task_run_mean": mean(run),
+        "workflow_tasks": float(len(run)),
     }
 
 

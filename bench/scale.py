@@ -156,6 +156,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"host workflow events       mean {events['child_events_mean']:.1f}, max "
                 f"{events['child_events_max']} (sample of {min(20, events['children'])})"
             )
+            flow = events.get("parent_flow") or {}
+            if flow:
+                print(
+                    f"hosts in flight            mean {flow['in_flight_mean']:.1f} of "
+                    f"{args.concurrency}; a freed slot refilled in {flow['refill_mean']:.2f} s "
+                    f"(p90 {flow['refill_p90']:.2f}); rollout's tasks "
+                    f"{flow['workflow_tasks']:.0f}, queued "
+                    f"{flow['workflow_task_queue_mean']:.3f} s, run "
+                    f"{flow['workflow_task_run_mean']:.3f} s (means)"
+                )
+                child = events.get("child_seconds_mean") or {}
+                print(
+                    "one host's time (mean s)   "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(child.items()))
+                )
             top = sorted(events["parent_by_type"].items(), key=lambda kv: -kv[1])[:6]
             print("rollout event types        " + ", ".join(f"{k.lower()} {v}" for k, v in top))
         print(
