@@ -47,10 +47,29 @@ async def rollout_events(
     step = max(1, len(children) // child_sample) if children else 1
     sample = children[::step][:child_sample]
 
+    # When the rollout asked for each child, and when it heard that the child had ended.
+    initiated: dict[str, float] = {}
+    heard_done: dict[str, float] = {}
+    for events in parent_events:
+        for e in events:
+            t = e.event_time.ToNanoseconds() / 1e9
+            if e.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                asked = e.start_child_workflow_execution_initiated_event_attributes
+                initiated[asked.workflow_id] = t
+            elif e.HasField("child_workflow_execution_completed_event_attributes"):
+                done = e.child_workflow_execution_completed_event_attributes
+                heard_done[done.workflow_execution.workflow_id] = t
+
     async def child_events(wid: str, rid: str) -> tuple[int, Counter[str], dict[str, float]]:
         h = await client.get_workflow_handle(wid, run_id=rid).fetch_history()
         types = Counter(_type_name(e.event_type) for e in h.events)
-        return len(h.events), types, time_breakdown(h.events)
+        times = time_breakdown(h.events)
+        if h.events and wid in initiated and wid in heard_done:
+            # Seconds between the rollout asking and the child's first event, and between the
+            # child's last event and the rollout hearing of it.
+            times["start_lag"] = h.events[0].event_time.ToNanoseconds() / 1e9 - initiated[wid]
+            times["end_lag"] = heard_done[wid] - h.events[-1].event_time.ToNanoseconds() / 1e9
+        return len(h.events), types, times
 
     sampled = await asyncio.gather(*(child_events(w, r) for w, r in sample))
     timeline: list[str] = []

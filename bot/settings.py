@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     ssh_connect_timeout: float = Field(
         15.0, validation_alias=_env("PATCHPILOT_SSH_CONNECT_TIMEOUT")
     )
+    # The worker's workflow cache (temporalio's max_cached_workflows). Above the host workflows
+    # in flight on the worker plus its rollouts: the SDK cancels the local activities of a
+    # workflow it drops from a full cache, whose task then waits out its timeout (README
+    # "Scaling out"). Never 0, which drops every workflow after each activation.
+    max_cached_workflows: int = Field(
+        1000, ge=1, validation_alias=_env("PATCHPILOT_MAX_CACHED_WORKFLOWS")
+    )
 
     vault_addr: str | None = Field(None, validation_alias=_env("VAULT_ADDR"))
     vault_token: SecretStr | None = Field(None, validation_alias=_env("VAULT_TOKEN"))

@@ -117,8 +117,12 @@ class PatchPilotWorker(Worker):
 def build_worker(
     client: Client, settings: Settings, parts: WorkerParts | None = None, **options: Any
 ) -> Worker:
+    """The PatchPilot worker on `settings.task_queue`: every workflow and `parts`' activities,
+    the workflow cache `settings.max_cached_workflows`; `options` go to temporalio's `Worker`
+    (and win)."""
     parts = parts or WorkerParts(settings)
     options.setdefault("workflow_runner", workflow_runner())  # a bench may try another
+    options.setdefault("max_cached_workflows", settings.max_cached_workflows)
     return PatchPilotWorker(
         client,
         parts,

@@ -269,6 +269,15 @@ async def soak_timer_started(handle: WorkflowHandle, soak: timedelta) -> bool:
     )
 
 
+async def test_the_worker_keeps_the_workflow_cache_its_settings_give(
+    worker_settings: Settings, temporal_client: Client
+) -> None:
+    # PATCHPILOT_MAX_CACHED_WORKFLOWS: the soak test below depends on a worker keeping its cache.
+    settings = worker_settings.model_copy(update={"max_cached_workflows": 2500})
+    worker = build_worker(temporal_client, settings, WorkerParts(settings))
+    assert worker.config()["max_cached_workflows"] == 2500
+
+
 async def test_the_soak_survives_a_worker_restart(
     fleet: Lab, worker_settings: Settings, temporal_client: Client
 ) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Settings
+from bot.settings import Settings, describe_settings_error
 
 
 def test_patchpilot_toml_is_read_and_the_environment_wins(
@@ -37,3 +37,20 @@ def test_without_a_file_the_defaults_hold(tmp_path: Path, monkeypatch: pytest.Mo
     settings = Settings()
     assert settings.temporal_address == "localhost:7233"
     assert "temporal_address" not in settings.model_fields_set
+
+
+def test_the_worker_cache_size_is_a_setting_and_zero_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PATCHPILOT_CONFIG", raising=False)
+    assert Settings().max_cached_workflows == 1000  # temporalio's own default
+    monkeypatch.setenv("PATCHPILOT_MAX_CACHED_WORKFLOWS", "2500")
+    assert Settings().max_cached_workflows == 2500
+    # 0 would drop every workflow after each activation, cancelling its local activities.
+    monkeypatch.setenv("PATCHPILOT_MAX_CACHED_WORKFLOWS", "0")
+    with pytest.raises(ValueError) as refused:
+        Settings()
+    assert "PATCHPILOT_MAX_CACHED_WORKFLOWS: Input should be greater than or equal to 1" in (
+        describe_settings_error(refused.value)
+    )
