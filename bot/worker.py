@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -25,6 +26,7 @@ from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
 WORKFLOWS: Sequence[type] = (SystemPatchWorkflow, HostPatchWorkflow)
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
 async def connect(settings: Settings) -> Client:
@@ -118,11 +120,16 @@ def build_worker(
     client: Client, settings: Settings, parts: WorkerParts | None = None, **options: Any
 ) -> Worker:
     """The PatchPilot worker on `settings.task_queue`: every workflow and `parts`' activities,
-    the workflow cache `settings.max_cached_workflows`; `options` go to temporalio's `Worker`
-    (and win)."""
+    the workflow cache `settings.max_cached_workflows`, heartbeats throttled to at most
+    HEARTBEAT_THROTTLE; `options` go to temporalio's `Worker` (and win)."""
     parts = parts or WorkerParts(settings)
     options.setdefault("workflow_runner", workflow_runner())  # a bench may try another
     options.setdefault("max_cached_workflows", settings.max_cached_workflows)
+    # The SDK holds heartbeats back for 0.8 x the heartbeat timeout (temporalio Worker docs), so
+    # with HEARTBEAT 10 s the server heard from a step every 8 s: 2 s of slack before a busy
+    # worker's step timed out as if the worker were dead. Passed on as they come (every
+    # activities.host_steps.HEARTBEAT_SECONDS), the slack is 5 s.
+    options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
     return PatchPilotWorker(
         client,
         parts,

@@ -33,6 +33,7 @@ from tests.support import (
 )
 from workflows import names
 from workflows.models import HostState, Phase, RolloutProgress, RolloutSummary
+from workflows.policies import HEARTBEAT
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
 
@@ -83,6 +84,43 @@ async def test_worker_killed_during_an_update_resumes_and_finishes(
     for host in ["a1", "a2", "a3"]:
         assert not fleet.in_maintenance(host)
         assert fleet.service_state(host, "nginx") == "active"
+
+
+async def test_a_worker_too_busy_to_heartbeat_twice_in_one_update_does_not_fail_the_host(
+    fleet: Lab, temporal_client: Client, worker_settings: Settings, tmp_path: Path
+) -> None:
+    """A worker frozen (SIGSTOP) past HEARTBEAT is alive but silent, as an overloaded one was at
+    10,000 hosts: each attempt of the update it holds times out, and the next attaches to the
+    same run on the host. Two such timeouts in one update used to fail the host (and stop the
+    rollout); the update now runs once and the host is patched."""
+    log = tmp_path / "worker.log"
+    worker = spawn_worker(worker_settings, log)
+    slow_update = f"sleep 28 && {UPDATE}"
+
+    def attaches() -> int:
+        return sum(slow_update in c for c in commands(fleet, "a1"))
+
+    try:
+        handle = await start(
+            temporal_client,
+            worker_settings,
+            rollout(["cluster-a"], updateCommand=slow_update, hostPattern="a1"),
+        )
+        await approve(handle)
+        for attempt in (1, 2):
+            await wait_for(lambda: attaches() >= attempt, timeout=60)  # noqa: B023
+            os.killpg(worker.pid, signal.SIGSTOP)
+            await asyncio.sleep(HEARTBEAT.total_seconds() + 3)
+            os.killpg(worker.pid, signal.SIGCONT)
+        summary = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGCONT)
+        stop(worker)
+    assert attaches() >= 3  # the third attempt is the one that saw the update end
+    assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
+    assert fleet.update_count("a1") == 1
+    assert not fleet.in_maintenance("a1")
 
 
 async def lose_the_worker_while_a1_stops_its_services(

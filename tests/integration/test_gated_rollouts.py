@@ -25,6 +25,7 @@ from tests.integration.test_rollout import ALICE, BOB, acli, rollout, start
 from tests.integration.test_rollout import approve as approve_now
 from tests.support import FLEET, Mailbox, running_worker, wait_for
 from workflows.models import HostState, Phase, RolloutProgress, RolloutSummary
+from workflows.policies import HEARTBEAT
 
 HOSTS = {host: cluster for cluster, hosts in FLEET.items() for host in hosts}
 RULES = [{"alert": "HighErrorRate", "expr": "error_rate > 0.3", "for": "0s"}]
@@ -269,13 +270,15 @@ async def soak_timer_started(handle: WorkflowHandle, soak: timedelta) -> bool:
     )
 
 
-async def test_the_worker_keeps_the_workflow_cache_its_settings_give(
+async def test_the_worker_takes_its_cache_from_settings_and_passes_heartbeats_on_at_once(
     worker_settings: Settings, temporal_client: Client
 ) -> None:
     # PATCHPILOT_MAX_CACHED_WORKFLOWS: the soak test below depends on a worker keeping its cache.
     settings = worker_settings.model_copy(update={"max_cached_workflows": 2500})
     worker = build_worker(temporal_client, settings, WorkerParts(settings))
     assert worker.config()["max_cached_workflows"] == 2500
+    # And heartbeats reach Temporal as the steps send them, not 8 s apart against a 10 s timeout.
+    assert worker.config()["max_heartbeat_throttle_interval"] < HEARTBEAT / 2
 
 
 async def test_the_soak_survives_a_worker_restart(
