@@ -262,13 +262,16 @@ async def finish_detached(
     timeout: float,
     *,
     what: str,
+    limit: float | None = None,
     heartbeat: Callable[[], None] | None = None,
     before: str = "",
     after: str = "",
 ) -> Detached:
     """Run `command` detached in `directory` on the session's host (or attach to the run that is
     there) and return its result once it has ended, with the package report the run left
-    (`after`'s output) from the same command; within `timeout` seconds in all.
+    (`after`'s output) from the same command; within `timeout` seconds in all. `limit`: the
+    step's whole time limit, which a timeout names (default `timeout`; a retry has only what
+    its first attempt left).
 
     A connection lost while following is reconnected and the run followed again until the
     deadline. Raises ApplicationError: `CommandTimedOut` / `CommandWaitsForInput` (the run is
@@ -294,7 +297,7 @@ async def finish_detached(
                 if error.type == "CommandTimedOut":
                     message = (
                         f"{what} on {host.name} ({host.address}:{host.port}) did not finish "
-                        f"within {timeout:g}s and was killed on the host: {command[:200]}"
+                        f"within {limit or timeout:g}s and was killed on the host: {command[:200]}"
                     )
                 raise ApplicationError(message, type=error.type, non_retryable=True) from None
             if error.type not in _REATTACH or loop.time() + REATTACH_PAUSE >= deadline:

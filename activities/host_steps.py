@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -35,6 +36,7 @@ __all__ = ["HostStepActivities", "StepError", "render"]
 
 POLL_SECONDS = 2.0
 HEARTBEAT_SECONDS = 5.0
+RETRY_FLOOR_SECONDS = 30.0
 # Errors of an SSH attempt that a host coming back from a reboot gives: keep polling.
 _NOT_BACK_YET = ("HostUnreachable", "SshConnectionLost", "SshChannelFailed", "UnusableHostValue")
 
@@ -44,6 +46,19 @@ def _heartbeat() -> None:
     # would answer each one with an "UnknownActivity" warning.
     if activity.in_activity() and not activity.info().is_local:
         activity.heartbeat()
+
+
+def time_left(limit: float) -> float:
+    """Seconds left of a step's `limit` (seconds) for this attempt: all of it on a first
+    attempt; on a retry, what its first attempt left, counted from when Temporal scheduled it
+    (`activity.Info.scheduled_time`, the first attempt's), so a step retried after heartbeat
+    timeouts does not get its whole limit again on every attempt. At least
+    RETRY_FLOOR_SECONDS: enough for a retry to collect a run that has ended, or to kill one
+    that overran."""
+    if not activity.in_activity() or activity.info().attempt <= 1:
+        return limit
+    spent = (datetime.now(UTC) - activity.info().scheduled_time).total_seconds()
+    return max(RETRY_FLOOR_SECONDS, limit - spent)
 
 
 async def _keep_heartbeating() -> None:
@@ -235,7 +250,7 @@ class HostStepActivities:
         """Back means: SSH answers (host key verified) AND the boot id differs from before."""
         step = wait.step
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + step.timeout_seconds
+        deadline = loop.time() + time_left(step.timeout_seconds)
         last = "no answer yet"
         while loop.time() < deadline:
             try:
@@ -285,7 +300,7 @@ class HostStepActivities:
         """Poll the drain check until it passes (DrainTimeout after the step's limit). With
         `first_look`: one check, `ok` False when the host has not drained yet."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + step.timeout_seconds
+        deadline = loop.time() + time_left(step.timeout_seconds)
         async with self._session(step) as session:
             while True:
                 remaining = max(1.0, deadline - loop.time())
@@ -324,7 +339,8 @@ class HostStepActivities:
                 session,
                 step.command,
                 directory,
-                step.timeout_seconds,
+                time_left(step.timeout_seconds),
+                limit=step.timeout_seconds,
                 what="update command",
                 heartbeat=_heartbeat,
                 before=package_report.BEFORE,
@@ -365,7 +381,7 @@ class HostStepActivities:
         (HealthCheckFailed). With `first_look`: one round of checks, `ok` False when a service
         is not healthy yet."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + step.timeout_seconds
+        deadline = loop.time() + time_left(step.timeout_seconds)
         async with self._session(step) as session:
             while True:
                 unhealthy: dict[str, str] = {}

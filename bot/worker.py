@@ -26,7 +26,7 @@ from workflows.sandbox import workflow_runner
 from workflows.system_patch import SystemPatchWorkflow
 
 WORKFLOWS: Sequence[type] = (SystemPatchWorkflow, HostPatchWorkflow)
-HEARTBEAT_THROTTLE = timedelta(seconds=2)
+HEARTBEAT_THROTTLE = timedelta(seconds=4)
 
 
 async def connect(settings: Settings) -> Client:
@@ -127,8 +127,8 @@ def build_worker(
     options.setdefault("max_cached_workflows", settings.max_cached_workflows)
     # The SDK holds heartbeats back for 0.8 x the heartbeat timeout (temporalio Worker docs), so
     # with HEARTBEAT 10 s the server heard from a step every 8 s: 2 s of slack before a busy
-    # worker's step timed out as if the worker were dead. Passed on as they come (every
-    # activities.host_steps.HEARTBEAT_SECONDS), the slack is 5 s.
+    # worker's step timed out as if the worker were dead. Throttled to 4 s, the server hears
+    # every heartbeat a step sends (every activities.host_steps.HEARTBEAT_SECONDS): 5 s of slack.
     options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
     return PatchPilotWorker(
         client,

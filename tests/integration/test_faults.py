@@ -33,7 +33,7 @@ from tests.support import (
 )
 from workflows import names
 from workflows.models import HostState, Phase, RolloutProgress, RolloutSummary
-from workflows.policies import HEARTBEAT
+from workflows.policies import host_workflow_id
 
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
 
@@ -94,30 +94,51 @@ async def test_a_worker_too_busy_to_heartbeat_twice_in_one_update_does_not_fail_
     same run on the host. Two such timeouts in one update used to fail the host (and stop the
     rollout); the update now runs once and the host is patched."""
     log = tmp_path / "worker.log"
-    worker = spawn_worker(worker_settings, log)
-    slow_update = f"sleep 28 && {UPDATE}"
+    release = fleet.host("a1").lab_dir / "release-update"  # /var/lib/patchpilot-lab on a1
+    # The update lasts until the test lets it end, however late each retry is picked up.
+    held_update = (
+        "until [ -e /var/lib/patchpilot-lab/release-update ]; do sleep 0.2; done && " + UPDATE
+    )
+    host_workflow = temporal_client.get_workflow_handle(host_workflow_id("a1"))
 
     def attaches() -> int:
-        return sum(slow_update in c for c in commands(fleet, "a1"))
+        return sum(held_update in c for c in commands(fleet, "a1"))
 
+    async def update_attempt() -> int:
+        pending = (await host_workflow.describe()).raw_description.pending_activities
+        return max(
+            (a.attempt for a in pending if a.activity_type.name == names.PERFORM_UPDATE), default=0
+        )
+
+    worker = spawn_worker(worker_settings, log)
     try:
         handle = await start(
             temporal_client,
             worker_settings,
-            rollout(["cluster-a"], updateCommand=slow_update, hostPattern="a1"),
+            rollout(["cluster-a"], updateCommand=held_update, hostPattern="a1"),
         )
         await approve(handle)
         for attempt in (1, 2):
             await wait_for(lambda: attaches() >= attempt, timeout=60)  # noqa: B023
             os.killpg(worker.pid, signal.SIGSTOP)
-            await asyncio.sleep(HEARTBEAT.total_seconds() + 3)
+            # Frozen until Temporal has given up on this attempt (heartbeat timeout) and
+            # scheduled the next one.
+            deadline = asyncio.get_running_loop().time() + 60
+            while await update_attempt() <= attempt:
+                assert asyncio.get_running_loop().time() < deadline, (
+                    f"attempt {attempt} of the update neither timed out nor was retried in 60 s"
+                )
+                await asyncio.sleep(0.5)
             os.killpg(worker.pid, signal.SIGCONT)
+        await wait_for(lambda: attaches() >= 3, timeout=60)
+        release.touch()
         summary = await asyncio.wait_for(handle.result(), timeout=120)
     finally:
+        release.touch()  # a failed test leaves no update running on a1 for the next one
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGCONT)
         stop(worker)
-    assert attaches() >= 3  # the third attempt is the one that saw the update end
+    release.unlink()
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
     assert fleet.update_count("a1") == 1
     assert not fleet.in_maintenance("a1")
