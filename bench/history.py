@@ -4,12 +4,21 @@ and a sample of its per-host child workflows."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter, defaultdict
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+# Child ends the rollout hears of (a child that failed to start never counted as in flight).
+_CHILD_ENDS = (
+    "child_workflow_execution_completed",
+    "child_workflow_execution_failed",
+    "child_workflow_execution_canceled",
+    "child_workflow_execution_terminated",
+    "child_workflow_execution_timed_out",
+)
 WARN_EVENTS = 10_240  # Temporal's history-size warning threshold (events per run)
 LIMIT_EVENTS = 51_200  # the hard limit: a run is terminated there
 
@@ -81,9 +90,11 @@ async def rollout_events(
     child_counts = [count for count, _, _ in sampled]
     child_types: Counter[str] = Counter()
     child_times: Counter[str] = Counter()
+    child_timed: Counter[str] = Counter()  # children with each figure (lags: seen to end)
     for _, types, times in sampled:
         child_types.update(types)
         child_times.update(times)
+        child_timed.update(times.keys())
     max_run = max(r["events"] for r in runs)
     return {
         "runs": len(runs),
@@ -101,7 +112,7 @@ async def rollout_events(
         "child_timeline": timeline,
         "parent_flow": parent_flow(parent_events),
         # Mean seconds per host workflow, by where the time went (see time_breakdown).
-        "child_seconds_mean": {k: v / len(sampled) for k, v in child_times.items()}
+        "child_seconds_mean": {k: v / child_timed[k] for k, v in child_times.items()}
         if sampled
         else {},
     }
@@ -128,20 +139,19 @@ def parent_flow(runs: list[Any]) -> dict[str, float]:
         for e in events:
             t = e.event_time.ToNanoseconds() / 1e9
             at[e.event_id] = t
-            if last is not None:
+            if last is not None:  # from the run's first child on (not the approval's wait)
                 weighted += in_flight * (t - last)
                 span += t - last
-            last = t
+                last = t
             if e.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                last = t if last is None else last
                 in_flight += 1
                 if pending_refills:
                     refills.append(t - pending_refills.pop(0))
             elif e.HasField("child_workflow_execution_started_event_attributes"):
                 initiated = e.child_workflow_execution_started_event_attributes.initiated_event_id
                 to_started.append(t - at.get(initiated, t))
-            elif e.HasField("child_workflow_execution_completed_event_attributes") or e.HasField(
-                "child_workflow_execution_failed_event_attributes"
-            ):
+            elif any(e.HasField(f"{kind}_event_attributes") for kind in _CHILD_ENDS):
                 in_flight -= 1
                 pending_refills.append(t)
             elif e.HasField("workflow_task_started_event_attributes"):
@@ -158,7 +168,7 @@ def parent_flow(runs: list[Any]) -> dict[str, float]:
     return {
         "in_flight_mean": weighted / span if span else 0.0,
         "refill_mean": mean(refills),
-        "refill_p90": refills[int(len(refills) * 0.9)] if refills else 0.0,
+        "refill_p90": refills[math.ceil(len(refills) * 0.9) - 1] if refills else 0.0,
         "initiated_to_started_mean": mean(to_started),
         "workflow_task_queue_mean": mean(queue),
         "workflow_task_run_mean": mean(run),
