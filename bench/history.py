@@ -33,6 +33,9 @@ async def rollout_events(
     runs: list[dict[str, Any]] = []
     children: list[tuple[str, str]] = []
     parent_events: list[Any] = []
+    # When the rollout asked for each child, and when it heard that the child had ended.
+    initiated: dict[str, float] = {}
+    heard_done: dict[str, float] = {}
     current: str | None = run_id
     while True:
         history = await client.get_workflow_handle(workflow_id, run_id=current).fetch_history()
@@ -41,6 +44,13 @@ async def rollout_events(
         runs.append({"run_id": current, "events": len(history.events), "by_type": dict(types)})
         next_run: str | None = None
         for event in history.events:
+            t = event.event_time.ToNanoseconds() / 1e9
+            if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                asked = event.start_child_workflow_execution_initiated_event_attributes
+                initiated[asked.workflow_id] = t
+            elif event.HasField("child_workflow_execution_completed_event_attributes"):
+                done = event.child_workflow_execution_completed_event_attributes
+                heard_done[done.workflow_execution.workflow_id] = t
             if event.HasField("child_workflow_execution_started_event_attributes"):
                 started = event.child_workflow_execution_started_event_attributes
                 children.append(
@@ -55,19 +65,6 @@ async def rollout_events(
 
     step = max(1, len(children) // child_sample) if children else 1
     sample = children[::step][:child_sample]
-
-    # When the rollout asked for each child, and when it heard that the child had ended.
-    initiated: dict[str, float] = {}
-    heard_done: dict[str, float] = {}
-    for events in parent_events:
-        for e in events:
-            t = e.event_time.ToNanoseconds() / 1e9
-            if e.HasField("start_child_workflow_execution_initiated_event_attributes"):
-                asked = e.start_child_workflow_execution_initiated_event_attributes
-                initiated[asked.workflow_id] = t
-            elif e.HasField("child_workflow_execution_completed_event_attributes"):
-                done = e.child_workflow_execution_completed_event_attributes
-                heard_done[done.workflow_execution.workflow_id] = t
 
     async def child_events(wid: str, rid: str) -> tuple[int, Counter[str], dict[str, float]]:
         h = await client.get_workflow_handle(wid, run_id=rid).fetch_history()
@@ -128,10 +125,11 @@ def parent_flow(runs: list[Any]) -> dict[str, float]:
     """
     refills: list[float] = []
     to_started: list[float] = []
-    queue: list[float] = []
-    run: list[float] = []
+    task_seconds: Counter[str] = Counter()
+    started_tasks = completed_tasks = 0
     weighted = span = 0.0
     for events in runs:
+        task_seconds.update(time_breakdown(events))
         at: dict[int, float] = {}
         in_flight = 0
         last: float | None = None
@@ -155,11 +153,9 @@ def parent_flow(runs: list[Any]) -> dict[str, float]:
                 in_flight -= 1
                 pending_refills.append(t)
             elif e.HasField("workflow_task_started_event_attributes"):
-                scheduled = e.workflow_task_started_event_attributes.scheduled_event_id
-                queue.append(t - at.get(scheduled, t))
+                started_tasks += 1
             elif e.HasField("workflow_task_completed_event_attributes"):
-                started = e.workflow_task_completed_event_attributes.started_event_id
-                run.append(t - at.get(started, t))
+                completed_tasks += 1
 
     def mean(xs: list[float]) -> float:
         return sum(xs) / len(xs) if xs else 0.0
@@ -170,9 +166,9 @@ def parent_flow(runs: list[Any]) -> dict[str, float]:
         "refill_mean": mean(refills),
         "refill_p90": refills[math.ceil(len(refills) * 0.9) - 1] if refills else 0.0,
         "initiated_to_started_mean": mean(to_started),
-        "workflow_task_queue_mean": mean(queue),
-        "workflow_task_run_mean": mean(run),
-        "workflow_tasks": float(len(run)),
+        "workflow_task_queue_mean": task_seconds["workflow_task_queue"] / (started_tasks or 1),
+        "workflow_task_run_mean": task_seconds["workflow_task_run"] / (completed_tasks or 1),
+        "workflow_tasks": float(completed_tasks),
     }
 
 
