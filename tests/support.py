@@ -10,6 +10,7 @@ import base64
 import contextlib
 import email
 import email.policy
+import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -204,8 +205,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:
+    """Poll `predicate` (a plain or an async function) until it holds; AssertionError after
+    `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
+
+    async def holds() -> bool:
+        answer = predicate()
+        return bool(await answer) if inspect.isawaitable(answer) else bool(answer)
+
+    while not await holds():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
