@@ -31,6 +31,7 @@ from workflows.models import (
     RebootResult,
     StepResult,
 )
+from workflows.targets import is_no_op
 
 __all__ = ["HostStepActivities", "StepError", "render"]
 
@@ -298,7 +299,10 @@ class HostStepActivities:
     @activity.defn(name=names.WAIT_FOR_WORKLOAD_DRAIN)
     async def wait_for_workload_drain(self, step: HostStepInput) -> StepResult:
         """Poll the drain check until it passes (DrainTimeout after the step's limit). With
-        `first_look`: one check, `ok` False when the host has not drained yet."""
+        `first_look`: one check, `ok` False when the host has not drained yet. A drain check that
+        does nothing (`true`, the default: workflows/targets.is_no_op) passes without a session."""
+        if is_no_op(step.host.commands.drain_check):
+            return StepResult(detail="nothing to drain (the drain check is a no-op)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + time_left(step.timeout_seconds)
         async with self._session(step) as session:

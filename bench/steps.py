@@ -3,7 +3,9 @@
 They are exactly the commands PatchPilot sends to a host with its default host commands (see
 `workflows.models.HostCommands` and `activities.host_steps`), in the same order:
 preconditions (not in maintenance, health, services healthy), maintenance on, stop services,
-drain check, update, [reboot check], start services (reverse order), health check, maintenance off.
+update, [reboot check], start services (reverse order), health check, maintenance off. The default
+drain check, `true`, is not sent: PatchPilot knows its answer without a session
+(`workflows.targets.is_no_op`), and no contender runs what PatchPilot does not.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from workflows.targets import DEFAULT_COMMANDS
+from workflows.targets import DEFAULT_COMMANDS, is_no_op
 
 SERVICES = ("nginx", "postgresql")
 UPDATE = "apt-get update && apt-get -y upgrade"
@@ -45,7 +47,8 @@ def host_commands(
     steps += [(f"systemctl is-active {shlex.quote(s)}", True) for s in services]
     steps.append((f"mkdir -p /var/lib/patchpilot && echo {shlex.quote(rollout_id)} > {FLAG}", True))
     steps += [(f"systemctl stop {shlex.quote(s)}", True) for s in services]
-    steps.append(("true", True))  # drain check
+    if not is_no_op(DEFAULT_COMMANDS.drain_check):
+        steps.append((DEFAULT_COMMANDS.drain_check, True))
     steps.append((update, True))
     if reboot_check:
         steps += [(BOOT_ID, True), (REBOOT_REQUIRED, None)]

@@ -3,14 +3,14 @@ on the real filesystem, the same files the simulators (``lab/sim``) read and wri
 
 What the simulators keep in a host's lab directory (``/var/lib/patchpilot-lab`` inside it):
 ``.lab-host`` (the host's name; without it every simulator refuses to run), ``commands.log`` (one
-line per SSH command: unix time, tab, base64 of the command), ``services/<name>`` (the state
+record per SSH command: unix time, tab, the command's length in bytes, tab, the command, newline;
+see ``lab/sim/lab-shell``), ``services/<name>`` (the state
 ``systemctl`` reports), ``faults``, ``pending`` (what ``apt list --upgradable`` shows),
 ``update-count``, ``reboots``, ``hangs/<pid>`` (pid and start time of a simulated hang).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -26,6 +26,30 @@ from lab.host import LabHost
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
 _PLAIN_FAULTS = ("update-fail", "update-hang", "reboot-never-returns", "sudo-needs-password")
 _VALUED_FAULTS = ("start-fail", "unhealthy", "fail-command", "hang-command")
+
+
+def parse_command_log(data: bytes) -> list[tuple[float, str]]:
+    """The (unix time, command) records of a host's ``commands.log`` (``lab/sim/lab-shell``:
+    ``TIME\\tLENGTH\\tCOMMAND\\n``, LENGTH in bytes; a command may hold tabs and newlines). A
+    record still being appended, or one that does not parse, ends the list there."""
+    entries: list[tuple[float, str]] = []
+    at = 0
+    while at < len(data):
+        stamp_end = data.find(b"\t", at)
+        length_end = data.find(b"\t", stamp_end + 1) if stamp_end >= 0 else -1
+        if length_end < 0:
+            break
+        try:
+            stamp = float(data[at:stamp_end])
+            length = int(data[stamp_end + 1 : length_end])
+        except ValueError:
+            break
+        end = length_end + 1 + length
+        if length < 0 or data[end : end + 1] != b"\n":
+            break
+        entries.append((stamp, data[length_end + 1 : end].decode(errors="replace")))
+        at = end + 1
+    return entries
 
 
 class HostStates:
@@ -64,21 +88,10 @@ class HostStates:
         """Every command the host was asked to run over SSH, in order, with its unix time."""
         path = self.host(host).lab_dir / "commands.log"
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except FileNotFoundError:
             return []
-        entries = []
-        for line in text.splitlines():
-            stamp, sep, encoded = line.partition("\t")
-            # A line being appended right now may be incomplete; it shows up next time.
-            if not sep:
-                continue
-            try:
-                command = base64.b64decode(encoded, validate=True).decode(errors="replace")
-                entries.append((float(stamp), command))
-            except ValueError:
-                continue
-        return entries
+        return parse_command_log(data)
 
     def command_log(self, host: str) -> list[str]:
         """Every command the host was asked to run over SSH, in order."""

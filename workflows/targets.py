@@ -86,6 +86,17 @@ class HostCommands(ContractModel):
 
 DEFAULT_COMMANDS = HostCommands()
 
+# Commands that succeed and do nothing on any POSIX shell (both are sh builtins): the default
+# drain check is one. A step whose only command is one of them knows its answer without an SSH
+# session (issue 16: a session is ~5-7 ms of the host's CPU and a channel of the worker's).
+NO_OP_COMMANDS = frozenset({"true", ":"})
+
+
+def is_no_op(command: str) -> bool:
+    """Whether `command` is one of NO_OP_COMMANDS (surrounding whitespace aside)."""
+    return command.strip() in NO_OP_COMMANDS
+
+
 # The default maintenance check, which also tells whose flag it is: exit 1 not in maintenance,
 # 0 in maintenance, 2 in this rollout's (its id in the flag, as the default `maintenance_on`
 # writes it). Sent only by preconditions that may run again after a lost workflow task

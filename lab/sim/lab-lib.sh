@@ -10,7 +10,7 @@ if [ ! -f "$LAB/.lab-host" ]; then
     echo "${0##*/}: not inside a PatchPilot lab host ($LAB/.lab-host missing); refusing" >&2
     exit 126
 fi
-LAB_HOST=$(cat "$LAB/.lab-host")
+read -r LAB_HOST < "$LAB/.lab-host"
 PATH=${PATCHPILOT_SIM_BIN:-/usr/local/sbin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 

@@ -32,20 +32,29 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 async def test_each_host_logs_exactly_the_commands_it_received(lab: Lab) -> None:
     before = time.time()
-    odd = "printf '%s\\n' 'tab\there' \"quote's\""
+    # Tabs, a newline, multi-byte characters: each logged exactly, as one record.
+    odd = "printf '%s\\n' 'tab\there' \"quote's\"\necho 'größer → ok'"
+    # The log is written in the C locale; the command still gets the session's own locale.
+    locale = "printf '%s\\n' \"$LC_ALL\" # größer"
     async with asyncssh.connect(**lab.ssh_options("a1")) as conn:
         first = await conn.run(
             "hostname-of-lab; cat /var/lib/patchpilot-lab/.lab-host", check=False
         )
         await conn.run(odd, check=True)
+        own = await conn.run(locale, env={"LC_ALL": "C.UTF-8"}, check=True)
     await lab.run("b2", "true")
 
     assert first.stdout == "a1\n"
-    assert lab.command_log("a1") == ["hostname-of-lab; cat /var/lib/patchpilot-lab/.lab-host", odd]
+    assert own.stdout == "C.UTF-8\n"
+    assert lab.command_log("a1") == [
+        "hostname-of-lab; cat /var/lib/patchpilot-lab/.lab-host",
+        odd,
+        locale,
+    ]
     assert lab.command_log("b2") == ["true"]
     assert lab.command_log("a2") == []
     stamps = [stamp for stamp, _ in lab.command_log_timed("a1")]
-    assert before <= stamps[0] <= stamps[1] <= time.time()
+    assert before <= stamps[0] <= stamps[1] <= stamps[2] <= time.time()
 
     lab.clear_logs()
     assert lab.command_log("a1") == []

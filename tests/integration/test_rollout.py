@@ -69,7 +69,7 @@ def expected_host_commands() -> list[str]:
         "mkdir -p /var/lib/patchpilot && echo ",
         "systemctl stop nginx",
         "systemctl stop postgresql",
-        "true",
+        # no drain check: the default, `true`, is answered without a session
         UPDATE,  # detached on the host, its package report in its output (detached.py)
         "cat /proc/sys/kernel/random/boot_id",  # the reboot step (one SSH command): pending?
         DEFAULT_COMMANDS.reboot_required_check,  # a `case` over the OS family (apt here)

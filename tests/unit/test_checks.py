@@ -13,6 +13,7 @@ from activities.checks import ANY, Check, checks_command, parse_checks, unwrap_c
 from activities.detached import _report, _status, attach_command
 from activities.remote_shell import unwrap_commands, wrap_command
 from activities.ssh import CommandResult
+from workflows.targets import DEFAULT_COMMANDS, NO_OP_COMMANDS, is_no_op
 
 NONCE = "0123456789abcdef0123456789abcdef"
 
@@ -89,3 +90,13 @@ def test_the_update_prints_its_package_report_before_its_status() -> None:
     assert status == "finished" and _report(bare.stderr) == (None, True, "")
     cut = "…upgraded nginx 1.0 1.1\n\npatchpilot-report-end\n"
     assert _report(cut) == (None, False, cut)
+
+
+def test_only_commands_that_do_nothing_are_answered_without_a_session() -> None:
+    for command in NO_OP_COMMANDS:
+        done = run(command)  # a real sh: exit 0, nothing printed
+        assert (done.exit_status, done.stdout, done.stderr) == (0, "", "")
+        assert is_no_op(f"  {command}\n")
+    assert is_no_op(DEFAULT_COMMANDS.drain_check)
+    for command in ("true; reboot", "true && test -e /run/drained", "/bin/true", "false", "truex"):
+        assert not is_no_op(command), command
