@@ -302,6 +302,8 @@ class HostStepActivities:
         `first_look`: one check, `ok` False when the host has not drained yet. A drain check that
         does nothing (`true`, the default: workflows/targets.is_no_op) passes without a session."""
         if is_no_op(step.host.commands.drain_check):
+            if self._trust is not None:  # gated like every host step, though nothing connects
+                await self._trust.admit(step)
             return StepResult(detail="nothing to drain (the drain check is a no-op)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + time_left(step.timeout_seconds)

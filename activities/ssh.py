@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncssh
 from temporalio.exceptions import ApplicationError
 
+from activities.known_hosts import KnownHostsFile
 from activities.output import HEAD_BYTES, TAIL_BYTES, OutputStreams
 from activities.remote_shell import (
     NONINTERACTIVE_ENV,
@@ -281,17 +282,9 @@ class HostSession:
 class _Pooled:
     connection: asyncssh.SSHClientConnection
     last_used: float
-    # The known_hosts file as it was when the host key was checked (inode, mtime, size).
-    known_hosts: tuple[int, int, int]
+    # The version of the known_hosts file the host key was checked against (KnownHostsFile).
+    known_hosts: str
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (0, 0, 0)
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 class SshRunner:
@@ -312,28 +305,14 @@ class SshRunner:
         self._pool: dict[tuple[str, int, str, str], _Pooled] = {}
         self._locks: dict[tuple[str, int, str, str], asyncio.Lock] = {}
         self._families: dict[tuple[str, int], str] = {}
-        self._trusted: tuple[tuple[int, int, int], asyncssh.SSHKnownHosts] | None = None
-        self._trusted_lock = asyncio.Lock()
+        self._known = KnownHostsFile(known_hosts)
         self.handshakes = 0  # benchmarks count these
 
-    async def trusted_keys(self, stamp: tuple[int, int, int]) -> asyncssh.SSHKnownHosts:
-        """The known_hosts file, parsed once for each version of it (`stamp`: inode, mtime and
-        size, read before this call; a file changed since is parsed again at the next call).
-        Given a path, asyncssh parses the file at every connection: ~15 ms of worker CPU per
-        1,000 lines, 151 ms a host with a 10,000-host fleet's file (measured; issue 16)."""
-        async with self._trusted_lock:
-            if self._trusted is None or self._trusted[0] != stamp:
-                parsed = await asyncio.to_thread(asyncssh.read_known_hosts, str(self._known_hosts))
-                self._trusted = (stamp, parsed)
-            return self._trusted[1]
-
     async def _connect(
-        self,
-        host: HostTarget,
-        username: str,
-        credentials: SshCredentials,
-        known_hosts: tuple[int, int, int],
-    ) -> asyncssh.SSHClientConnection:
+        self, host: HostTarget, username: str, credentials: SshCredentials
+    ) -> tuple[asyncssh.SSHClientConnection, str]:
+        """A new connection, and the version of the known_hosts file its host key was checked
+        against."""
         if not self._known_hosts.is_file():
             raise ApplicationError(
                 f"known_hosts file {self._known_hosts} does not exist: set PATCHPILOT_KNOWN_HOSTS "
@@ -351,8 +330,8 @@ class SshRunner:
             ) from None
         self.handshakes += 1
         try:
-            trusted = await self.trusted_keys(known_hosts)
-            return await asyncssh.connect(
+            version, trusted = await self._known.keys()
+            connection = await asyncssh.connect(
                 host.address,
                 port=host.port,
                 username=username,
@@ -366,6 +345,7 @@ class SshRunner:
                 preferred_auth="publickey",
                 encryption_algs=ENCRYPTION_ALGS,
             )
+            return connection, version
         except asyncssh.HostKeyNotVerifiable as error:
             raise ApplicationError(
                 f"host key of {_where(host)} does not match {self._known_hosts} ({error.reason}); "
@@ -397,15 +377,13 @@ class SshRunner:
         loop = asyncio.get_running_loop()
         self._close_idle(loop.time())
         async with self._locks.setdefault(key, asyncio.Lock()):
-            # Read before connecting: a change during the handshake is caught at the next use.
-            known_hosts = _stamp(self._known_hosts)
             pooled = self._pool.get(key)
-            stale = pooled is not None and pooled.known_hosts != known_hosts
+            stale = pooled is not None and pooled.known_hosts != self._known.version()
             if pooled is not None and (fresh or stale or pooled.closed.is_set()):
                 self._discard(key, pooled)
                 pooled = None
             if pooled is None:
-                connection = await self._connect(host, username, credentials, known_hosts)
+                connection, known_hosts = await self._connect(host, username, credentials)
                 pooled = _Pooled(connection, last_used=loop.time(), known_hosts=known_hosts)
                 self._pool[key] = pooled
                 watcher = asyncio.ensure_future(connection.wait_closed())

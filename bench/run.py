@@ -7,7 +7,8 @@
     uv run --group bench python bench/run.py --config 48x12 --variants shipped unsandboxed
 
 The fleet is a `lab.mass.MassLab` (real sshd, one loopback address per host, per-host state);
-every contender runs the 14 per-host commands of `bench/steps.py` on every host, in its own process,
+every contender runs the per-host commands of `bench/steps.py` (15; 13 without the reboot
+check) on every host, in its own process,
 and the lab is reset and checked (updated exactly once, out of maintenance, services up) after each
 run. Results go to stdout as tables and to bench/results/run-<time>.json.
 """

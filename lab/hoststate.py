@@ -2,9 +2,9 @@
 on the real filesystem, the same files the simulators (``lab/sim``) read and write inside it.
 
 What the simulators keep in a host's lab directory (``/var/lib/patchpilot-lab`` inside it):
-``.lab-host`` (the host's name; without it every simulator refuses to run), ``commands.log`` (one
-record per SSH command: unix time, tab, the command's length in bytes, tab, the command, newline;
-see ``lab/sim/lab-shell``), ``services/<name>`` (the state
+``.lab-host`` (the host's name; without it every simulator refuses to run), ``commands/`` (one
+file per SSH command, ``TIME.PID``: unix time, tab, the command's length in bytes, tab, the
+command, newline; see ``lab/sim/lab-shell``), ``services/<name>`` (the state
 ``systemctl`` reports), ``faults``, ``pending`` (what ``apt list --upgradable`` shows),
 ``update-count``, ``reboots``, ``hangs/<pid>`` (pid and start time of a simulated hang).
 """
@@ -26,30 +26,28 @@ from lab.host import LabHost
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
 _PLAIN_FAULTS = ("update-fail", "update-hang", "reboot-never-returns", "sudo-needs-password")
 _VALUED_FAULTS = ("start-fail", "unhealthy", "fail-command", "hang-command")
+# The directory of a host's command log: one file per SSH command (lab/sim/lab-shell).
+COMMAND_LOG = "commands"
 
 
-def parse_command_log(data: bytes) -> list[tuple[float, str]]:
-    """The (unix time, command) records of a host's ``commands.log`` (``lab/sim/lab-shell``:
-    ``TIME\\tLENGTH\\tCOMMAND\\n``, LENGTH in bytes; a command may hold tabs and newlines). A
-    record still being appended, or one that does not parse, ends the list there."""
-    entries: list[tuple[float, str]] = []
-    at = 0
-    while at < len(data):
-        stamp_end = data.find(b"\t", at)
-        length_end = data.find(b"\t", stamp_end + 1) if stamp_end >= 0 else -1
-        if length_end < 0:
-            break
-        try:
-            stamp = float(data[at:stamp_end])
-            length = int(data[stamp_end + 1 : length_end])
-        except ValueError:
-            break
-        end = length_end + 1 + length
-        if length < 0 or data[end : end + 1] != b"\n":
-            break
-        entries.append((stamp, data[length_end + 1 : end].decode(errors="replace")))
-        at = end + 1
-    return entries
+def parse_command_record(data: bytes) -> tuple[float, str] | None:
+    """The (unix time, command) of one file of a host's ``commands/`` (``lab/sim/lab-shell``:
+    ``TIME\\tLENGTH\\tCOMMAND\\n``, LENGTH in bytes; a command may hold tabs and newlines);
+    None for a record still being written (shorter than its length says). ValueError for one
+    that is not a record."""
+    stamp, tab, rest = data.partition(b"\t")
+    length, tab2, command = rest.partition(b"\t")
+    if not (tab and tab2) and len(data) < 64 and b"\n" not in data:
+        return None  # the head itself is still being written
+    try:
+        when, size = float(stamp), int(length)
+    except ValueError:
+        raise ValueError(f"not a command record: {data[:80]!r}") from None
+    if size < 0 or len(command) > size + 1 or (len(command) == size + 1 and command[-1:] != b"\n"):
+        raise ValueError(f"not a command record: {data[:80]!r}")
+    if len(command) < size + 1:
+        return None
+    return when, command[:size].decode(errors="replace")
 
 
 class HostStates:
@@ -85,13 +83,23 @@ class HostStates:
     # ------------------------------------------------------------------ observations
 
     def command_log_timed(self, host: str) -> list[tuple[float, str]]:
-        """Every command the host was asked to run over SSH, in order, with its unix time."""
-        path = self.host(host).lab_dir / "commands.log"
+        """Every command the host was asked to run over SSH, in order, with its unix time (a
+        record still being written shows up next time)."""
+        directory = self.host(host).lab_dir / COMMAND_LOG
         try:
-            data = path.read_bytes()
+            names = os.listdir(directory)
         except FileNotFoundError:
             return []
-        return parse_command_log(data)
+        entries: list[tuple[float, str, str]] = []
+        for name in names:
+            try:
+                record = parse_command_record((directory / name).read_bytes())
+            except FileNotFoundError:  # cleared meanwhile
+                continue
+            if record is not None:
+                entries.append((*record, name))
+        entries.sort(key=lambda entry: (entry[0], entry[2]))
+        return [(stamp, command) for stamp, command, _ in entries]
 
     def command_log(self, host: str) -> list[str]:
         """Every command the host was asked to run over SSH, in order."""
@@ -250,11 +258,7 @@ class HostStates:
     def clear_logs(self) -> None:
         """Empty every host's command log."""
         for h in self.hosts:
-            with (
-                contextlib.suppress(FileNotFoundError),
-                (h.lab_dir / "commands.log").open("r+b") as f,
-            ):
-                f.truncate(0)
+            _empty_dir(h.lab_dir / COMMAND_LOG)
 
     def reset_host(self, host: str) -> None:
         """Back to the initial state: services active, no maintenance, no faults, no history.
@@ -274,6 +278,7 @@ class HostStates:
     def _init_host_state(self, h: LabHost) -> None:
         """Fill a host's emptied directories with the initial state; a lab may add to it."""
         (h.lab_dir / ".lab-host").write_text(f"{h.name}\n")
+        (h.lab_dir / COMMAND_LOG).mkdir(exist_ok=True)
         write_in_place(h.boot_id_path, f"{uuid.uuid4()}\n")
         services = h.lab_dir / "services"
         services.mkdir(exist_ok=True)

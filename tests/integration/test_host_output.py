@@ -4,6 +4,7 @@ a prompt that never ends, a known_hosts file that changes under a pooled connect
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -159,13 +160,13 @@ async def test_known_hosts_is_parsed_once_for_each_version_of_the_file(
     # Given a path, asyncssh parses the file at every connection: 151 ms of worker CPU a host
     # with a 10,000-host fleet's known_hosts (issue 16). The runner parses each version once.
     parsed: list[str] = []
-    real = asyncssh.read_known_hosts
+    real = asyncssh.import_known_hosts
 
-    def counting(path: str) -> asyncssh.SSHKnownHosts:
-        parsed.append(path)
-        return real(path)
+    def counting(text: str) -> asyncssh.SSHKnownHosts:
+        parsed.append(text)
+        return real(text)
 
-    monkeypatch.setattr(asyncssh, "read_known_hosts", counting)
+    monkeypatch.setattr(asyncssh, "import_known_hosts", counting)
     for name in ("a1", "a2", "b1"):
         async with runner.session(target(lab, name), credentials(lab)) as session:
             assert (await session.run("true", 10)).ok
@@ -179,6 +180,37 @@ async def test_known_hosts_is_parsed_once_for_each_version_of_the_file(
         async with runner.session(target(lab, "b2"), credentials(lab)) as session:
             await session.run("true", 10)
     assert refused.value.type == "HostKeyMismatch" and len(parsed) == 2
+
+
+async def test_a_key_replaced_within_the_same_clock_tick_is_still_seen(
+    lab: Lab, runner: SshRunner
+) -> None:
+    # An edit that keeps the file's inode, size and mtime (made in the same timestamp tick as
+    # the version read before it) must not leave new connections trusting the old key.
+    lab.write_known_hosts()
+    async with runner.session(target(lab, "a1"), credentials(lab)) as session:
+        assert (await session.run("true", 10)).ok
+    path = lab.known_hosts_path
+    before = path.stat()
+    b1, b2 = lab.host("b1"), lab.host("b2")
+    wrong = next(line for line in lab._known_hosts_lines() if b1.address in line)
+    wrong = wrong.replace(f"[{b1.address}]:{b1.port}", f"[{b2.address}]:{b2.port}")
+    text = path.read_text()
+    right = next(line for line in text.splitlines(keepends=True) if b2.address in line)
+    assert len(wrong) == len(right)
+    with path.open("r+") as f:  # in place: same inode, same size
+        f.write(text.replace(right, wrong))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    with pytest.raises(ApplicationError) as refused:
+        async with runner.session(target(lab, "b2"), credentials(lab)) as session:
+            await session.run("true", 10)
+    assert refused.value.type == "HostKeyMismatch"
 
 
 async def test_become_runs_every_command_through_sudo_n(lab: Lab, runner: SshRunner) -> None:

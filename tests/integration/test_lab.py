@@ -227,7 +227,7 @@ async def test_rekeyed_host_fails_host_key_verification(lab: Lab) -> None:
 def test_lab_shell_refuses_outside_a_lab_host(lab: Lab, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     result = subprocess.run(
-        ["sh", str(lab.sim_bin / "lab-shell")],
+        [str(lab.sim_bin / "lab-shell")],  # as sshd runs it: by its own #! line
         env={**os.environ, "SSH_ORIGINAL_COMMAND": f"touch {marker}"},
         capture_output=True,
         text=True,

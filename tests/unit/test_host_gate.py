@@ -9,9 +9,12 @@ import asyncssh
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from activities.host_steps import HostStepActivities
 from activities.inventory import InventoryActivities
 from activities.policy import load_policy
+from activities.ssh import SshRunner
 from activities.trust import Trust, resolve_targets
+from activities.vault import VaultCredentialSource
 from bot.signing import Signer
 from workflows.models import ApprovalDecision, HostJob, HostStepInput, RolloutInput
 from workflows.proof import rollout_digest
@@ -136,3 +139,17 @@ async def test_too_few_or_forged_approvals_are_refused(world) -> None:
     job = step.job.model_copy(update={"approvals": [step.job.approvals[0], as_alice]})
     said = await refusal(trust, step.model_copy(update={"job": job}))
     assert "signed by 'alice', who may not vouch for them" in said
+
+
+async def test_a_step_that_needs_no_session_is_gated_all_the_same(world, tmp_path: Path) -> None:
+    # The default drain check, `true`, is answered without connecting (workflows/targets.is_no_op);
+    # a step nobody approved is still refused there, not only at the next step that connects.
+    trust, signers, listed = world
+    steps = HostStepActivities(
+        VaultCredentialSource("http://127.0.0.1:1"), SshRunner(tmp_path / "none"), trust
+    )
+    approved = job_and_step(listed, ["alice", "carol"], signers)
+    assert (await steps.wait_for_workload_drain(approved)).ok
+    with pytest.raises(ApplicationError) as refused:
+        await steps.wait_for_workload_drain(job_and_step(listed, ["alice"], signers))
+    assert refused.value.type == "NotApproved"
