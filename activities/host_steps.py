@@ -106,13 +106,17 @@ class HostStepActivities:
     ) -> AsyncIterator[HostSession]:
         ticker = asyncio.ensure_future(_keep_heartbeating())
         try:
-            if self._trust is not None:
-                # Before anything connects: the worker's own policy and inventory must allow it.
-                await self._trust.admit(step, approval_needed=approval_needed)
+            await self._admit(step, approval_needed=approval_needed)
             async with self._connected(step) as session:
                 yield session
         finally:
             ticker.cancel()
+
+    async def _admit(self, step: HostStepInput, *, approval_needed: bool = True) -> None:
+        """The host gate (activities/trust.py), before anything connects or a step answers
+        without connecting: the worker's own policy and inventory must allow `step`."""
+        if self._trust is not None:
+            await self._trust.admit(step, approval_needed=approval_needed)
 
     @asynccontextmanager
     async def _connected(self, step: HostStepInput) -> AsyncIterator[HostSession]:
@@ -302,8 +306,7 @@ class HostStepActivities:
         `first_look`: one check, `ok` False when the host has not drained yet. A drain check that
         does nothing (`true`, the default: workflows/targets.is_no_op) passes without a session."""
         if is_no_op(step.host.commands.drain_check):
-            if self._trust is not None:  # gated like every host step, though nothing connects
-                await self._trust.admit(step)
+            await self._admit(step)  # gated like every host step, though nothing connects
             return StepResult(detail="nothing to drain (the drain check is a no-op)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + time_left(step.timeout_seconds)
