@@ -45,6 +45,7 @@ __all__ = [
     "Check",
     "checks_command",
     "parse_checks",
+    "read_sections",
     "run_checks",
     "run_in_order",
     "shown_ran",
@@ -142,7 +143,7 @@ def _status(word: str) -> int | None:
     return int(word) if word.isascii() and word.isdigit() else None
 
 
-def _read_sections(text: str, nonce: str) -> tuple[list[tuple[str, int]], bool]:
+def read_sections(text: str, nonce: str) -> tuple[list[tuple[str, int]], bool]:
     """[(what one command printed on this stream, its exit status)] for the whole sections at the
     start of `text`, and whether they are all of `text`."""
     begin, end = f"{nonce} begin\n", f"\n{nonce} end "
@@ -172,8 +173,8 @@ def parse_checks(
     sections: the caller then runs the commands one at a time)."""
     if not (result.ok and result.stdout_complete and result.stderr_complete):
         return None
-    out, out_whole = _read_sections(result.stdout, nonce)
-    err, err_whole = _read_sections(result.stderr, nonce)
+    out, out_whole = read_sections(result.stdout, nonce)
+    err, err_whole = read_sections(result.stderr, nonce)
     if not (out_whole and err_whole) or len(out) != len(err) or not 0 < len(out) <= len(checks):
         return None
     results, agreed = _paired(checks, out, err)
@@ -198,7 +199,7 @@ def shown_ran(result: CommandResult, checks: list[Check], nonce: str) -> list[Co
     if not (result.stdout_complete and result.stderr_complete):
         return []
     ran, _ = _paired(
-        checks, _read_sections(result.stdout, nonce)[0], _read_sections(result.stderr, nonce)[0]
+        checks, read_sections(result.stdout, nonce)[0], read_sections(result.stderr, nonce)[0]
     )
     for index, one in enumerate(ran):
         if not _goes_on(checks[index].go_on, one.exit_status):

@@ -19,7 +19,12 @@ Every attempt of the update step sends the same one SSH command (`attach_command
 the runner (`systemd-run` where systemd runs, else `setsid -f`) only when nobody has claimed the
 run, then follows the run's output with `tail -f` until the run has its exit status or the
 runner is gone, prints the run's package report (framed, so no second command reads it), and
-exits with the command's own status. A retry after a dropped connection or a dead worker
+exits with the command's own status. After a run that succeeded, while time is left, the same
+command also runs a few read-only look commands (the reboot decision's boot id and
+reboot-required check, workflows/reboots.py) as a batch of checks (activities/checks.py) under
+timeout(1), framed on stderr, so that no session of its own is needed for them; anything amiss
+with them (no timeout(1), no time left, killed, output that does not parse) leaves them unread,
+and the caller reads them as it always did. A retry after a dropped connection or a dead worker
 therefore waits for the same run; two runners started at once (a retry racing a slow start)
 still run the command once, since only one of them can claim it. The last line of stderr says
 how the attach ended
@@ -33,12 +38,14 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import secrets
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from temporalio.exceptions import ApplicationError
 
+from activities.checks import ANY, CHECKS, CHECKS_NAME, read_sections
 from activities.remote_shell import NONINTERACTIVE_ENV
 from activities.ssh import CommandResult, HostSession
 from workflows.families import FAMILY_VAR
@@ -50,6 +57,7 @@ __all__ = [
     "kill_run_command",
     "run_directory",
     "unwrap_attach",
+    "unwrap_attach_all",
 ]
 
 ATTACH_NAME = "patchpilot-attach"
@@ -69,6 +77,11 @@ _STATUS = re.compile(r"(?:^|\n)patchpilot-run=(\w+)[^\n]*\n?$")
 REPORT_BEGIN = "patchpilot-report-begin"
 REPORT_END = "patchpilot-report-end"
 REPORT_NONE = "patchpilot-report=none"
+# The look commands' sections close the attach's stderr after the report (module doc).
+LOOK_BEGIN = "patchpilot-look-begin"
+LOOK_END = "patchpilot-look-end"
+# The look's limit on the host (seconds); it runs only while this much and 2 more are left.
+LOOK_SECONDS = 10
 # How often a follower checks that the runner still runs: the delay between the update's end
 # and the attach's answer is at most this (tail(1) --pid with inotify, -s).
 FOLLOW_SECONDS = 0.05
@@ -114,9 +127,13 @@ find "${{d%/*}}" -mindepth 1 -maxdepth 1 -type d -mtime +{KEEP_DAYS} -exec rm -r
 mv "$d/rc" "$d/exit"
 """
 
-# $1: the run directory, $2: the command. Starts the runner unless the run is claimed, then
-# follows it (see the module doc).
+# $1: the run directory, $2: the command, $3 and $4: the before and after scripts, $5: the look's
+# nonce (empty: no look), $6: the seconds this attach may take, then the look's commands, each
+# after its go-on word (activities/checks.py). Starts the runner unless the run is claimed, then
+# follows it (see the module doc). /proc/uptime, read by the shell itself, tells how long the
+# attach has taken without a `date` process.
 ATTACH = f"""d=$1
+t0=; read -r t0 _ 2> /dev/null < /proc/uptime
 mkdir -p "$d" || exit 125
 if [ ! -e "$d/claim" ]; then
     [ -e "$d/command" ] || printf '%s\\n' "$2" > "$d/command"
@@ -167,8 +184,20 @@ if [ -e "$d/exit" ]; then
     else
         echo "{REPORT_NONE}" >&2
     fi
-    echo "{RUNNER_NAME}=finished" >&2
     read -r rc < "$d/exit"
+    if [ "$rc" = 0 ] && [ -n "$5" ] && [ $# -gt 6 ] && command -v timeout > /dev/null 2>&1; then
+        t1=; read -r t1 _ 2> /dev/null < /proc/uptime
+        case "$t0:$t1" in *[!0-9.:]* | :* | *:) t1= ;; esac
+        if [ -n "$t1" ] &&
+            [ $((${{t1%.*}} - ${{t0%.*}} + {LOOK_SECONDS} + 2)) -lt "$6" ] 2> /dev/null; then
+            n=$5; shift 6
+            echo "{LOOK_BEGIN}" >&2
+            timeout -s KILL {LOOK_SECONDS} sh -c {shlex.quote(CHECKS)} {CHECKS_NAME} "$n" "$@" \\
+                >&2 2> /dev/null < /dev/null
+            printf '\\n%s\\n' "{LOOK_END}" >&2
+        fi
+    fi
+    echo "{RUNNER_NAME}=finished" >&2
     exit "$rc"
 fi
 echo "{RUNNER_NAME}=vanished pid=$pid" >&2
@@ -183,27 +212,53 @@ def run_directory(run_dir: str, rollout_id: str, run_key: str) -> str:
     return f"{run_dir.rstrip('/')}/{name}"
 
 
-def attach_command(command: str, directory: str, before: str = "", after: str = "") -> str:
+def attach_command(
+    command: str,
+    directory: str,
+    before: str = "",
+    after: str = "",
+    *,
+    look: list[str] | None = None,
+    nonce: str = "",
+    seconds: float = 0,
+) -> str:
     """The one shell line every attempt sends: start `command` detached in `directory` unless
     it was started there already, then follow it to its end (see the module doc). `before` and
     `after` are scripts the runner runs around the command (with the run directory as $1): the
     first's output is kept as `packages.before`, the second's as `report`, written before the
-    exit status (activities/package_report.py)."""
+    exit status (activities/package_report.py). `look`: read-only commands run after a run that
+    succeeded, their sections marked with `nonce`, while LOOK_SECONDS + 2 are left of the
+    `seconds` this attach may take."""
     words = [ATTACH_NAME, directory, command, before, after]
+    if look:
+        words += [nonce, str(int(seconds))]
+        for each in look:
+            words += [ANY, each]
     return f"sh -c {shlex.quote(ATTACH)} " + " ".join(shlex.quote(word) for word in words)
 
 
-def unwrap_attach(line: str) -> str | None:
-    """The operator's command inside an `attach_command` line, or None for any other line."""
+def unwrap_attach_all(line: str) -> list[str] | None:
+    """The operator's command inside an `attach_command` line followed by its look commands, or
+    None for any other line."""
     if f" {ATTACH_NAME} " not in line or not line.startswith("sh -c "):
         return None
     try:
         words = shlex.split(line)
     except ValueError:
         return None
-    if len(words) == 8 and words[:2] == ["sh", "-c"] and words[3] == ATTACH_NAME:
-        return words[5]
+    if words[:2] != ["sh", "-c"] or len(words) < 8 or words[3] != ATTACH_NAME:
+        return None
+    if len(words) == 8:
+        return [words[5]]
+    if len(words) >= 12 and len(words) % 2 == 0:
+        return [words[5], *words[11::2]]
     return None
+
+
+def unwrap_attach(line: str) -> str | None:
+    """The operator's command inside an `attach_command` line, or None for any other line."""
+    found = unwrap_attach_all(line)
+    return found[0] if found else None
 
 
 def kill_run_command(directory: str) -> str:
@@ -220,11 +275,33 @@ def kill_run_command(directory: str) -> str:
 class Detached:
     """A finished run: the command's result and its package report as the attach printed it
     (`report`: None when the run has none; `report_known` False when the output bound cut it
-    off, so it must be read with a command of its own)."""
+    off, so it must be read with a command of its own), and the look commands' results (None:
+    not read, see the module doc)."""
 
     result: CommandResult
     report: str | None = None
     report_known: bool = False
+    look: list[CommandResult] | None = None
+
+
+def _look(
+    stderr: str, complete: bool, look: list[str] | None, nonce: str
+) -> tuple[list[CommandResult] | None, str]:
+    """(the look commands' results, one per command, or None; stderr without their frame)."""
+    end = f"\n{LOOK_END}\n"
+    begin = stderr.rfind(f"{LOOK_BEGIN}\n")
+    if not stderr.endswith(end) or begin < 0 or (begin and stderr[begin - 1] != "\n"):
+        return None, stderr
+    text, rest = stderr[begin + len(LOOK_BEGIN) + 1 : -len(end)], stderr[:begin]
+    if not (look and complete):
+        return None, rest
+    sections, whole = read_sections(text, nonce)
+    if not whole or len(sections) != len(look):
+        return None, rest
+    return [
+        CommandResult(command=command, exit_status=status, stdout=out, stderr="")
+        for command, (out, status) in zip(look, sections, strict=True)
+    ], rest
 
 
 def _report(stderr: str) -> tuple[str | None, bool, str]:
@@ -266,12 +343,14 @@ async def finish_detached(
     heartbeat: Callable[[], None] | None = None,
     before: str = "",
     after: str = "",
+    look: list[str] | None = None,
 ) -> Detached:
     """Run `command` detached in `directory` on the session's host (or attach to the run that is
     there) and return its result once it has ended, with the package report the run left
     (`after`'s output) from the same command; within `timeout` seconds in all. `limit`: the
     step's whole time limit, which a timeout names (default `timeout`; a retry has only what
-    its first attempt left).
+    its first attempt left). `look`: read-only commands to run after a run that succeeded, in
+    the same command (Detached.look; see the module doc).
 
     A connection lost while following is reconnected and the run followed again until the
     deadline. Raises ApplicationError: `CommandTimedOut` / `CommandWaitsForInput` (the run is
@@ -282,10 +361,13 @@ async def finish_detached(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    line = attach_command(command, directory, before, after)
+    nonce = secrets.token_hex(16)
     host = session.host
     while True:
         remaining = deadline - loop.time()
+        line = attach_command(
+            command, directory, before, after, look=look, nonce=nonce, seconds=remaining
+        )
         try:
             result = await session.run(line, max(1.0, remaining), what=what, heartbeat=heartbeat)
         except ApplicationError as error:
@@ -330,12 +412,16 @@ async def finish_detached(
                 "(setsid or systemd-run failed?)",
                 type="UpdateNotStarted",
             )
+        looked: list[CommandResult] | None = None
+        if status == "finished":
+            looked, stderr = _look(result.stderr, result.stderr_complete, look, nonce)
+            result = dataclasses.replace(result, stderr=stderr)
         report, known, stderr = (
             _report(result.stderr) if status == "finished" else (None, False, "")
         )
         if known:
             result = dataclasses.replace(result, stderr=stderr)
-        return Detached(result, report, known)
+        return Detached(result, report, known, looked)
 
 
 async def _kill(session: HostSession, directory: str) -> None:

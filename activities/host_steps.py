@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities import package_report
 from activities.checks import run_all, run_in_order
 from activities.detached import finish_detached, run_directory
-from activities.host_values import HostValueError, boot_id, package_lines, yes_no
+from activities.host_values import HostValueError, boot_id, package_lines, reboot_look, yes_no
 from activities.preconditions import RESUMED_NOTE, precondition_problem, render
 from activities.ssh import CommandResult, HostSession, SshRunner
 from activities.trust import Trust
@@ -31,6 +31,7 @@ from workflows.models import (
     RebootResult,
     StepResult,
 )
+from workflows.reboots import reboot_decision
 from workflows.targets import is_no_op
 
 __all__ = ["HostStepActivities", "StepError", "render"]
@@ -233,21 +234,14 @@ class HostStepActivities:
             )
             before = boot_id(read, step.host.name)
             pending = yes_no(checked, step.host.name, "the reboot-required check")
-            if request.policy == "never" or (request.policy == "if-required" and not pending):
-                reason = (
-                    "a reboot is pending but the policy is never"
-                    if pending
-                    else (
-                        "no reboot required" if request.policy == "if-required" else "policy never"
-                    )
-                )
+            reboot, reason = reboot_decision(request.policy, pending)
+            if not reboot:
                 return RebootResult(rebooted=False, boot_id_before=before, reason=reason)
             try:
                 await self._must(session, commands.reboot, "reboot command", 60)
             except ApplicationError as error:
                 if error.type != "SshConnectionLost":  # the reboot took the connection with it
                     raise
-        reason = "reboot required" if pending else "policy always"
         return RebootResult(rebooted=True, boot_id_before=before, reason=reason)
 
     @activity.defn(name=names.WAIT_FOR_HOST_BOOT)
@@ -343,6 +337,9 @@ class HostStepActivities:
         # Detached on the host (activities/detached.py): a retry attaches to the same run.
         run_key = (activity.info().workflow_run_id if activity.in_activity() else None) or "direct"
         directory = run_directory(step.host.commands.run_dir, step.job.rollout_id, run_key)
+        # The reboot decision's look rides on the update's SSH command (workflows/reboots.py);
+        # with policy `always` the reboot step reads the host anyway.
+        commands, looks = step.host.commands, step.job.reboot_policy != "always"
         async with self._session(step) as session:
             finished = await finish_detached(
                 session,
@@ -354,6 +351,7 @@ class HostStepActivities:
                 heartbeat=_heartbeat,
                 before=package_report.BEFORE,
                 after=package_report.AFTER,
+                look=[commands.boot_id, commands.reboot_required_check] if looks else None,
             )
             result = finished.result
             printed = (finished.report, finished.report_known)
@@ -365,7 +363,11 @@ class HostStepActivities:
                 f"{result.tail()}{said}",
                 *([report.model_dump(mode="json")] if report else []),
             )
-        return StepResult(detail=result.stdout.strip()[-500:], packages=report)
+        return StepResult(
+            detail=result.stdout.strip()[-500:],
+            packages=report,
+            reboot_look=reboot_look(finished.look, step.host.name),
+        )
 
     @activity.defn(name=names.START_SERVICES)
     async def start_services(self, step: HostStepInput) -> StepResult:

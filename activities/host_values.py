@@ -12,6 +12,7 @@ import re
 from temporalio.exceptions import ApplicationError
 
 from activities.ssh import CommandResult
+from workflows.reboots import RebootLook
 
 # Linux's /proc/sys/kernel/random/boot_id is a UUID (random(4)); an overridden `boot_id` command
 # (another OS) may print any one short printable token.
@@ -83,3 +84,19 @@ def package_lines(result: CommandResult, host: str, what: str) -> list[str]:
                 f"{what} on {host} printed a line that is not a package: {shown(line)}"
             )
     return lines
+
+
+def reboot_look(looked: list[CommandResult] | None, host: str) -> RebootLook | None:
+    """The boot id and reboot-required answer the update's command brought back, or None when
+    they were not read or cannot be used: the reboot step then reads them itself and says
+    what is wrong with them."""
+    if looked is None:
+        return None
+    try:
+        read, checked = looked
+        return RebootLook(
+            boot_id=boot_id(read, host),
+            reboot_required=yes_no(checked, host, "the reboot-required check"),
+        )
+    except (HostValueError, ValueError):
+        return None

@@ -48,26 +48,32 @@ def wrap_command(command: str, become_user: str | None = None, family: str | Non
     return f"echo {PID_MARKER}$$ >&2; {inner}"
 
 
-def unwrap_command(logged: str) -> str:
-    """What the operator's command was, given what the host received (for a detached update,
-    the command inside activities/detached.py's attach line)."""
+def _unwrapped(logged: str) -> str:
     rest = logged.removeprefix(f"echo {PID_MARKER}$$ >&2; ")
     if rest.startswith("sudo -n -u "):
         with contextlib.suppress(ValueError, IndexError):
             rest = shlex.split(rest)[-1]
-    rest = _FAMILY_PREFIX.sub("", rest.removeprefix(_ENV_PREFIX), count=1)
+    return _FAMILY_PREFIX.sub("", rest.removeprefix(_ENV_PREFIX), count=1)
+
+
+def unwrap_command(logged: str) -> str:
+    """What the operator's command was, given what the host received (for a detached update,
+    the command inside activities/detached.py's attach line)."""
     from activities.detached import unwrap_attach  # imports this module
 
+    rest = _unwrapped(logged)
     return unwrap_attach(rest) or rest
 
 
 def unwrap_commands(logged: str) -> list[str]:
-    """The operator's commands in what the host received: one for a plain line or a detached
-    update, each command of a batch of checks (activities/checks.py) for one."""
+    """The operator's commands in what the host received: one for a plain line, the update and
+    the look commands after it for a detached update, each command of a batch of checks
+    (activities/checks.py) for one."""
     from activities.checks import unwrap_checks  # imports this module's users
+    from activities.detached import unwrap_attach_all
 
-    command = unwrap_command(logged)
-    return unwrap_checks(command) or [command]
+    rest = _unwrapped(logged)
+    return unwrap_attach_all(rest) or unwrap_checks(rest) or [rest]
 
 
 def kill_command(pid: int, *, become: bool) -> str:

@@ -10,7 +10,9 @@ decision) run as local activities: in the worker that runs the workflow task, th
 recorded as markers when the task completes, with no round trip through the server each. The long
 ones (scripts, drain wait, update, boot wait, health wait) stay activities with heartbeats; the
 two waits first look once as local activities (`_wait_step`), so a host that is ready costs no
-activity for them. The start notice goes out without the host waiting for it, and a notice no
+activity for them. The reboot decision needs no step of its own when the update's command
+brought back the host's boot id and reboot-required answer and no reboot is due
+(workflows/reboots.py). The start notice goes out without the host waiting for it, and a notice no
 channel sends is not scheduled (`HostNotices`). A ready host with the default maintenance
 commands costs one activity (the update) plus its notices, and two workflow tasks plus one for
 each notice it waits for.
@@ -66,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_RETRY,
         failure_reason,
     )
+    from workflows.reboots import RebootLook, reboot_decision
     from workflows.targets import RESUMED_NOTE
 
 
@@ -217,7 +220,7 @@ class HostPatchWorkflow:
             self._packages = failed.packages  # what the failed update left (half-configured…)
             raise
         self._packages = updated.packages
-        await self._reboot()
+        await self._reboot(updated.reboot_look)
         await self._ssh_step(
             names.STEP_START_SERVICES,
             names.START_SERVICES,
@@ -241,10 +244,18 @@ class HostPatchWorkflow:
             await self._notify(names.STEP_SUCCESS_NOTICE, names.SEND_SUCCESS_NOTIFICATION)
         self._step = names.STEP_DONE
 
-    async def _reboot(self) -> None:
-        """Reboot per policy, then wait until the host answers with a new boot id."""
+    async def _reboot(self, look: RebootLook | None) -> None:
+        """Reboot per policy, then wait until the host answers with a new boot id. When the
+        update's command brought the host's answer back (`look`) and no reboot is due, that is
+        the decision, with no step on the host; a reboot is always decided by the activity,
+        which reads the boot id it waits to see change right before it reboots."""
         job = self._job
         self._step = names.STEP_REBOOT
+        if look is not None:
+            reboot, reason = reboot_decision(job.reboot_policy, look.reboot_required)
+            if not reboot:
+                self._reboot_note = reason
+                return
         try:
             # Local: run again after a lost worker, it finds the host either not yet rebooted
             # (and decides again) or back with a new boot id and nothing pending.

@@ -58,6 +58,7 @@ from workflows.progress import (
     unpack_targets,
 )
 from workflows.proof import ApprovalDecision, DecisionProof, StandingGrant
+from workflows.reboots import RebootLook, RebootResult
 from workflows.targets import (
     MAINTENANCE_FLAG,
     ClusterHosts,
@@ -372,6 +373,9 @@ class StepResult(ContractModel):
     # The update step's: what it did to the host's packages (workflows/packages.py).
     packages: PackageReport | None = None
     notes: list[str] = Field(default_factory=list)  # the preconditions': held packages, …
+    # The update step's, when its SSH command brought them back (workflows/reboots.py); left
+    # out of the payload when absent, so older workers still read the result.
+    reboot_look: RebootLook | None = Field(default=None, exclude_if=lambda look: look is None)
 
 
 class VaultPreflightResult(StepResult):
@@ -392,12 +396,6 @@ class VaultCleanupInput(ContractModel):
 class RebootRequest(ContractModel):
     step: HostStepInput
     policy: RebootPolicy
-
-
-class RebootResult(ContractModel):
-    rebooted: bool
-    boot_id_before: str = ""
-    reason: str = ""
 
 
 class BootWait(ContractModel):

@@ -57,6 +57,9 @@ def commands(lab: Lab, host: str) -> list[str]:
     return [command for line in lab.command_log(host) for command in unwrap_commands(line)]
 
 
+SSH_COMMANDS_PER_HOST = 7
+
+
 def expected_host_commands() -> list[str]:
     return [
         # the preconditions, one SSH command (activities/checks.py), unwrapped here
@@ -71,7 +74,8 @@ def expected_host_commands() -> list[str]:
         "systemctl stop postgresql",
         # no drain check: the default, `true`, is answered without a session
         UPDATE,  # detached on the host, its package report in its output (detached.py)
-        "cat /proc/sys/kernel/random/boot_id",  # the reboot step (one SSH command): pending?
+        # the reboot decision's look, in the update's own SSH command, after it succeeded
+        "cat /proc/sys/kernel/random/boot_id",
         DEFAULT_COMMANDS.reboot_required_check,  # a `case` over the OS family (apt here)
         "systemctl start postgresql",
         "systemctl start nginx",
@@ -160,6 +164,9 @@ async def test_operator_flow_patches_every_host_pilots_first(
     for host in fleet.hosts:
         seen = commands(fleet, host.name)
         assert len(seen) == len(expected), (host.name, seen)
+        # One SSH command each: preconditions, maintenance on, stop, update (and the reboot
+        # decision's look), start, health, maintenance off.
+        assert len(fleet.command_log(host.name)) == SSH_COMMANDS_PER_HOST, host.name
         for got, want in zip(seen, expected, strict=True):
             assert got.startswith(want), (host.name, got, want)
         assert not fleet.in_maintenance(host.name)

@@ -32,6 +32,7 @@ from workflows.models import (
     VaultPreflightInput,
     VaultPreflightResult,
 )
+from workflows.reboots import RebootLook
 
 
 @dataclass
@@ -52,6 +53,9 @@ class FakeFleet:
     host_notices: HostNotices = field(default_factory=HostNotices)
     # Hosts whose inventory gives them commands of their own (patchpilot_<field> vars).
     commands: dict[str, HostCommands] = field(default_factory=dict)
+    # Whether the update brings back the host's reboot answer, as the real one does after a run
+    # that succeeded (StepResult.reboot_look): its boot id and whether it is in needs_reboot.
+    looks: bool = False
 
     def host_calls(self, activity_name: str) -> list[str]:
         return [host for host, name in self.calls if name == activity_name]
@@ -70,6 +74,10 @@ class FakeFleet:
                     raise ApplicationError(self.fail[key], non_retryable=True)
                 if step.first_look and key in self.not_ready:
                     return StepResult(ok=False, detail="fake: not yet")
+                if name == names.PERFORM_UPDATE and self.looks:
+                    pending = step.host.name in self.needs_reboot
+                    look = RebootLook(boot_id="boot-1", reboot_required=pending)
+                    return StepResult(detail="fake", reboot_look=look)
                 return StepResult(detail="fake")
 
             return run

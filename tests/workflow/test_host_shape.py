@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from tests.support import decoded_history
 from tests.workflow.fake_fleet import FakeFleet
 from tests.workflow.test_system_patch import ALICE, decide, rollout, running, running_on, start
 from workflows import names
@@ -170,6 +171,7 @@ import asyncio, sys
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from tests.support import decoded_history
 from tests.workflow.fake_fleet import FakeFleet
 from workflows import names
 from workflows.host_patch import HostPatchWorkflow
@@ -220,3 +222,39 @@ async def test_preconditions_that_outlast_their_first_task_know_they_may_run_aga
     assert summary.phase == Phase.SUCCEEDED and summary.patched == 1
     checks = [step for name, step in fleet.inputs if name == names.CHECK_HOST_PRECONDITIONS]
     assert [step.resumed for step in checks] == [True]
+
+
+async def test_the_updates_reboot_answer_decides_when_no_reboot_is_due(
+    temporal_client: Client,
+) -> None:
+    """engine v9: the update's own SSH command brings back the host's boot id and reboot answer
+    (StepResult.reboot_look); when no reboot is due that is the decision, with no reboot step;
+    a reboot is still decided, and done, by RebootHostActivity, which reads the boot id it will
+    wait to see change."""
+    prefix = uuid.uuid4().hex[:6]
+    for policy, pending, reboots, note in (
+        ("if-required", False, False, "no reboot required"),
+        ("never", True, False, "a reboot is pending but the policy is never"),
+        ("if-required", True, True, "fake"),
+        ("always", False, True, "fake"),
+    ):
+        host = f"{prefix}-{policy}-{pending}".lower()
+        clusters = {f"{host}-c": [host]}
+        fleet = FakeFleet(clusters, looks=True, needs_reboot={host} if pending else set())
+        async with running(temporal_client, fleet) as queue:
+            handle = await start(
+                temporal_client,
+                queue,
+                rollout(list(clusters), pilotHostCount=0, rebootPolicy=policy),
+            )
+            await decide(handle, "approve", ALICE)
+            summary = await handle.result()
+        assert summary.phase == Phase.SUCCEEDED and summary.patched == 1, policy
+        (result,) = summary.hosts
+        assert (result.rebooted, result.note) == (reboots, note), (policy, pending)
+        decided = fleet.host_calls(names.REBOOT_HOST).count(host)
+        waited = fleet.host_calls(names.WAIT_FOR_HOST_BOOT).count(host)
+        assert (decided, waited) == ((1, 1) if reboots else (0, 0)), (policy, pending)
+        # Nor is a reboot step the host did not need in its history (as a marker or activity).
+        history = await temporal_client.get_workflow_handle(host_workflow_id(host)).fetch_history()
+        assert (names.REBOOT_HOST in decoded_history(history.to_json())) == reboots, policy

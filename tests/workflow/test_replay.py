@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[1] / "histories"
 # Today's shape at the top; older engines' under their names, which today's code must still
 # replay for rollouts in flight: engine-v4 (before the host workflow's first looks), engine-v6
 # (before the rollout asked which host notices a channel sends), engine-v7 (before the
-# preconditions were a local activity).
+# preconditions were a local activity), engine-v8 (before the update brought back the reboot
+# decision's look).
 CURRENT = sorted(ROOT.glob("*.json"))
 HISTORIES = sorted(ROOT.rglob("*.json"))
-OLDER = ("engine-v4", "engine-v6", "engine-v7")
+OLDER = ("engine-v4", "engine-v6", "engine-v7", "engine-v8")
 
 
 def test_recorded_histories_exist() -> None:
@@ -55,7 +56,7 @@ def test_todays_rollouts_ask_once_which_host_notices_to_send() -> None:
     patches; a dry run patches nothing and asks nothing."""
     for path in [p for p in HISTORIES if ".host-" not in p.name]:
         asked = decoded_history(path.read_text()).count(names.PLAN_HOST_NOTICES)
-        asks = path.parent.name in ("histories", "engine-v7")
+        asks = path.parent.name in ("histories", "engine-v7", "engine-v8")
         patches = asks and not path.name.startswith("dry-run")
         assert asked == (1 if patches else 0), path
     # With e-mail routed away from host events, no host history schedules a notice.
@@ -73,10 +74,28 @@ def test_todays_hosts_check_their_preconditions_as_a_local_activity() -> None:
             for e in history
             if "activityTaskScheduledEventAttributes" in e
         ]
-        local = path.parent.name == "histories"
+        local = path.parent.name in ("histories", "engine-v8")
         assert scheduled.count(names.CHECK_HOST_PRECONDITIONS) == (0 if local else 1), path
         if local:
             assert names.CHECK_HOST_PRECONDITIONS in decoded_history(path.read_text()), path
+
+
+def test_todays_hosts_decide_against_a_reboot_without_a_step_of_their_own() -> None:
+    """engine v9: a host whose update brought back its reboot answer, with no reboot due, has no
+    RebootHostActivity in its history; the one host of the `rebooted` rollout that needed a
+    reboot has it (and its boot wait); in engine v8 every host that was updated had it."""
+    for path in [p for p in HISTORIES if ".host-" in p.name and "failed-pilot" not in p.name]:
+        text = decoded_history(path.read_text())
+        decided = text.count(names.REBOOT_HOST)
+        if path.parent.name != "histories":
+            assert decided >= 1 or path.parent.name == "engine-v4", path
+            continue
+        assert "rebootLook" in text, path
+        rebooted = names.WAIT_FOR_HOST_BOOT in text
+        assert decided == (1 if rebooted else 0), path
+    assert names.WAIT_FOR_HOST_BOOT in decoded_history(
+        (ROOT / "rebooted.host-patch-host-a2.json").read_text()
+    )
 
 
 @pytest.mark.parametrize(
