@@ -14,6 +14,7 @@ Each run has a directory on the host, `<run_dir>/<rollout id>.<host workflow run
     before, after, packages.before, report
               optional scripts run around the command and what they printed (the package report)
     exit      the command's exit status, written (atomically, by rename) when it has ended
+    look      what the last attach's look commands printed (below)
 
 Every attempt of the update step sends the same one SSH command (`attach_command`): it starts
 the runner (`systemd-run` where systemd runs, else `setsid -f`) only when nobody has claimed the
@@ -80,8 +81,11 @@ REPORT_NONE = "patchpilot-report=none"
 # The look commands' sections close the attach's stderr after the report (module doc).
 LOOK_BEGIN = "patchpilot-look-begin"
 LOOK_END = "patchpilot-look-end"
-# The look's limit on the host (seconds); it runs only while this much and 2 more are left.
+# The look's limit on the host (seconds); it runs only while this much and 2 more are left of
+# the attach's time, which is what the worker has left less LOOK_RESERVE (sudo and the shell's
+# start before the attach's clock starts, the answer's way back after it).
 LOOK_SECONDS = 10
+LOOK_RESERVE = 5.0
 # How often a follower checks that the runner still runs: the delay between the update's end
 # and the attach's answer is at most this (tail(1) --pid with inotify, -s).
 FOLLOW_SECONDS = 0.05
@@ -131,7 +135,8 @@ mv "$d/rc" "$d/exit"
 # nonce (empty: no look), $6: the seconds this attach may take, then the look's commands, each
 # after its go-on word (activities/checks.py). Starts the runner unless the run is claimed, then
 # follows it (see the module doc). /proc/uptime, read by the shell itself, tells how long the
-# attach has taken without a `date` process.
+# attach has taken without a `date` process. The look writes to a file, read back by the shell:
+# a process it leaves behind must not hold the SSH channel open past the attach's end.
 ATTACH = f"""d=$1
 t0=; read -r t0 _ 2> /dev/null < /proc/uptime
 mkdir -p "$d" || exit 125
@@ -191,9 +196,10 @@ if [ -e "$d/exit" ]; then
         if [ -n "$t1" ] &&
             [ $((${{t1%.*}} - ${{t0%.*}} + {LOOK_SECONDS} + 2)) -lt "$6" ] 2> /dev/null; then
             n=$5; shift 6
-            echo "{LOOK_BEGIN}" >&2
             timeout -s KILL {LOOK_SECONDS} sh -c {shlex.quote(CHECKS)} {CHECKS_NAME} "$n" "$@" \\
-                >&2 2> /dev/null < /dev/null
+                > "$d/look" 2> /dev/null < /dev/null
+            echo "{LOOK_BEGIN}" >&2
+            while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l" >&2; done < "$d/look"
             printf '\\n%s\\n' "{LOOK_END}" >&2
         fi
     fi
@@ -365,8 +371,9 @@ async def finish_detached(
     host = session.host
     while True:
         remaining = deadline - loop.time()
+        seconds = remaining - LOOK_RESERVE
         line = attach_command(
-            command, directory, before, after, look=look, nonce=nonce, seconds=remaining
+            command, directory, before, after, look=look, nonce=nonce, seconds=seconds
         )
         try:
             result = await session.run(line, max(1.0, remaining), what=what, heartbeat=heartbeat)

@@ -31,7 +31,7 @@ from workflows.models import (
     RebootResult,
     StepResult,
 )
-from workflows.reboots import reboot_decision
+from workflows.reboots import look_commands, reboot_decision
 from workflows.targets import is_no_op
 
 __all__ = ["HostStepActivities", "StepError", "render"]
@@ -337,9 +337,8 @@ class HostStepActivities:
         # Detached on the host (activities/detached.py): a retry attaches to the same run.
         run_key = (activity.info().workflow_run_id if activity.in_activity() else None) or "direct"
         directory = run_directory(step.host.commands.run_dir, step.job.rollout_id, run_key)
-        # The reboot decision's look rides on the update's SSH command (workflows/reboots.py);
-        # with policy `always` the reboot step reads the host anyway.
-        commands, looks = step.host.commands, step.job.reboot_policy != "always"
+        # The reboot decision's look rides on the update's SSH command (workflows/reboots.py).
+        look = look_commands(step.job.reboot_policy, step.host.commands)
         async with self._session(step) as session:
             finished = await finish_detached(
                 session,
@@ -351,7 +350,7 @@ class HostStepActivities:
                 heartbeat=_heartbeat,
                 before=package_report.BEFORE,
                 after=package_report.AFTER,
-                look=[commands.boot_id, commands.reboot_required_check] if looks else None,
+                look=look,
             )
             result = finished.result
             printed = (finished.report, finished.report_known)

@@ -373,8 +373,9 @@ class StepResult(ContractModel):
     # The update step's: what it did to the host's packages (workflows/packages.py).
     packages: PackageReport | None = None
     notes: list[str] = Field(default_factory=list)  # the preconditions': held packages, …
-    # The update step's, when its SSH command brought them back (workflows/reboots.py); left
-    # out of the payload when absent, so older workers still read the result.
+    # The update step's, when its SSH command brought them back (workflows/reboots.py). Left
+    # out when absent; a worker older than engine v10 refuses a result holding it (unknown
+    # fields are an error): workers are upgraded together (README, "Changing workflow code").
     reboot_look: RebootLook | None = Field(default=None, exclude_if=lambda look: look is None)
 
 

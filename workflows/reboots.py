@@ -10,8 +10,9 @@ session of its own for it.
 from __future__ import annotations
 
 from workflows.fields import ContractModel, RebootPolicy
+from workflows.targets import HostCommands
 
-__all__ = ["RebootLook", "RebootResult", "reboot_decision"]
+__all__ = ["RebootLook", "RebootResult", "look_commands", "reboot_decision"]
 
 
 class RebootLook(ContractModel):
@@ -29,6 +30,15 @@ class RebootResult(ContractModel):
     rebooted: bool
     boot_id_before: str = ""
     reason: str = ""
+
+
+def look_commands(policy: RebootPolicy, commands: HostCommands) -> list[str] | None:
+    """What the update's command reads after the run for the decision (the boot id, then the
+    reboot-required check), or None with policy `always`: that reboot is decided by
+    RebootHostActivity whatever the host says, and it reads the host itself."""
+    if policy == "always":
+        return None
+    return [commands.boot_id, commands.reboot_required_check]
 
 
 def reboot_decision(policy: RebootPolicy, reboot_required: bool) -> tuple[bool, str]:

@@ -1,5 +1,5 @@
 """The reboot decision's look in the update's own SSH command (activities/detached.py, engine
-v9), run by this machine's own sh through `finish_detached`: after a run that succeeded the boot
+v10), run by this machine's own sh through `finish_detached`: after a run that succeeded the boot
 id and the reboot-required answer come back beside the package report, and whenever they cannot
 be trusted (the run failed, no time left, no timeout(1), killed, forged, unusable) they are left
 unread, so that the reboot step reads the host itself as before; the one rule both places decide
@@ -19,8 +19,8 @@ from activities.detached import LOOK_BEGIN, LOOK_END, Detached, _look, finish_de
 from activities.host_values import reboot_look
 from activities.remote_shell import unwrap_commands, wrap_command
 from activities.ssh import CommandResult
-from workflows.reboots import RebootLook, reboot_decision
-from workflows.targets import HostTarget
+from workflows.reboots import RebootLook, look_commands, reboot_decision
+from workflows.targets import HostCommands, HostTarget
 
 BOOT_ID = "0b6d0c2e-8a52-4b7c-9d51-6f0e1e9b2a11"
 LOOK = [f"echo {BOOT_ID}", "test -e /nonexistent/reboot-required"]
@@ -80,8 +80,9 @@ async def test_no_look_after_a_failed_run_or_without_time_or_timeout() -> None:
     failed = await _update("echo broken >&2; exit 100")
     assert failed.result.exit_status == 100 and failed.look is None
     assert failed.result.stderr == "broken\n" and failed.report_known
-    # Less than the look's limit and 2 s left of the attach's time: not started.
-    late = await _update("true", timeout=11)
+    # Less than the look's limit and 2 s left of the attach's time (the worker's less its
+    # reserve): not started.
+    late = await _update("true", timeout=16)
     assert late.result.ok and late.look is None and late.report_known
     assert (await _update("true", look=None)).look is None
 
@@ -147,3 +148,20 @@ def test_the_logged_update_unwraps_to_the_update_and_its_look() -> None:
 )
 def test_the_reboot_decision(policy: str, pending: bool, decided: tuple[bool, str]) -> None:
     assert reboot_decision(policy, pending) == decided  # type: ignore[arg-type]
+
+
+async def test_a_process_the_look_leaves_behind_does_not_hold_the_update() -> None:
+    """A check that leaves a child running (or a timeout(1) that kills only its own child) must
+    not keep the SSH command open: a successful update would otherwise time out as one."""
+    started = asyncio.get_running_loop().time()
+    done = await _update("echo done", look=[LOOK[0], "(sleep 30 &); exit 1"])
+    assert asyncio.get_running_loop().time() - started < 10
+    assert done.result.ok and done.report_known
+    assert reboot_look(done.look, "local") == RebootLook(boot_id=BOOT_ID, reboot_required=False)
+
+
+def test_the_look_is_left_out_when_the_policy_reboots_anyway() -> None:
+    commands = HostCommands(boot_id="cat /run/id", reboot_required_check="test -e /run/r")
+    assert look_commands("always", commands) is None
+    for policy in ("if-required", "never"):
+        assert look_commands(policy, commands) == ["cat /run/id", "test -e /run/r"]

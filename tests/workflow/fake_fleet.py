@@ -74,7 +74,11 @@ class FakeFleet:
                     raise ApplicationError(self.fail[key], non_retryable=True)
                 if step.first_look and key in self.not_ready:
                     return StepResult(ok=False, detail="fake: not yet")
-                if name == names.PERFORM_UPDATE and self.looks:
+                if (
+                    name == names.PERFORM_UPDATE
+                    and self.looks
+                    and step.job.reboot_policy != "always"
+                ):
                     pending = step.host.name in self.needs_reboot
                     look = RebootLook(boot_id="boot-1", reboot_required=pending)
                     return StepResult(detail="fake", reboot_look=look)

@@ -227,7 +227,7 @@ async def test_preconditions_that_outlast_their_first_task_know_they_may_run_aga
 async def test_the_updates_reboot_answer_decides_when_no_reboot_is_due(
     temporal_client: Client,
 ) -> None:
-    """engine v9: the update's own SSH command brings back the host's boot id and reboot answer
+    """engine v10: the update's own SSH command brings back the host's boot id and reboot answer
     (StepResult.reboot_look); when no reboot is due that is the decision, with no reboot step;
     a reboot is still decided, and done, by RebootHostActivity, which reads the boot id it will
     wait to see change."""
