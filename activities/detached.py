@@ -16,21 +16,20 @@ Each run has a directory on the host, `<run_dir>/<rollout id>.<host workflow run
     exit      the command's exit status, written (atomically, by rename) when it has ended
     look      what the last attach's look commands printed (below)
 
-Every attempt of the update step sends the same one SSH command (`attach_command`): it starts
-the runner (`systemd-run` where systemd runs, else `setsid -f`) only when nobody has claimed the
-run, then follows the run's output with `tail -f` until the run has its exit status or the
-runner is gone, prints the run's package report (framed, so no second command reads it), and
-exits with the command's own status. After a run that succeeded, while time is left, the same
-command also runs a few read-only look commands (the reboot decision's boot id and
+Every attempt of the update step sends one SSH command (`attach_command`, the same but for the time
+it may take): it starts the runner (`systemd-run` where systemd runs, else `setsid -f`) only when
+nobody has claimed the run, then follows the run's output with `tail -f` until the run has its exit
+status or the runner is gone, prints the run's package report (framed, so no second command reads
+it), and exits with the command's own status. After a run that succeeded, while time is left, the
+same command also runs a few read-only look commands (the reboot decision's boot id and
 reboot-required check, workflows/reboots.py) as a batch of checks (activities/checks.py) under
-timeout(1), framed on stderr, so that no session of its own is needed for them; anything amiss
-with them (no timeout(1), no time left, killed, output that does not parse) leaves them unread,
-and the caller reads them as it always did. A retry after a dropped connection or a dead worker
-therefore waits for the same run; two runners started at once (a retry racing a slow start)
-still run the command once, since only one of them can claim it. The last line of stderr says
-how the attach ended
-(`patchpilot-run=finished|vanished|unstarted`); a runner gone without an exit status (killed, or
-the host restarted) is reported as such, never retried: dpkg may be half-way.
+timeout(1), framed on stderr, so that no session of its own is needed for them; anything amiss with
+them (no timeout(1), no time left, killed, output that does not parse) leaves them unread, and the
+caller reads them as it always did. A retry after a dropped connection or a dead worker therefore
+waits for the same run; two runners started at once (a retry racing a slow start) still run the
+command once, since only one of them can claim it. The last line of stderr says how the attach
+ended (`patchpilot-run=finished|vanished|unstarted`); a runner gone without an exit status (killed,
+or the host restarted) is reported as such, never retried: dpkg may be half-way.
 """
 
 from __future__ import annotations

@@ -84,6 +84,8 @@ async def test_no_look_after_a_failed_run_or_without_time_or_timeout() -> None:
     # reserve): not started.
     late = await _update("true", timeout=16)
     assert late.result.ok and late.look is None and late.report_known
+    in_time = await _update("true", timeout=20)
+    assert in_time.look is not None
     assert (await _update("true", look=None)).look is None
 
 
