@@ -17,7 +17,14 @@ from temporalio.exceptions import ApplicationError
 from activities import package_report
 from activities.checks import run_all, run_in_order
 from activities.detached import finish_detached, run_directory
-from activities.host_values import HostValueError, boot_id, package_lines, reboot_look, yes_no
+from activities.host_values import (
+    HostValueError,
+    boot_id,
+    package_lines,
+    read_look,
+    reboot_look,
+    yes_no,
+)
 from activities.preconditions import RESUMED_NOTE, precondition_problem, render
 from activities.ssh import CommandResult, HostSession, SshRunner
 from activities.trust import Trust
@@ -224,25 +231,20 @@ class HostStepActivities:
             raise StepError("the reboot policy asked for is not the rollout's", kind="NotApproved")
         async with self._session(step) as session:
             # One SSH command for both (activities/checks.py); the boot id is judged first.
-            read, checked = await run_all(
-                session,
-                [
-                    (commands.boot_id, "reading the boot id"),
-                    (commands.reboot_required_check, "the reboot-required check"),
-                ],
-                30,
-            )
-            before = boot_id(read, step.host.name)
-            pending = yes_no(checked, step.host.name, "the reboot-required check")
-            reboot, reason = reboot_decision(request.policy, pending)
+            checks = [
+                (commands.boot_id, "reading the boot id"),
+                (commands.reboot_required_check, "the reboot-required check"),
+            ]
+            look = read_look(await run_all(session, checks, 30), step.host.name)
+            reboot, reason = reboot_decision(request.policy, look.reboot_required)
             if not reboot:
-                return RebootResult(rebooted=False, boot_id_before=before, reason=reason)
+                return RebootResult(rebooted=False, boot_id_before=look.boot_id, reason=reason)
             try:
                 await self._must(session, commands.reboot, "reboot command", 60)
             except ApplicationError as error:
                 if error.type != "SshConnectionLost":  # the reboot took the connection with it
                     raise
-        return RebootResult(rebooted=True, boot_id_before=before, reason=reason)
+        return RebootResult(rebooted=True, boot_id_before=look.boot_id, reason=reason)
 
     @activity.defn(name=names.WAIT_FOR_HOST_BOOT)
     async def wait_for_host_boot(self, wait: BootWait) -> StepResult:

@@ -86,17 +86,23 @@ def package_lines(result: CommandResult, host: str, what: str) -> list[str]:
     return lines
 
 
+def read_look(looked: list[CommandResult], host: str) -> RebootLook:
+    """The boot id and the reboot-required answer from the results of the boot-id command and
+    the reboot-required check, in that order; HostValueError when either cannot be used (the
+    boot id is judged first)."""
+    read, checked = looked
+    return RebootLook(
+        boot_id=boot_id(read, host),
+        reboot_required=yes_no(checked, host, "the reboot-required check"),
+    )
+
+
 def reboot_look(looked: list[CommandResult] | None, host: str) -> RebootLook | None:
-    """The boot id and reboot-required answer the update's command brought back, or None when
-    they were not read or cannot be used: the reboot step then reads them itself and says
-    what is wrong with them."""
+    """`read_look` of what the update's command brought back, or None when it was not read or
+    cannot be used: the reboot step then reads the host itself and says what is wrong."""
     if looked is None:
         return None
     try:
-        read, checked = looked
-        return RebootLook(
-            boot_id=boot_id(read, host),
-            reboot_required=yes_no(checked, host, "the reboot-required check"),
-        )
+        return read_look(looked, host)
     except (HostValueError, ValueError):
         return None
