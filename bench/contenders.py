@@ -79,6 +79,9 @@ async def _raw(spec: dict[str, Any]) -> dict[str, Any]:
 
     key = asyncssh.import_private_key(await asyncio.to_thread(Path(spec["client_key"]).read_text))
     commands = host_commands(spec["rollout_id"], reboot_check=spec.get("reboot_check", True))
+    # raw-same-work: each host gets the very commands PatchPilot sent it (bench/run.py), whose
+    # outcome lab.verify_patched() judges afterwards, as for every contender.
+    by_host: dict[str, list[str]] | None = spec.get("host_commands")
     concurrency = spec["concurrency"]
     hosts = spec["hosts"]
     handshakes = 0
@@ -96,7 +99,8 @@ async def _raw(spec: dict[str, Any]) -> dict[str, Any]:
             config=None,
             preferred_auth="publickey",
         ) as conn:
-            for command, expect_ok in commands:
+            sent = commands if by_host is None else [(c, None) for c in by_host[host["name"]]]
+            for command, expect_ok in sent:
                 result = await conn.run(command, check=False)
                 if expect_ok is not None and (result.exit_status == 0) != expect_ok:
                     raise RuntimeError(

@@ -8,7 +8,8 @@
 
 The fleet is a `lab.mass.MassLab` (real sshd, one loopback address per host, per-host state);
 every contender runs the per-host commands of `bench/steps.py` (15; 13 without the reboot
-check) on every host, in its own process,
+check) on every host, in its own process, except raw-same-work, which sends each host the
+commands PatchPilot sent it in the same row (PatchPilot's host work without its engine),
 and the lab is reset and checked (updated exactly once, out of maintenance, services up) after each
 run. Results go to stdout as tables and to bench/results/run-<time>.json.
 """
@@ -43,7 +44,9 @@ from bot.embedded import (  # noqa: E402
 from lab.mass import MassLab  # noqa: E402
 from lab.processes import OpenBaoProcess, start_openbao  # noqa: E402
 
-CONTENDERS = ("raw", "raw-window", "ansible", "patchpilot")
+# raw-same-work: raw asyncssh sending each host the very commands PatchPilot sent it in the
+# same row (so it runs after PatchPilot): the same work on the hosts, without the engine.
+CONTENDERS = ("raw", "raw-window", "ansible", "patchpilot", "raw-same-work")
 TARGET_VS_ANSIBLE = 0.5  # at N=100, C=10
 TARGET_VS_RAW = 1.3
 # Issue 16 (the engine's cost), each at its configuration: PatchPilot / raw wall time, whole-machine
@@ -359,18 +362,21 @@ def print_issue16(rows: list[dict[str, Any]]) -> None:
         "\nIssue 16, engine cost (same lab, same invocation). Targets: PP/raw wall <= 1.5 at"
         f" 48x12 and <= 2.0 at 12x1; whole-machine CPU per host PP/raw <= {ISSUE16_CPU_VS_RAW:g};"
         f" PP/Ansible wall <= {ISSUE16_VS_ANSIBLE:g}. raw = asyncssh in waves of C (raw-win: a"
-        " sliding window); CPU = client side + hosts' sshd sessions"
+        " sliding window; same: raw sending each host PatchPilot's own commands, the engine's"
+        " cost alone); CPU = client side + hosts' sshd sessions"
     )
     header = (
         f"{'N':>4} {'C':>3} {'contender':<22} | {'wall':>6} {'raw':>6} {'PP/raw':>6} {'tgt':>4}"
-        f" {'/raw-win':>8} | {'ansible':>7} {'PP/ans':>6} {'tgt':>4} |"
-        f" {'CPU/host':>8} {'raw':>6} {'ratio':>5} {'tgt':>4} | {'worker':>6} {'tmprl':>6}"
+        f" {'/raw-win':>8} {'/same':>6} | {'ansible':>7} {'PP/ans':>6} {'tgt':>4} |"
+        f" {'CPU/host':>8} {'raw':>6} {'ratio':>5} {'tgt':>4} {'/same':>6} |"
+        f" {'worker':>6} {'tmprl':>6}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         n, c = row["n"], row["c"]
         raw, window, ans = _ok(row, "raw"), _ok(row, "raw-window"), _ok(row, "ansible")
+        same = _ok(row, "raw-same-work")
         for kind in kinds:
             pp = _ok(row, kind)
             if pp is None:
@@ -382,13 +388,17 @@ def print_issue16(rows: list[dict[str, Any]]) -> None:
             cpu = whole_cpu_per_host(pp, n)
             raw_cpu = whole_cpu_per_host(raw, n) if raw else None
             cpu_ratio = cpu / raw_cpu if raw_cpu else None
+            vs_same = wall / same["wall"] if same else None
+            cpu_vs_same = cpu / whole_cpu_per_host(same, n) if same else None
             target = ISSUE16_VS_RAW.get((n, c))
+            ans_wall = fmt(ans["wall"] if ans else None, 1)
             print(
                 f"{n:>4} {c:>3} {kind:<22} | {wall:>6.2f} {fmt(raw['wall'] if raw else None):>6}"
                 f" {fmt(vs_raw):>6} {check(vs_raw, target) if target else '':>4}"
-                f" {fmt(vs_window):>8} | {fmt(ans['wall'] if ans else None, 1):>7} {fmt(vs_ans):>6}"
-                f" {check(vs_ans, ISSUE16_VS_ANSIBLE):>4} | {cpu:>8.3f} {fmt(raw_cpu, 3):>6}"
-                f" {fmt(cpu_ratio):>5} {check(cpu_ratio, ISSUE16_CPU_VS_RAW):>4} |"
+                f" {fmt(vs_window):>8} {fmt(vs_same):>6} | {ans_wall:>7}"
+                f" {fmt(vs_ans):>6} {check(vs_ans, ISSUE16_VS_ANSIBLE):>4} | {cpu:>8.3f}"
+                f" {fmt(raw_cpu, 3):>6} {fmt(cpu_ratio):>5}"
+                f" {check(cpu_ratio, ISSUE16_CPU_VS_RAW):>4} {fmt(cpu_vs_same):>6} |"
                 f" {fmt(pp.get('cpu_worker')):>6} {fmt(pp.get('cpu_temporal')):>6}"
             )
 
@@ -453,8 +463,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     contenders = args.only or [
-        kind for kind in CONTENDERS if not (args.quick and kind == "raw-window")
+        kind for kind in CONTENDERS if not (args.quick and kind in ("raw-window", "raw-same-work"))
     ]
+    if "raw-same-work" in contenders:
+        if "patchpilot" not in contenders or "shipped" not in args.variants:
+            parser.error("raw-same-work replays the shipped PatchPilot's commands: add patchpilot")
+        contenders.remove("raw-same-work")
+        contenders.append("raw-same-work")
     if "patchpilot" in contenders:
         at = contenders.index("patchpilot")
         contenders[at : at + 1] = [
@@ -479,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [cfg for cfg in configs if cfg[0] == n for _ in range(args.repeat)]
                 for _, c in runs:
                     row: dict[str, Any] = {"n": n, "c": c, "results": {}}
+                    sent: dict[str, list[str]] | None = None  # PatchPilot's, host by host
                     for kind in contenders:
                         lab.reset()
                         spec = {
@@ -509,15 +525,24 @@ def main(argv: list[str] | None = None) -> int:
                                 spec["profile_out"] = str(
                                     args.out / f"profile-n{n}-c{c}-{spec['variant']}.prof"
                                 )
+                        if kind == "raw-same-work":
+                            spec["host_commands"] = sent
                         host0 = settled_host_cpu(lab)
                         tree = args.baseline_tree if kind.endswith("@baseline") else ROOT
-                        result = run_contender(kind, spec, workdir, args.timeout, tree)
+                        if kind == "raw-same-work" and sent is None:
+                            result: dict[str, Any] = {
+                                "error": "no PatchPilot run in this row to replay"
+                            }
+                        else:
+                            result = run_contender(kind, spec, workdir, args.timeout, tree)
                         result["host_cpu"] = settled_host_cpu(lab) - host0
                         problems = [] if result.get("error") else lab.verify_patched()
                         result["problems"] = problems
                         result["ok"] = not problems and not result.get("error")
                         result["commands_per_host"] = len(lab.command_log(lab.hosts[0].name))
                         row["results"][kind] = result
+                        if kind == "patchpilot" and result["ok"]:
+                            sent = {h.name: lab.command_log(h.name) for h in lab.hosts}
                         status = "ok" if result["ok"] else f"FAILED ({len(problems)} problems)"
                         print(
                             f"  N={n:<4} C={c:<3} {kind:<22} wall {fmt(result.get('wall')):>7}s"

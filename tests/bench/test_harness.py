@@ -224,6 +224,14 @@ async def _patchpilot_smoke(fleet: MassLab, temporal_dev_server, openbao) -> Non
     events = result["events"]
     assert events["runs"] >= 1 and events["children"] == 1 and events["child_events_mean"] > 0
     assert events["child_seconds_mean"]["total"] > 0
+    # raw-same-work: the commands PatchPilot sent, sent again by raw asyncssh to a reset host,
+    # patch it the same way (updated once, out of maintenance, services up), with nothing else.
+    fleet.reset()
+    name = fleet.hosts[0].name
+    replay = await contenders._raw({**_spec(fleet, 1), "host_commands": {name: log}})
+    assert replay["handshakes"] == 1
+    assert fleet.verify_patched() == []
+    assert fleet.command_log(name) == log
 
 
 def test_tables_print_with_missing_and_failed_results(capsys: pytest.CaptureFixture[str]) -> None:
@@ -273,6 +281,7 @@ def test_issue16_ratios_are_printed_against_the_same_rows_baselines(
                 "ansible": ok(100.0, 35.0, 160.0),
                 "patchpilot": ok(5.6, 6.0, 8.4, cpu_worker=3.5, cpu_temporal=2.4),
                 "patchpilot@baseline": ok(8.8, 8.0, 8.8),
+                "raw-same-work": ok(5.0, 0.7, 10.1),  # 0.225 s per host
             },
         }
     ]
@@ -283,6 +292,8 @@ def test_issue16_ratios_are_printed_against_the_same_rows_baselines(
     # (6.0 + 8.4) / 48 = 0.300 s per host against raw's 0.200: 1.50 (<= 3: ok).
     assert lines and "1.40   ok" in lines[0] and "0.06   ok" in lines[0]
     assert "0.300  0.200  1.50   ok" in lines[0]
+    # Against raw sending PatchPilot's own commands: 5.6 / 5.0 = 1.12; 0.300 / 0.225 = 1.33.
+    assert " 1.12 |" in lines[0] and " 1.33 |" in lines[0]
     baseline = [line for line in out.splitlines() if "patchpilot@baseline" in line]
     assert baseline and "2.20 MISS" in baseline[0]
 
