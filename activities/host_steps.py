@@ -9,12 +9,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import package_report
+from activities.attempts import (
+    heartbeat,
+    is_retry,
+    keep_heartbeating,
+    time_left,
+    unreachable_on_retry,
+)
 from activities.checks import run_all, run_in_order
 from activities.detached import finish_detached, run_directory
 from activities.host_values import (
@@ -44,39 +50,8 @@ from workflows.targets import is_no_op
 __all__ = ["HostStepActivities", "StepError", "render"]
 
 POLL_SECONDS = 2.0
-HEARTBEAT_SECONDS = 5.0
-RETRY_FLOOR_SECONDS = 30.0
 # Errors of an SSH attempt that a host coming back from a reboot gives: keep polling.
 _NOT_BACK_YET = ("HostUnreachable", "SshConnectionLost", "SshChannelFailed", "UnusableHostValue")
-
-
-def _heartbeat() -> None:
-    # A local activity has no heartbeat (the workflow task's timeout covers a lost worker); Core
-    # would answer each one with an "UnknownActivity" warning.
-    if activity.in_activity() and not activity.info().is_local:
-        activity.heartbeat()
-
-
-def time_left(limit: float) -> float:
-    """Seconds left of a step's `limit` (seconds) for this attempt: all of it on a first
-    attempt; on a retry, what its first attempt left, counted from when Temporal scheduled it
-    (`activity.Info.scheduled_time`, the first attempt's), so a step retried after heartbeat
-    timeouts does not get its whole limit again on every attempt. At least
-    RETRY_FLOOR_SECONDS: enough for a retry to collect a run that has ended, or to kill one
-    that overran."""
-    if not activity.in_activity() or activity.info().attempt <= 1:
-        return limit
-    spent = (datetime.now(UTC) - activity.info().scheduled_time).total_seconds()
-    return max(RETRY_FLOOR_SECONDS, limit - spent)
-
-
-async def _keep_heartbeating() -> None:
-    # "The worker is alive" while a step fetches credentials and connects (up to the SSH connect
-    # timeout, longer than HEARTBEAT): a slow connect is then reported as itself, not as a
-    # heartbeat timeout.
-    while True:
-        _heartbeat()
-        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 class StepError(ApplicationError):
@@ -112,7 +87,7 @@ class HostStepActivities:
     async def _session(
         self, step: HostStepInput, *, approval_needed: bool = True
     ) -> AsyncIterator[HostSession]:
-        ticker = asyncio.ensure_future(_keep_heartbeating())
+        ticker = asyncio.ensure_future(keep_heartbeating())
         try:
             await self._admit(step, approval_needed=approval_needed)
             async with self._connected(step) as session:
@@ -142,7 +117,7 @@ class HostStepActivities:
     async def _must(
         self, session: HostSession, command: str, what: str, timeout: float
     ) -> CommandResult:
-        result = await session.run(command, timeout, what=what, heartbeat=_heartbeat)
+        result = await session.run(command, timeout, what=what, heartbeat=heartbeat)
         _must_succeed(session, result, what)
         return result
 
@@ -151,7 +126,7 @@ class HostStepActivities:
     ) -> None:
         """`_must` for each of `commands` ((command, what)) in order, stopping at the first that
         fails, `timeout` seconds each: in one SSH command (activities/checks.py run_in_order)."""
-        ran = await run_in_order(session, commands, timeout, heartbeat=_heartbeat)
+        ran = await run_in_order(session, commands, timeout, heartbeat=heartbeat)
         for result, (_, what) in zip(ran, commands, strict=False):
             _must_succeed(session, result, what)
 
@@ -265,7 +240,7 @@ class HostStepActivities:
                 if error.type not in _NOT_BACK_YET:
                     raise
                 last = error.message
-            _heartbeat()
+            heartbeat()
             await asyncio.sleep(POLL_SECONDS)
         raise StepError(
             f"{step.host.name} did not come back within {step.timeout_seconds:g}s after the "
@@ -313,7 +288,7 @@ class HostStepActivities:
                     step.host.commands.drain_check,
                     remaining,
                     what="the drain check",
-                    heartbeat=_heartbeat,
+                    heartbeat=heartbeat,
                 )
                 if result.ok:
                     return StepResult(detail="drained")
@@ -325,7 +300,7 @@ class HostStepActivities:
                         f"{result.tail()}",
                         kind="DrainTimeout",
                     )
-                _heartbeat()
+                heartbeat()
                 await asyncio.sleep(POLL_SECONDS)
 
     @activity.defn(name=names.RUN_PRE_UPDATE_SCRIPTS)
@@ -341,22 +316,29 @@ class HostStepActivities:
         directory = run_directory(step.host.commands.run_dir, step.job.rollout_id, run_key)
         # The reboot decision's look rides on the update's SSH command (workflows/reboots.py).
         look = look_commands(step.job.reboot_policy, step.host.commands)
-        async with self._session(step) as session:
-            finished = await finish_detached(
-                session,
-                step.command,
-                directory,
-                time_left(step.timeout_seconds),
-                limit=step.timeout_seconds,
-                what="update command",
-                heartbeat=_heartbeat,
-                before=package_report.BEFORE,
-                after=package_report.AFTER,
-                look=look,
-            )
-            result = finished.result
-            printed = (finished.report, finished.report_known)
-            report = await package_report.read(session, directory, result, printed)
+        connected = False
+        try:
+            async with self._session(step) as session:
+                connected = True
+                finished = await finish_detached(
+                    session,
+                    step.command,
+                    directory,
+                    time_left(step.timeout_seconds),
+                    limit=step.timeout_seconds,
+                    what="update command",
+                    heartbeat=heartbeat,
+                    before=package_report.BEFORE,
+                    after=package_report.AFTER,
+                    look=look,
+                )
+                result = finished.result
+                printed = (finished.report, finished.report_known)
+                report = await package_report.read(session, directory, result, printed)
+        except ApplicationError as error:
+            if connected or not is_retry() or error.type != "HostUnreachable":
+                raise
+            raise unreachable_on_retry(error, "the update", step.host.name, directory) from None
         if not result.ok:
             said = f"; packages: {report.summary_line()}" if report else ""
             raise StepError(
@@ -419,7 +401,7 @@ class HostStepActivities:
                         f"{step.timeout_seconds:g}s ({states})",
                         kind="HealthCheckFailed",
                     )
-                _heartbeat()
+                heartbeat()
                 await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - loop.time())))
 
     @activity.defn(name=names.CLEAR_MAINTENANCE_MODE)

@@ -128,7 +128,7 @@ def build_worker(
     # The SDK holds heartbeats back for 0.8 x the heartbeat timeout (temporalio Worker docs), so
     # with HEARTBEAT 10 s the server heard from a step every 8 s: 2 s of slack before a busy
     # worker's step timed out as if the worker were dead. Throttled to 4 s, the server hears
-    # every heartbeat a step sends (every activities.host_steps.HEARTBEAT_SECONDS): 5 s of slack.
+    # every heartbeat a step sends (every activities.attempts.HEARTBEAT_SECONDS): 5 s of slack.
     options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
     return PatchPilotWorker(
         client,

@@ -6,16 +6,27 @@ again, and a command that overruns or keeps asking is killed with its whole run 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import socket
+from collections.abc import Awaitable
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities.detached import finish_detached, run_directory
+from activities.host_steps import HostStepActivities
 from activities.ssh import CommandResult, HostSession, SshRunner
+from activities.vault import VaultCredentialSource
 from lab.apt_lab import AptLab
+from lab.processes import OpenBaoProcess
 from tests.integration.apt_fixtures import apt_runner, module_apt_lab, reset_lab
 from tests.integration.test_host_output import credentials, target
+from tests.integration.test_rollout import rollout
 from tests.support import wait_for
+from workflows.models import HostJob, HostStepInput, HostTarget, StepResult
 from workflows.targets import UPDATE_PROFILES
 
 HOSTS = ["d1", "d2"]
@@ -131,3 +142,63 @@ async def test_an_update_that_overruns_is_killed_on_the_host_with_its_run(
         assert message.endswith(": sleep 301")
         left = await session.run("ps -eo args= | grep -x 'sleep 301' || true", 10)
     assert left.stdout.strip() == "", "the detached run was left running"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_retry_that_cannot_reach_the_host_says_the_update_may_be_running(
+    lab: AptLab, openbao: OpenBaoProcess
+) -> None:
+    # A worker lost half-way through the upgrade, and Temporal's next attempt cannot reach the
+    # host: "cannot connect" alone would read as though nothing had run.
+    lab.seed_vault(openbao.address, openbao.root_token)
+    slow_upgrade(lab, "d2", 4)
+    ssh = SshRunner(lab.known_hosts_path, connect_timeout=5)
+    steps = HostStepActivities(
+        VaultCredentialSource(openbao.address, token=openbao.root_token), ssh
+    )
+    job = HostJob.from_rollout("rollout-unreachable", rollout(["det"], updateCommand=PROFILE))
+
+    def attempt(number: int, host: HostTarget) -> Awaitable[StepResult]:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(
+            ActivityEnvironment.default_info(),
+            attempt=number,
+            workflow_run_id="run-1",
+            scheduled_time=datetime.now(UTC),
+        )
+        step = HostStepInput(job=job, host=host, timeout_seconds=120, command=PROFILE)
+        return env.run(steps.perform_update, step)  # type: ignore[no-any-return]
+
+    try:
+        first = asyncio.ensure_future(attempt(1, target(lab, "d2")))
+        await wait_for(lambda: configuring(lab, "d2") or first.done(), timeout=60)
+        assert not first.done(), first.exception()
+        first.cancel()  # the worker is gone; the upgrade goes on, detached, on the host
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        unreachable = target(lab, "d2", port=closed_port())
+        with pytest.raises(ApplicationError) as retried:
+            await attempt(2, unreachable)
+        said = retried.value.message
+        assert said.startswith("cannot connect to d2") and "Connection refused" in said
+        assert "may already be running on d2" in said and "outcome is unknown" in said
+        assert "rollout-unreachable" in said  # the run directory on the host
+        assert retried.value.type == "HostUnreachable" and not retried.value.non_retryable
+        # A first attempt that cannot connect ran nothing, and says only that.
+        with pytest.raises(ApplicationError) as fresh:
+            await attempt(1, target(lab, "d1", port=closed_port()))
+        assert fresh.value.message.startswith("cannot connect to d1")
+        assert "may already be running" not in fresh.value.message
+        # The attempt that reaches the host again collects the one run's result.
+        result = await attempt(3, target(lab, "d2"))
+    finally:
+        ssh.close_all()
+    assert result.packages is not None
+    assert "pp-slow" in [change.name for change in result.packages.upgraded]
+    assert lab.upgrade_runs("d2", "pp-slow") == 1

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.host_steps import RETRY_FLOOR_SECONDS, time_left
+from activities.attempts import RETRY_FLOOR_SECONDS, time_left
 
 
 def left(attempt: int, scheduled_ago: timedelta, limit: float) -> float:
