@@ -28,7 +28,7 @@ from bot.slack.selection import summary_text as selection_text
 from bot.slack.skip import control_block_id, skip_element
 from bot.slack.text import mrkdwn as mrkdwn_escape
 from bot.slack.text import plain
-from bot.slack.what_runs import WhatRuns, runs_blocks, show_runs_button
+from bot.slack.what_runs import WhatRuns, decision_block_id, runs_blocks, show_runs_button
 from workflows.models import (
     ClusterProgress,
     HostState,
@@ -41,7 +41,6 @@ from workflows.progress import DRY_RUN_STATES
 # The buttons' action_ids: build_app routes clicks on them to the decision handler.
 APPROVE_ACTION = "patchpilot_approve"
 REJECT_ACTION = "patchpilot_reject"
-DECISION_BLOCK = "patchpilot_decision"
 # The card's control buttons (bot.slack.control): action id -> the rollout update it sends.
 CONTROL_ACTIONS = {
     "patchpilot_pause": "pause",
@@ -391,7 +390,7 @@ def approval_request(
     return [
         _section(text),
         ActionsBlock(
-            block_id=DECISION_BLOCK,
+            block_id=decision_block_id(runs),
             elements=[
                 ButtonElement(
                     text="Approve", action_id=APPROVE_ACTION, value=rollout_id, style="primary"

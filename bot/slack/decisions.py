@@ -25,7 +25,7 @@ from bot.slack.context import SlackBot, error_mrkdwn
 from bot.slack.identity import IdentityError
 from bot.slack.selection import Selection
 from bot.slack.text import mrkdwn
-from bot.slack.what_runs import WhatRuns
+from bot.slack.what_runs import WhatRuns, shown_digest
 from workflows.models import ApprovalDecision
 
 log = logging.getLogger("patchpilot.slack")
@@ -45,6 +45,8 @@ class Click:
     channel_id: str
     message_ts: str  # the approval request's message
     thread_ts: str | None = None  # the thread the clicked message is in, if any
+    # The digest the approval request showed (in its buttons' block_id: what_runs).
+    shown_digest: str | None = None
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> Click:
@@ -53,6 +55,7 @@ class Click:
         container = body.get("container") or {}
         return cls(
             rollout_id=str(action.get("value") or ""),
+            shown_digest=shown_digest(str(action.get("block_id") or "")),
             user_id=str((body.get("user") or {}).get("id") or ""),
             team_id=(body.get("team") or {}).get("id"),
             channel_id=str(
@@ -96,8 +99,16 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
     else:
         try:
             email = await bot.directory.email_of(click.user_id)
+            if click.shown_digest is not None:
+                progress = await bot.rollouts.progress(click.rollout_id, steps=False)
+                if progress.digest != click.shown_digest:
+                    await _changed(bot, kind, click, progress.digest)
+                    return
         except IdentityError as error:
             await tell(bot, click, f":warning: {error_mrkdwn(error)}")
+            return
+        except RolloutError as error:
+            await tell(bot, click, f":no_entry: {kind} refused: {mrkdwn(str(error))}")
             return
         decision = ApprovalDecision(approver=email, comment=comment)
     try:
@@ -165,7 +176,7 @@ async def _signed(bot: SlackBot, kind: str, click: Click, comment: str) -> Appro
         return None
     signer = Signer(bot.settings.signing_key, bot.settings.signer or "slack")
     try:
-        decision, _, _ = await signed_decision(
+        decision, _, digest = await signed_decision(
             bot.rollouts,
             click.rollout_id,
             person.email,
@@ -177,7 +188,24 @@ async def _signed(bot: SlackBot, kind: str, click: Click, comment: str) -> Appro
     except RolloutError as error:
         await tell(bot, click, f"{refused} {mrkdwn(str(error))}")
         return None
+    if click.shown_digest is not None and digest != click.shown_digest:
+        await _changed(bot, kind, click, digest)  # the signed decision is dropped unsent
+        return None
     return decision
+
+
+async def _changed(bot: SlackBot, kind: str, click: Click, now: str | None) -> None:
+    """The rollout no longer runs what the clicked message showed (its input was changed, or
+    the workflow started again under the same id): refuse, and show what it runs now."""
+    await tell(
+        bot,
+        click,
+        f":no_entry: {kind} refused: the message you clicked showed digest "
+        f"`{mrkdwn(click.shown_digest or '')}`, but rollout `{mrkdwn(click.rollout_id)}` now "
+        f"runs `{mrkdwn(now or 'nothing known yet')}`: it was changed or started again after "
+        "the message was posted. Nothing was decided; the message now shows what it runs.",
+    )
+    await refresh_request(bot, click)
 
 
 async def refresh_request(bot: SlackBot, click: Click) -> None:

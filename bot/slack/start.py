@@ -8,12 +8,14 @@ The card is posted before the rollout starts because its message ts becomes the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from slack_sdk.errors import SlackApiError
 
 from activities.inventory import load_clusters
 from bot.rollouts import RolloutError, new_rollout_id
+from bot.signing import digest_here
 from bot.slack import blocks, trust
 from bot.slack.client import slack_error
 from bot.slack.commands import CommandError, PatchPlan, rollout_input
@@ -101,6 +103,14 @@ async def start_rollout(
                 mentions = [trust.how_to_mention(bot.policy, e) for e in progress.approver_emails]
         except RolloutError:
             pass  # asked with what is known; the card follows the rollout
+    if runs.digest is None and bot.policy is not None:
+        # Not resolved yet: the digest of the input this bot started, which is what a click
+        # on the message may then sign (bot.signing), so the message binds it.
+        try:
+            digest = await asyncio.to_thread(digest_here, rollout, bot.settings.inventory)
+            runs = dataclasses.replace(runs, digest=digest)
+        except RolloutError:
+            pass
     await _ask_approvers(bot, rollout_id, plan, user_id, mentions, where, respond, selection, runs)
 
 

@@ -39,6 +39,28 @@ CHUNK = 2900
 VIEW_BLOCKS = 100
 SUMMARY_CHARS = 3000
 SCRIPT_KINDS = ("preDowntimeScripts", "preUpdateScripts", "postUpdateScripts")
+# The approval request's Approve / Reject block; with the digest the message shows after a colon
+# (decision_block_id). Block Kit: a block_id is at most 255 characters.
+DECISION_BLOCK = "patchpilot_decision"
+BLOCK_ID_CHARS = 255
+
+
+def decision_block_id(runs: WhatRuns | None) -> str:
+    """The block_id of an approval request's Approve / Reject buttons: DECISION_BLOCK, with the
+    digest the message shows, so that a click signs only what was on screen (Slack echoes a
+    button's block_id in the block_actions payload, https://api.slack.com/reference/
+    interaction-payloads/block-actions). The buttons' value stays the rollout id."""
+    if runs is None or not runs.digest:
+        return DECISION_BLOCK
+    block_id = f"{DECISION_BLOCK}:{runs.digest}"
+    return block_id if len(block_id) <= BLOCK_ID_CHARS else DECISION_BLOCK
+
+
+def shown_digest(block_id: str) -> str | None:
+    """The digest a clicked approval request showed, from its block_id; None when it names
+    none (an older message, or another block)."""
+    prefix = f"{DECISION_BLOCK}:"
+    return (block_id.removeprefix(prefix) or None) if block_id.startswith(prefix) else None
 
 
 @dataclass(frozen=True)

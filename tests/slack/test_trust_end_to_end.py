@@ -10,7 +10,7 @@ ran" is read from each lab host's own command log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from tests.slack.helpers import (
     standin,
 )
 from tests.support import wait_for
-from workflows.models import Phase, RolloutProgress, RolloutSummary
+from workflows.models import WORKFLOW_NAME, Phase, RolloutProgress, RolloutSummary
 
 MALLORY, GUEST, OUTSIDER = "UMALLORY", "UGUEST", "UOUTSIDER"
 OTHER_TEAM = "T0OTHERCORP"
@@ -141,9 +141,18 @@ async def test_two_approvers_click_and_the_profile_runs_impostors_are_refused(
     assert "*Approvals*: none yet; still needed: cluster-a: 2 more of" in shown
 
     async def click(user: str, team: str | None = None) -> None:
-        extra = {"team_id": team} if team else {}
+        # As Slack sends a click: the button's value and block_id as the message holds them.
+        extra: dict[str, Any] = {"team_id": team} if team else {}
+        decision = slack.messages[(CHANNEL, approval["ts"])]["blocks"][1]
         body = block_action_body(
-            APPROVE_ACTION, rollout_id, user, CHANNEL, approval["ts"], thread_ts=card_ts, **extra
+            APPROVE_ACTION,
+            decision["elements"][0]["value"],
+            user,
+            CHANNEL,
+            approval["ts"],
+            block_id=decision["block_id"],
+            thread_ts=card_ts,
+            **extra,
         )
         assert (await bot.post(body))[0] == 200
 
@@ -199,6 +208,60 @@ async def test_two_approvers_click_and_the_profile_runs_impostors_are_refused(
         lambda: slack.messages[(CHANNEL, approval["ts"])]["text"] == f"Approved by <@{CAROL}>",
         timeout=60,
     )
+
+
+async def test_a_click_signs_only_what_its_message_showed(
+    bot: BotServer, fleet: Lab, temporal_client: Client, worker_settings: Settings
+) -> None:
+    slack = bot.slack
+    rollout_id, card_ts, approval = await request_rollout(bot, "cluster-a pilot=1 profile=security")
+    shown = "\n".join(block_texts(approval["blocks"]))
+    assert "cluster-a (3 hosts)" in shown and "cluster-b" not in shown
+    # Someone with Temporal access only puts another rollout under the message: the same id,
+    # cluster-b (where alice alone suffices) and no pilot.
+    original = await bot.bot.rollouts.request(rollout_id)
+    await temporal_client.get_workflow_handle(rollout_id).terminate(reason="swapped")
+    swapped = original.model_copy(update={"target_clusters": ["cluster-b"], "pilot_host_count": 0})
+    handle: WorkflowHandle[Any, RolloutSummary] = await temporal_client.start_workflow(
+        WORKFLOW_NAME,
+        swapped,
+        id=rollout_id,
+        task_queue=worker_settings.task_queue,
+        result_type=RolloutSummary,
+    )
+
+    async def progress() -> RolloutProgress:
+        return await handle.query("progress", result_type=RolloutProgress)
+
+    await wait_for(lambda: _phase_is(progress(), Phase.AWAITING_APPROVAL), timeout=60, interval=0.3)
+    # Alice approves on the message she read (cluster-a), as Slack sends the click.
+    decision = approval["blocks"][1]
+    body = block_action_body(
+        APPROVE_ACTION,
+        decision["elements"][0]["value"],
+        ALICE,
+        CHANNEL,
+        approval["ts"],
+        block_id=decision["block_id"],
+        thread_ts=card_ts,
+    )
+    assert (await bot.post(body))[0] == 200
+    refused = await ephemeral_for(slack, ALICE, 1)
+    assert "approve refused: the message you clicked showed digest" in refused
+    assert "changed or started again after the message was posted" in refused
+    now = await progress()
+    assert now.phase == Phase.AWAITING_APPROVAL and now.approved_by == [] and untouched(fleet)
+    # The message now shows what the rollout runs now, with its digest.
+    request = slack.messages[(CHANNEL, approval["ts"])]
+    await wait_for(lambda: request["updates"] >= 1, timeout=60)
+    shown = "\n".join(block_texts(request["blocks"]))
+    assert "cluster-b (3 hosts)" in shown and f"`{now.digest}`" in shown
+    await handle.terminate(reason="test over")
+    assert untouched(fleet)
+
+
+async def _phase_is(progress: Awaitable[RolloutProgress], phase: Phase) -> bool:
+    return (await progress).phase == phase
 
 
 async def test_the_edge_refuses_what_the_policy_forbids_before_anything_starts(
