@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.inventory import InventoryActivities, InventoryError
+from activities.lineage import Lineages, approvals_problem, signed_before_start
 from activities.proof import verify_statement
 from workflows import names
 from workflows.approval import (
@@ -95,11 +96,13 @@ class Trust:
         policy: Policy | None,
         inventory: InventoryActivities,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lineages: Lineages | None = None,
     ) -> None:
         self.policy = policy
         self._inventory = inventory
         self._clock = clock
         self._verdicts: dict[str, _Verdict] = {}
+        self._lineages = lineages or Lineages()
 
     # ---- who may ask, who must approve -------------------------------------------------------
 
@@ -271,6 +274,8 @@ class Trust:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         problem = verdict.problem or self._step_problem(step, verdict.targets)
+        if not problem and approval_needed:
+            problem = await approvals_problem(self._lineages, job)
         if problem:
             raise ApplicationError(
                 f"refused to run anything on {step.host.name}: {problem}",
@@ -384,11 +389,20 @@ class Trust:
         """See `check_decision`; a refusal is a non-retryable ApplicationError (type
         DecisionRefused) whose message the update's caller sees."""
         try:
-            return await asyncio.to_thread(self.check_decision, check)
+            name = await asyncio.to_thread(self.check_decision, check)
         except TrustError as refused:
             raise ApplicationError(
                 str(refused), type="DecisionRefused", non_retryable=True
             ) from None
+        if self.policy is not None and activity.in_activity():
+            try:
+                began = await self._lineages.own_first_start()
+            except RuntimeError:  # no Temporal client (a test's ActivityEnvironment)
+                return name
+            late = signed_before_start([check.approval], check.rollout_id, began)
+            if late:
+                raise ApplicationError(late, type="DecisionRefused", non_retryable=True)
+        return name
 
     @activity.defn(name=names.VERIFY_STANDING_GRANTS)
     async def verify_standing_grants(self, check: GrantCheck) -> list[str]:

@@ -3,6 +3,7 @@ worker's own policy, keys and inventory (read by ansible-inventory), before it m
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncssh
@@ -11,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.host_steps import HostStepActivities
 from activities.inventory import InventoryActivities
+from activities.lineage import Lineage, Lineages
 from activities.policy import load_policy
 from activities.ssh import SshRunner
 from activities.trust import Trust, resolve_targets
@@ -20,6 +22,19 @@ from workflows.models import ApprovalDecision, HostJob, HostStepInput, RolloutIn
 from workflows.proof import rollout_digest
 
 UPDATE = "apt-get update && apt-get -y upgrade"
+EARLIER = datetime.now(UTC) - timedelta(hours=1)
+
+
+class Recorded(Lineages):
+    """What Temporal records of a step's workflow (activities/lineage.py): started by rollout
+    `rollout_id` (None: on its own), whose first run began at `started_at`."""
+
+    def __init__(self, rollout_id: str | None = "r-1", started_at: datetime = EARLIER) -> None:
+        super().__init__()
+        self.lineage = Lineage(rollout_id, started_at if rollout_id else None)
+
+    async def of_current_activity(self) -> Lineage:
+        return self.lineage
 
 
 @pytest.fixture
@@ -41,7 +56,7 @@ def world(tmp_path: Path) -> tuple[Trust, dict[str, Signer], InventoryActivities
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("[web]\nw1 ansible_host=10.0.0.1\nw2 ansible_host=10.0.0.2\n")
     listed = InventoryActivities(inventory)
-    return Trust(load_policy(policy), listed), signers, listed
+    return Trust(load_policy(policy), listed, lineages=Recorded()), signers, listed
 
 
 def job_and_step(
@@ -79,6 +94,25 @@ async def refusal(trust: Trust, step: HostStepInput) -> str:
 async def test_a_step_with_its_approvals_for_what_the_inventory_says_is_admitted(world) -> None:
     trust, signers, listed = world
     await trust.admit(job_and_step(listed, ["alice", "carol"], signers))
+
+
+async def test_approvals_count_only_in_the_run_of_the_rollout_they_were_given_in(
+    world,
+) -> None:
+    trust, signers, listed = world
+    step = job_and_step(listed, ["alice", "carol"], signers)
+    # A host workflow someone started on their own, or under another rollout, with these
+    # approvals copied into its input.
+    for parent, said in ((None, "no rollout (it was started on its own)"), ("r-2", "rollout r-2")):
+        alone = Trust(trust.policy, listed, lineages=Recorded(parent))
+        refused = await refusal(alone, step)
+        assert f"its workflow was started by {said}, not by rollout r-1" in refused
+    # The rollout was started again under its id after they were signed (a cancelled
+    # rollout's approvals replayed): they do not carry over.
+    later = Trust(trust.policy, listed, lineages=Recorded("r-1", datetime.now(UTC) + timedelta(1)))
+    refused = await refusal(later, step)
+    assert "alice@example.com's approval was signed at" in refused
+    assert "before this run of rollout r-1 began" in refused
 
 
 async def test_every_kind_of_forged_step_is_refused(world) -> None:

@@ -1,0 +1,147 @@
+"""Which rollout, and which run of it, a host step belongs to, as Temporal itself records it.
+
+A signed approval names a rollout id and a digest (workflows/proof.py), not a run: without this,
+approvals copied out of a cancelled rollout's history would count again for a new workflow
+started under the same id, and approvals copied out of a running rollout's history would count
+for a host workflow someone started on their own, outside the rollout's pilots, waves and
+windows. The host gate (activities/trust.py) therefore asks Temporal, not the step's input (a
+fake worker can write anything there), two facts about the workflow the step's activity was
+scheduled by (`activity.Info.workflow_id`/`workflow_run_id`, set by the server):
+
+- its parent (DescribeWorkflowExecution's `parent_execution`): the rollout that started it;
+- when that rollout's first run began (the `start_time` of its chain's `first_run_id`; a
+  continued run keeps its first run's approvals).
+
+Both are fixed once a run exists, so each run is described once per worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from workflows.models import ApprovalDecision, HostJob
+
+__all__ = ["Lineage", "Lineages", "approvals_problem", "signed_before_start"]
+
+# A signer's clock may run behind Temporal's by this much, when a decision is compared with the
+# start of the rollout it was given in. Every real decision is signed after the start (the
+# signer read the rollout first), so only clock error needs room; the room is also how soon
+# after its approvals a rollout would have to be started again for them to count.
+SIGNED_BEFORE_START = timedelta(seconds=5)
+
+# Runs remembered; past this the memory starts again (a run is then described once more).
+REMEMBERED_RUNS = 20_000
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The rollout a host workflow run was started by (`rollout_id`, None: it has no parent)
+    and when that rollout's first run started (None with no parent)."""
+
+    rollout_id: str | None
+    rollout_started_at: datetime | None
+
+
+class Lineages:
+    """Lineage of the workflow run the current activity belongs to, cached per run."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, Lineage] = {}
+        self._starts: dict[tuple[str, str], datetime] = {}
+
+    async def of_current_activity(self) -> Lineage:
+        """The current activity's workflow run's Lineage. Raises RuntimeError outside a worker
+        that has a client (`activity.client()`), and Temporal's RPCError when it cannot say."""
+        info = activity.info()
+        if not info.workflow_id or not info.workflow_run_id:  # an activity outside a workflow
+            return Lineage(None, None)
+        known = self._hosts.get(info.workflow_run_id)
+        if known is not None:
+            return known
+        client = activity.client()
+        described = await client.get_workflow_handle(
+            info.workflow_id, run_id=info.workflow_run_id
+        ).describe()
+        if not described.parent_id:
+            lineage = Lineage(None, None)
+        else:
+            started = await self._first_start(client, described.parent_id, described.parent_run_id)
+            lineage = Lineage(described.parent_id, started)
+        if len(self._hosts) > REMEMBERED_RUNS:
+            self._hosts.clear()
+        self._hosts[info.workflow_run_id] = lineage
+        return lineage
+
+    async def own_first_start(self) -> datetime:
+        """When the first run of the current activity's own workflow chain started (for a
+        rollout's own local activities). Raises as `of_current_activity`."""
+        info = activity.info()
+        if not info.workflow_id:
+            raise RuntimeError("not an activity of a workflow")
+        return await self._first_start(activity.client(), info.workflow_id, info.workflow_run_id)
+
+    async def _first_start(self, client: Client, workflow_id: str, run_id: str | None) -> datetime:
+        key = (workflow_id, run_id or "")
+        known = self._starts.get(key)
+        if known is not None:
+            return known
+        parent = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        first = parent.raw_description.workflow_execution_info.first_run_id
+        if first and first != parent.run_id:
+            parent = await client.get_workflow_handle(workflow_id, run_id=first).describe()
+        if len(self._starts) > REMEMBERED_RUNS:
+            self._starts.clear()
+        self._starts[key] = parent.start_time
+        return parent.start_time
+
+
+async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:
+    """Why the approvals `job` carries do not count for the current host step, as Temporal
+    records the step's workflow: it was not started by the rollout they were given in, or one
+    was signed before that rollout's (first) run began. Raises a retryable ApplicationError
+    (TemporalUnavailable) when Temporal cannot be asked."""
+    try:
+        lineage = await lineages.of_current_activity()
+    except RuntimeError:  # no Temporal client here: nothing to check the lineage with
+        return "this worker cannot ask Temporal which rollout the host's workflow belongs to"
+    except RPCError as error:
+        raise ApplicationError(
+            f"cannot ask Temporal which rollout started this host's workflow: {error}",
+            type="TemporalUnavailable",
+        ) from None
+    if lineage.rollout_id != job.rollout_id:
+        started = (
+            f"rollout {lineage.rollout_id}"
+            if lineage.rollout_id
+            else "no rollout (it was started on its own)"
+        )
+        return (
+            f"its workflow was started by {started}, not by rollout {job.rollout_id}, whose "
+            "approvals it carries; approvals count only in the rollout they were given in"
+        )
+    began = lineage.rollout_started_at
+    return signed_before_start(job.approvals, job.rollout_id, began) if began else None
+
+
+def signed_before_start(
+    approvals: list[ApprovalDecision], rollout_id: str, began: datetime
+) -> str | None:
+    """Why the first of `approvals` signed before `began` (the first run of `rollout_id`
+    started; less SIGNED_BEFORE_START) does not count, or None."""
+    for approval in approvals:
+        if approval.proof is None:
+            continue
+        signed = approval.proof.decided_at.replace(tzinfo=approval.proof.decided_at.tzinfo or UTC)
+        if signed < began - SIGNED_BEFORE_START:
+            return (
+                f"{approval.approver}'s approval was signed at {signed:%Y-%m-%d %H:%M:%S} UTC, "
+                f"before this run of rollout {rollout_id} began ({began:%Y-%m-%d %H:%M:%S} "
+                "UTC): approvals do not carry over to a rollout started again under its id"
+            )
+    return None
