@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import ApprovalDecision, HostJob
 
@@ -42,7 +42,8 @@ REMEMBERED_RUNS = 20_000
 @dataclass(frozen=True)
 class Lineage:
     """The rollout a host workflow run was started by (`rollout_id`, None: it has no parent)
-    and when that rollout's first run started (None with no parent)."""
+    and when that rollout's first run started (None with no parent, or when that run is no
+    longer kept: a chain that outlived the namespace's retention)."""
 
     rollout_id: str | None
     rollout_started_at: datetime | None
@@ -53,7 +54,7 @@ class Lineages:
 
     def __init__(self) -> None:
         self._hosts: dict[str, Lineage] = {}
-        self._starts: dict[tuple[str, str], datetime] = {}
+        self._starts: dict[tuple[str, str], datetime | None] = {}
 
     async def of_current_activity(self) -> Lineage:
         """The current activity's workflow run's Lineage. Raises RuntimeError outside a worker
@@ -78,27 +79,45 @@ class Lineages:
         self._hosts[info.workflow_run_id] = lineage
         return lineage
 
-    async def own_first_start(self) -> datetime:
+    async def own_first_start(self) -> datetime | None:
         """When the first run of the current activity's own workflow chain started (for a
-        rollout's own local activities). Raises as `of_current_activity`."""
+        rollout's own local activities); None when that run is no longer kept. Raises as
+        `of_current_activity`."""
         info = activity.info()
         if not info.workflow_id:
             raise RuntimeError("not an activity of a workflow")
         return await self._first_start(activity.client(), info.workflow_id, info.workflow_run_id)
 
-    async def _first_start(self, client: Client, workflow_id: str, run_id: str | None) -> datetime:
+    async def _first_start(
+        self, client: Client, workflow_id: str, run_id: str | None
+    ) -> datetime | None:
+        """None when the chain's first run is no longer kept (a chain that outlived the
+        namespace's retention): then no time can be checked, only the parent."""
         key = (workflow_id, run_id or "")
-        known = self._starts.get(key)
-        if known is not None:
-            return known
-        parent = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
-        first = parent.raw_description.workflow_execution_info.first_run_id
-        if first and first != parent.run_id:
-            parent = await client.get_workflow_handle(workflow_id, run_id=first).describe()
+        if key in self._starts:
+            return self._starts[key]
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        described = await handle.describe()
+        first = described.raw_description.workflow_execution_info.first_run_id
+        if not first:  # a server that does not describe it: the run's first event says it
+            async for event in handle.fetch_history_events(page_size=1):
+                started = event.workflow_execution_started_event_attributes
+                first = started.first_execution_run_id or described.run_id
+                break
+        started_at: datetime | None = described.start_time
+        if first and first != described.run_id:
+            try:
+                started_at = (
+                    await client.get_workflow_handle(workflow_id, run_id=first).describe()
+                ).start_time
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                started_at = None
         if len(self._starts) > REMEMBERED_RUNS:
             self._starts.clear()
-        self._starts[key] = parent.start_time
-        return parent.start_time
+        self._starts[key] = started_at
+        return started_at
 
 
 async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:

@@ -399,7 +399,7 @@ class Trust:
                 began = await self._lineages.own_first_start()
             except RuntimeError:  # no Temporal client (a test's ActivityEnvironment)
                 return name
-            late = signed_before_start([check.approval], check.rollout_id, began)
+            late = began and signed_before_start([check.approval], check.rollout_id, began)
             if late:
                 raise ApplicationError(late, type="DecisionRefused", non_retryable=True)
         return name
