@@ -16,6 +16,7 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
     ScheduleDescription,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -30,6 +31,10 @@ from workflows.proof import StandingGrant
 from workflows.windows import trigger
 
 ACTIONS = ("pause", "unpause", "trigger", "delete")
+
+
+class ScheduleExists(Exception):
+    """A schedule with this id exists already."""
 
 
 @dataclass(frozen=True)
@@ -64,24 +69,27 @@ async def create(
 ) -> None:
     """Create schedule `schedule_id` that starts `rollout` on `cron` in `timezone`.
 
-    Raises ValueError for a bad cron or time zone, `RPCError` when Temporal refuses (e.g. the id
-    is taken).
+    Raises ValueError for a bad cron or time zone, ScheduleExists when the id is taken,
+    `RPCError` when Temporal refuses otherwise.
     """
     check_cron(cron, timezone)
-    await client.create_schedule(
-        schedule_id,
-        Schedule(
-            action=ScheduleActionStartWorkflow(
-                WORKFLOW_NAME, rollout, id=f"{schedule_id}-run", task_queue=task_queue
+    try:
+        await client.create_schedule(
+            schedule_id,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    WORKFLOW_NAME, rollout, id=f"{schedule_id}-run", task_queue=task_queue
+                ),
+                spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=timezone),
+                # A run still going (e.g. waiting for its approval) makes the next one skip.
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+                state=ScheduleState(note=note or "created by patchpilot"),
             ),
-            spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=timezone),
-            # A run still going (e.g. waiting for its approval) makes the next one skip.
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            state=ScheduleState(note=note or "created by patchpilot"),
-        ),
-        # The server keeps cron specs only as calendars; the memo keeps what the operator wrote.
-        memo={"cron": cron, "timezone": timezone},
-    )
+            # The server keeps cron specs only as calendars; the memo keeps what was written.
+            memo={"cron": cron, "timezone": timezone},
+        )
+    except ScheduleAlreadyRunningError:  # temporalio's word for "the id is taken"
+        raise ScheduleExists(f"schedule {schedule_id} already exists") from None
 
 
 async def row(schedule_id: str, description: ScheduleDescription) -> ScheduleRow:

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         Path("~/.ssh/known_hosts").expanduser(), validation_alias=_env("PATCHPILOT_KNOWN_HOSTS")
     )
     ssh_connect_timeout: float = Field(
-        15.0, validation_alias=_env("PATCHPILOT_SSH_CONNECT_TIMEOUT")
+        15.0, gt=0, validation_alias=_env("PATCHPILOT_SSH_CONNECT_TIMEOUT")
     )
     # The worker's workflow cache (temporalio's max_cached_workflows). Above the host workflows
     # in flight on the worker plus its rollouts: the SDK cancels the local activities of a
@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     vault_role_id: str | None = Field(None, validation_alias=_env("VAULT_ROLE_ID"))
     vault_secret_id: SecretStr | None = Field(None, validation_alias=_env("VAULT_SECRET_ID"))
     vault_kv_mount: str = Field("secret", validation_alias=_env("PATCHPILOT_VAULT_KV_MOUNT"))
-    vault_cache_ttl: float = Field(300.0, validation_alias=_env("PATCHPILOT_VAULT_CACHE_TTL"))
+    vault_cache_ttl: float = Field(300.0, ge=0, validation_alias=_env("PATCHPILOT_VAULT_CACHE_TTL"))
     # Addresses besides VAULT_ADDR a rollout's vaultAddress may name (comma-separated URLs).
     vault_trusted_addresses: str = Field(
         "", validation_alias=_env("PATCHPILOT_VAULT_TRUSTED_ADDRESSES")
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(None, validation_alias=_env("PATCHPILOT_PROMETHEUS_URL"))
 
     smtp_host: str | None = Field(None, validation_alias=_env("PATCHPILOT_SMTP_HOST"))
-    smtp_port: int = Field(25, validation_alias=_env("PATCHPILOT_SMTP_PORT"))
+    smtp_port: int = Field(25, ge=1, le=65535, validation_alias=_env("PATCHPILOT_SMTP_PORT"))
     smtp_from: str = Field("patchpilot@localhost", validation_alias=_env("PATCHPILOT_SMTP_FROM"))
     smtp_starttls: bool = Field(False, validation_alias=_env("PATCHPILOT_SMTP_STARTTLS"))
     smtp_username: str | None = Field(None, validation_alias=_env("PATCHPILOT_SMTP_USERNAME"))

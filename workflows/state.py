@@ -167,6 +167,21 @@ class RolloutState:
         if not missing:
             self.decide(", ".join(self.progress.approved_by), decision.comment, approved=True)
 
+    def success_message(self, max_failures: int | str) -> str:
+        """What a rollout that succeeded says: every host patched, or which were not (failed
+        within the error budget `max_failures`, or skipped by a person)."""
+        skipped = sum(1 for host in self.progress.hosts() if host.state == HostState.SKIPPED)
+        others = "every other host" if self.failures else "every host"
+        said = f"{others} was patched" if not skipped else f"{others} not skipped was patched"
+        if skipped:
+            said += f" ({skipped} skipped)"
+        if self.failures:
+            return (
+                f"{self.failures} host(s) failed, within the error budget (maxFailures "
+                f"{max_failures}); {said}"
+            )
+        return said
+
     def summary(self, now: datetime, *, dry_run: bool) -> RolloutSummary:
         progress = self.progress
         progress.finished_at = now

@@ -144,12 +144,7 @@ class SystemPatchWorkflow(DecisionUpdates, RolloutGates):
             for cluster in progress.clusters:
                 await self._patch_cluster(cluster.name)
             progress.phase = Phase.SUCCEEDED
-            progress.message = "every host was patched"
-            if self._state.failures:
-                progress.message = (
-                    f"{self._state.failures} host(s) failed, within the error budget (maxFailures "
-                    f"{rollout.max_failures}); every other host was patched"
-                )
+            progress.message = self._state.success_message(rollout.max_failures)
         except HistoryFull:
             workflow.logger.info(
                 "history at %s events: continuing as new (run %s)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -42,6 +43,14 @@ errors = Console(stderr=True)
 
 class UserError(Exception):
     """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM stop this process the way Ctrl-C does (KeyboardInterrupt: the worker stops
+    polling and finishes, an embedded Temporal is stopped, the worker's own Vault token is
+    revoked). systemd, Kubernetes and `docker stop` send SIGTERM, and a container's PID 1
+    ignores a signal it has no handler for."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -70,6 +70,11 @@ def schedule_create(
                 task_queue=settings.task_queue,
                 note=note,
             )
+        except schedules.ScheduleExists:
+            raise UserError(
+                f"schedule {schedule_id} already exists; `patchpilot schedule list` shows it, "
+                f"`patchpilot schedule delete {schedule_id}` removes it"
+            ) from None
         except RPCError as error:
             raise UserError(f"cannot create schedule {schedule_id}: {error.message}") from None
 

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.common import NoPolicy, UserError, connect, console, require_policy, run
+from bot.cli.common import (
+    NoPolicy,
+    UserError,
+    connect,
+    console,
+    require_policy,
+    run,
+    stop_on_sigterm,
+)
 from bot.settings import Settings
 from bot.temporal_config import temporal_target
 
@@ -36,10 +44,12 @@ def _serve(
     stopped: str,
 ) -> None:
     """Log as asked, serve metrics if asked, then run `serve` with the `settings()` against
-    Temporal (embedded when TEMPORAL_ADDRESS is unset) until Ctrl-C, which prints `stopped`."""
+    Temporal (embedded when TEMPORAL_ADDRESS is unset) until Ctrl-C or SIGTERM, which print
+    `stopped`."""
     from bot.embedded import temporal_for
     from bot.observability import configure_logging, start_metrics
 
+    stop_on_sigterm()
     configure_logging(log_level, log_format)
     if metrics_port:
         console.print(f"metrics at {start_metrics(metrics_port)}")
@@ -234,6 +244,7 @@ def approval_server(
         finally:
             await runner.cleanup()
 
+    stop_on_sigterm()
     try:
         run(main())
     except KeyboardInterrupt:

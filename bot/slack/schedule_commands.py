@@ -83,6 +83,10 @@ async def _create(
             task_queue=bot.settings.task_queue,
             note=f"created in Slack by {people.requester}",
         )
+    except schedules.ScheduleExists:
+        raise CommandError(
+            f"schedule {schedule_id} already exists; /patch schedule list shows it"
+        ) from None
     except RPCError as error:
         raise CommandError(f"cannot create schedule {schedule_id}: {error.message}") from None
     await respond(

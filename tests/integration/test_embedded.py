@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -36,8 +37,13 @@ def embedded_worker(settings: Settings, data_dir: Path, log: Path) -> subprocess
     )
 
 
-def interrupt(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGINT)
+def interrupt(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGINT) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it), or `how` to the worker's
+    own process only, as `docker stop`, Kubernetes and systemd's main-process stop send it."""
+    if how == signal.SIGINT:
+        os.killpg(process.pid, how)
+    else:
+        process.send_signal(how)
     try:
         status = process.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -74,6 +80,10 @@ async def test_embedded_temporal_keeps_rollouts_across_a_restart(
         await approve(resumed)
         summary = await asyncio.wait_for(resumed.result(), timeout=120)
     finally:
-        interrupt(second)
+        interrupt(second, signal.SIGTERM)
+    # SIGTERM stops the worker as Ctrl-C does, its embedded Temporal with it.
+    assert " ".join(log.read_text().split()).endswith("worker stopped")
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", 7233), timeout=2):
+        pass
     assert summary.phase == Phase.SUCCEEDED
     assert [fleet.update_count(h) for h in ["a1", "a2", "a3"]] == [1, 1, 1]

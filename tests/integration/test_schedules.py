@@ -133,5 +133,12 @@ async def test_bad_schedules_are_refused_before_anything_is_created(
         BOB,
     )
     assert self_approved.returncode == 2 and "requester" in self_approved.stderr
+    # The same id twice: said in a line, not a traceback.
+    taken = ["schedule", "create", "taken", "--input", str(path), "--cron", "0 2 * * sat"]
+    assert (await acli(worker_settings, *taken)).returncode == 0
+    again = await acli(worker_settings, *taken)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "schedule taken already exists" in again.stderr
+    await temporal_client.get_schedule_handle("taken").delete()
     ids = [entry.id async for entry in await temporal_client.list_schedules()]
     assert "nope" not in ids

@@ -54,3 +54,23 @@ def test_the_worker_cache_size_is_a_setting_and_zero_is_refused(
     assert "PATCHPILOT_MAX_CACHED_WORKFLOWS: Input should be greater than or equal to 1" in (
         describe_settings_error(refused.value)
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("PATCHPILOT_SSH_CONNECT_TIMEOUT", "-1", "greater than 0"),
+        ("PATCHPILOT_SSH_CONNECT_TIMEOUT", "0", "greater than 0"),
+        ("PATCHPILOT_VAULT_CACHE_TTL", "-5", "greater than or equal to 0"),
+        ("PATCHPILOT_SMTP_PORT", "70000", "less than or equal to 65535"),
+    ],
+)
+def test_numbers_no_setting_can_work_with_are_refused_with_the_setting_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PATCHPILOT_CONFIG", raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as refused:
+        Settings()
+    assert f"{name}: Input should be {said}" in describe_settings_error(refused.value)

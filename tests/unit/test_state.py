@@ -157,6 +157,20 @@ def test_the_summary_counts_every_state_and_the_duration() -> None:
     assert state.progress.finished_at == LATER
 
 
+def test_a_rollout_that_succeeded_says_which_hosts_were_not_patched() -> None:
+    state = state_with_two_clusters()
+    for name in ("ca1", "ca2", "ca3", "cb1", "cb2", "cb3"):
+        state.record_result(result(name), LATER)
+    assert state.success_message(0) == "every host was patched"
+    state.host("cb3").state = HostState.SKIPPED  # skipped by a person before it started
+    assert state.success_message(0) == "every host not skipped was patched (1 skipped)"
+    state.record_result(result("ca2", ok=False), LATER)
+    assert state.success_message("20%") == (
+        "1 host(s) failed, within the error budget (maxFailures 20%); every other host not "
+        "skipped was patched (1 skipped)"
+    )
+
+
 def test_a_dry_run_records_inspections_and_its_summary_lists_them() -> None:
     state = state_with_two_clusters(dryRun=True)
     state.mark_started("ca1", NOW, step="inspect")
