@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -25,6 +26,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -76,8 +78,18 @@ class Settings(BaseSettings):
         if path is None:
             return (init_settings, env_settings)
         if not path.is_file():
-            raise FileNotFoundError(f"PATCHPILOT_CONFIG names {path}, which does not exist")
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+            raise SettingsError(f"PATCHPILOT_CONFIG names {path}, which does not exist")
+        try:
+            toml = TomlConfigSettingsSource(settings_cls, path)
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"PATCHPILOT_CONFIG {path} is not valid TOML: {error}") from None
+        unknown = sorted(set(toml.toml_data) - set(settings_cls.model_fields))
+        if unknown:  # a misspelt key would otherwise be left out without a word
+            raise SettingsError(
+                f"{path}: no setting is called {', '.join(unknown)} (a TOML key is the "
+                "variable's name in lower case without PATCHPILOT_, e.g. smtp_host)"
+            )
+        return (init_settings, env_settings, toml)
 
     temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))

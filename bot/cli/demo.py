@@ -110,7 +110,8 @@ def demo(
         ),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve the worker's Prometheus metrics on this port.")
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve the worker's Prometheus metrics on this port."),
     ] = None,
     log_format: Annotated[str, typer.Option(help="demo.log as text or json.")] = "text",
 ) -> None:

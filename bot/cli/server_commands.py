@@ -30,7 +30,9 @@ LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error")]
 LogFormat = Annotated[str, typer.Option(help="text or json")]
 MetricsPort = Annotated[
     int | None,
-    typer.Option(envvar="PATCHPILOT_METRICS_PORT", help="Serve Prometheus metrics here."),
+    typer.Option(
+        envvar="PATCHPILOT_METRICS_PORT", min=1, max=65535, help="Serve Prometheus metrics here."
+    ),
 ]
 
 
@@ -50,9 +52,15 @@ def _serve(
     from bot.observability import configure_logging, start_metrics
 
     stop_on_sigterm()
-    configure_logging(log_level, log_format)
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as error:
+        raise UserError(f"--log-level {log_level} / --log-format {log_format}: {error}") from None
     if metrics_port:
-        console.print(f"metrics at {start_metrics(metrics_port)}")
+        try:
+            console.print(f"metrics at {start_metrics(metrics_port)}")
+        except ValueError as error:  # the SDK's runtime could not listen there
+            raise UserError(f"--metrics-port {metrics_port}: {error}") from None
     try:
         with temporal_for(settings(), say=console.print) as connected:
             run(serve(connected))

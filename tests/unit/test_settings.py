@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic_settings import SettingsError
 
 from bot.settings import Settings, describe_settings_error
 
@@ -26,8 +27,26 @@ def test_a_named_config_file_that_does_not_exist_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATCHPILOT_CONFIG", str(tmp_path / "missing.toml"))
-    with pytest.raises(FileNotFoundError, match=r"missing\.toml, which does not exist"):
+    with pytest.raises(SettingsError, match=r"missing\.toml, which does not exist"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('smtp_host = "smtp.internal', "is not valid TOML: "),
+        ('smtp_hots = "smtp.internal"\n', "no setting is called smtp_hots"),
+    ],
+)
+def test_a_config_file_that_cannot_be_read_as_settings_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, said: str
+) -> None:
+    config = tmp_path / "patchpilot.toml"
+    config.write_text(text)
+    monkeypatch.setenv("PATCHPILOT_CONFIG", str(config))
+    with pytest.raises(SettingsError) as refused:
+        Settings()
+    assert said in describe_settings_error(refused.value)
 
 
 def test_without_a_file_the_defaults_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,56 @@
+"""`patchpilot worker` with flags it cannot work with: one line naming the flag, exit 2, before
+anything starts (no Temporal is started or reached, no port is held)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
+
+
+def worker(*flags: str) -> subprocess.CompletedProcess[str]:
+    # A Temporal nobody listens on: were the flags accepted, the worker would fail to connect.
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9", "COLUMNS": "200"}
+    env.pop("PATCHPILOT_CONFIG", None)
+    return subprocess.run(
+        [PATCHPILOT, "worker", "--no-policy", *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--log-format", "xml"), "log format 'xml': choose one of text, json"),
+        (("--log-level", "loud"), "log level 'loud': choose one of debug, info, warning, error"),
+        (
+            ("--metrics-port", "99999"),
+            "'--metrics-port' (env var: 'PATCHPILOT_METRICS_PORT'): Input should be less than or "
+            "equal to 65535",
+        ),
+    ],
+)
+def test_a_flag_the_worker_cannot_use_is_named(flags: tuple[str, ...], said: str) -> None:
+    ran = worker(*flags)
+    assert ran.returncode == 2, ran.stderr
+    assert said in " ".join(ran.stderr.split()) and "Traceback" not in ran.stderr
+
+
+def test_a_metrics_port_in_use_is_named() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = worker("--metrics-port", str(port))
+    assert ran.returncode == 2, ran.stderr
+    assert f"--metrics-port {port}:" in " ".join(ran.stderr.split())
+    assert "Traceback" not in ran.stderr
