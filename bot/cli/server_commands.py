@@ -77,9 +77,18 @@ def worker(
     """Run a worker for SystemPatchWorkflow and its activities until interrupted.
 
     Without TEMPORAL_ADDRESS it starts an embedded Temporal dev server (database in
-    PATCHPILOT_DATA_DIR) so rollouts survive a restart. Needs PATCHPILOT_POLICY (or --no-policy).
+    PATCHPILOT_DATA_DIR) so rollouts survive a restart. Needs PATCHPILOT_INVENTORY and
+    PATCHPILOT_POLICY (or --no-policy).
     """
-    require_policy(Settings(), no_policy)
+    first = Settings()
+    if first.inventory is None:
+        # Any worker on the task queue picks up any rollout: one without an inventory would fail
+        # other people's rollouts ("no inventory configured") rather than refuse to start.
+        raise UserError(
+            "PATCHPILOT_INVENTORY is not set: the worker resolves clusters and checks every "
+            'host against it (an Ansible inventory source; see README "Inventory")'
+        )
+    require_policy(first, no_policy)
 
     async def main(settings: Settings) -> None:
         from activities.inventory import prefetch

@@ -408,6 +408,7 @@ def test_the_worker_refuses_to_start_without_a_policy_unless_told_it_is_developm
 
     monkeypatch.delenv("PATCHPILOT_POLICY", raising=False)
     monkeypatch.setenv("PATCHPILOT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PATCHPILOT_INVENTORY", str(tmp_path / "inventory.yml"))
     result = CliRunner().invoke(app, ["worker"])
     assert "PATCHPILOT_POLICY is not set" in str(result.exception)
     assert "--no-policy" in str(result.exception)

@@ -14,10 +14,14 @@ import pytest
 PATCHPILOT = str(Path(sys.executable).parent / "patchpilot")
 
 
-def worker(*flags: str) -> subprocess.CompletedProcess[str]:
+def worker(*flags: str, **settings: str) -> subprocess.CompletedProcess[str]:
     # A Temporal nobody listens on: were the flags accepted, the worker would fail to connect.
     env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9", "COLUMNS": "200"}
+    env["PATCHPILOT_INVENTORY"] = str(Path(__file__).parent / "no-such-inventory.yml")
     env.pop("PATCHPILOT_CONFIG", None)
+    env.update(settings)
+    for name in [name for name, value in settings.items() if not value]:
+        env.pop(name)  # "": not set at all
     return subprocess.run(
         [PATCHPILOT, "worker", "--no-policy", *flags],
         env=env,
@@ -54,3 +58,10 @@ def test_a_metrics_port_in_use_is_named() -> None:
     assert ran.returncode == 2, ran.stderr
     assert f"--metrics-port {port}:" in " ".join(ran.stderr.split())
     assert "Traceback" not in ran.stderr
+
+
+def test_a_worker_without_an_inventory_does_not_start() -> None:
+    # Any worker on the task queue takes any rollout: one without an inventory would fail them.
+    ran = worker(PATCHPILOT_INVENTORY="")
+    assert ran.returncode == 2, ran.stderr
+    assert "PATCHPILOT_INVENTORY is not set" in " ".join(ran.stderr.split())
