@@ -104,6 +104,26 @@ def untouched(fleet: Lab) -> bool:
     return all(commands(fleet, host.name) == [] for host in fleet.hosts)
 
 
+async def approve_on(
+    bot: BotServer, message: dict[str, Any], card_ts: str, user: str, team: str | None = None
+) -> None:
+    """`user` clicks Approve on the approval request `message` as Slack sends the click: the
+    button's value and its block's block_id as the message holds them."""
+    extra: dict[str, Any] = {"team_id": team} if team else {}
+    decision = message["blocks"][1]
+    body = block_action_body(
+        APPROVE_ACTION,
+        decision["elements"][0]["value"],
+        user,
+        CHANNEL,
+        message["ts"],
+        block_id=decision["block_id"],
+        thread_ts=card_ts,
+        **extra,
+    )
+    assert (await bot.post(body))[0] == 200
+
+
 async def answer(
     bot: BotServer, text: str, user: str, channel: str = CHANNEL, team: str | None = None
 ) -> str:
@@ -141,20 +161,7 @@ async def test_two_approvers_click_and_the_profile_runs_impostors_are_refused(
     assert "*Approvals*: none yet; still needed: cluster-a: 2 more of" in shown
 
     async def click(user: str, team: str | None = None) -> None:
-        # As Slack sends a click: the button's value and block_id as the message holds them.
-        extra: dict[str, Any] = {"team_id": team} if team else {}
-        decision = slack.messages[(CHANNEL, approval["ts"])]["blocks"][1]
-        body = block_action_body(
-            APPROVE_ACTION,
-            decision["elements"][0]["value"],
-            user,
-            CHANNEL,
-            approval["ts"],
-            block_id=decision["block_id"],
-            thread_ts=card_ts,
-            **extra,
-        )
-        assert (await bot.post(body))[0] == 200
+        await approve_on(bot, slack.messages[(CHANNEL, approval["ts"])], card_ts, user, team)
 
     await click(BOB)
     assert "bob (bob@example.com) requested this rollout and cannot decide it" in (
@@ -234,18 +241,7 @@ async def test_a_click_signs_only_what_its_message_showed(
         return await handle.query("progress", result_type=RolloutProgress)
 
     await wait_for(lambda: _phase_is(progress(), Phase.AWAITING_APPROVAL), timeout=60, interval=0.3)
-    # Alice approves on the message she read (cluster-a), as Slack sends the click.
-    decision = approval["blocks"][1]
-    body = block_action_body(
-        APPROVE_ACTION,
-        decision["elements"][0]["value"],
-        ALICE,
-        CHANNEL,
-        approval["ts"],
-        block_id=decision["block_id"],
-        thread_ts=card_ts,
-    )
-    assert (await bot.post(body))[0] == 200
+    await approve_on(bot, approval, card_ts, ALICE)  # on the message she read: cluster-a
     refused = await ephemeral_for(slack, ALICE, 1)
     assert "approve refused: the message you clicked showed digest" in refused
     assert "changed or started again after the message was posted" in refused
