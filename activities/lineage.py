@@ -12,13 +12,18 @@ scheduled by (`activity.Info.workflow_id`/`workflow_run_id`, set by the server):
 - when that rollout's first run began (the `start_time` of its chain's `first_run_id`; a
   continued run keeps its first run's approvals).
 
-Both are fixed once a run exists, so each run is described once per worker process.
+Both are fixed once a run exists, so each run is described once per worker process. When the
+first run is no longer kept (retention shorter than the rollout), approvals do not count: the
+check fails closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.client import Client
@@ -27,13 +32,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import ApprovalDecision, HostJob
 
-__all__ = ["Lineage", "Lineages", "approvals_problem", "signed_before_start"]
+__all__ = ["FirstRunGone", "Lineage", "Lineages", "approvals_problem", "signed_before_start"]
+
+T = TypeVar("T")
 
 # A signer's clock may run behind Temporal's by this much, when a decision is compared with the
 # start of the rollout it was given in. Every real decision is signed after the start (the
 # signer read the rollout first), so only clock error needs room; the room is also how soon
 # after its approvals a rollout would have to be started again for them to count.
-SIGNED_BEFORE_START = timedelta(seconds=5)
+SIGNED_BEFORE_START = timedelta(seconds=10)
 
 # Runs remembered; past this the memory starts again (a run is then described once more).
 REMEMBERED_RUNS = 20_000
@@ -42,82 +49,96 @@ REMEMBERED_RUNS = 20_000
 @dataclass(frozen=True)
 class Lineage:
     """The rollout a host workflow run was started by (`rollout_id`, None: it has no parent)
-    and when that rollout's first run started (None with no parent, or when that run is no
-    longer kept: a chain that outlived the namespace's retention)."""
+    and when that rollout's first run started (None with no parent)."""
 
     rollout_id: str | None
     rollout_started_at: datetime | None
 
 
 class Lineages:
-    """Lineage of the workflow run the current activity belongs to, cached per run."""
+    """Lineage of the workflow run the current activity belongs to. Each answer is kept per run
+    (a run's parent and its chain's first run never change) as the task that finds it, so the
+    many steps of a wave that ask at once share one question to Temporal."""
 
     def __init__(self) -> None:
-        self._hosts: dict[str, Lineage] = {}
-        self._starts: dict[tuple[str, str], datetime | None] = {}
+        self._hosts: dict[str, asyncio.Task[Lineage]] = {}
+        self._starts: dict[tuple[str, str], asyncio.Task[datetime]] = {}
 
     async def of_current_activity(self) -> Lineage:
         """The current activity's workflow run's Lineage. Raises RuntimeError outside a worker
-        that has a client (`activity.client()`), and Temporal's RPCError when it cannot say."""
+        that has a client (`activity.client()`), Temporal's RPCError when it cannot say, and
+        FirstRunGone when the rollout's first run is no longer kept."""
         info = activity.info()
         if not info.workflow_id or not info.workflow_run_id:  # an activity outside a workflow
             return Lineage(None, None)
-        known = self._hosts.get(info.workflow_run_id)
-        if known is not None:
-            return known
         client = activity.client()
+        return await _shared(
+            self._hosts, info.workflow_run_id, lambda: self._find(client, info.workflow_id or "")
+        )
+
+    async def _find(self, client: Client, workflow_id: str) -> Lineage:
+        info = activity.info()
         described = await client.get_workflow_handle(
-            info.workflow_id, run_id=info.workflow_run_id
+            workflow_id, run_id=info.workflow_run_id
         ).describe()
         if not described.parent_id:
-            lineage = Lineage(None, None)
-        else:
-            started = await self._first_start(client, described.parent_id, described.parent_run_id)
-            lineage = Lineage(described.parent_id, started)
-        if len(self._hosts) > REMEMBERED_RUNS:
-            self._hosts.clear()
-        self._hosts[info.workflow_run_id] = lineage
-        return lineage
+            return Lineage(None, None)
+        started = await self._first_start(client, described.parent_id, described.parent_run_id)
+        return Lineage(described.parent_id, started)
 
-    async def own_first_start(self) -> datetime | None:
+    async def own_first_start(self) -> datetime:
         """When the first run of the current activity's own workflow chain started (for a
-        rollout's own local activities); None when that run is no longer kept. Raises as
-        `of_current_activity`."""
+        rollout's own local activities). Raises as `of_current_activity`."""
         info = activity.info()
         if not info.workflow_id:
             raise RuntimeError("not an activity of a workflow")
         return await self._first_start(activity.client(), info.workflow_id, info.workflow_run_id)
 
-    async def _first_start(
-        self, client: Client, workflow_id: str, run_id: str | None
-    ) -> datetime | None:
-        """None when the chain's first run is no longer kept (a chain that outlived the
-        namespace's retention): then no time can be checked, only the parent."""
+    async def _first_start(self, client: Client, workflow_id: str, run_id: str | None) -> datetime:
         key = (workflow_id, run_id or "")
-        if key in self._starts:
-            return self._starts[key]
-        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        described = await handle.describe()
-        first = described.raw_description.workflow_execution_info.first_run_id
-        if not first:  # a server that does not describe it: the run's first event says it
-            async for event in handle.fetch_history_events(page_size=1):
-                started = event.workflow_execution_started_event_attributes
-                first = started.first_execution_run_id or described.run_id
-                break
-        started_at: datetime | None = described.start_time
-        if first and first != described.run_id:
-            try:
-                started_at = (
-                    await client.get_workflow_handle(workflow_id, run_id=first).describe()
-                ).start_time
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                started_at = None
-        if len(self._starts) > REMEMBERED_RUNS:
-            self._starts.clear()
-        self._starts[key] = started_at
-        return started_at
+        return await _shared(self._starts, key, lambda: _first_start(client, workflow_id, run_id))
+
+
+class FirstRunGone(Exception):
+    """The first run of a rollout's chain is no longer kept by Temporal (a chain that outlived
+    the namespace's retention), so nothing can tie an approval to that rollout's run."""
+
+
+async def _shared(
+    tasks: dict[Any, asyncio.Task[T]], key: Any, find: Callable[[], Awaitable[T]]
+) -> T:
+    """`find()`'s answer for `key`, found once: later and concurrent callers await the same
+    task; a failed one is forgotten, so the next caller asks again."""
+    task = tasks.get(key)
+    if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+        if len(tasks) > REMEMBERED_RUNS:
+            tasks.clear()
+        task = asyncio.ensure_future(find())
+        tasks[key] = task
+    return await asyncio.shield(task)
+
+
+async def _first_start(client: Client, workflow_id: str, run_id: str | None) -> datetime:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    described = await handle.describe()
+    first = described.raw_description.workflow_execution_info.first_run_id
+    if not first:  # a server that does not describe it: the run's first event says it
+        async for event in handle.fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            first = started.first_execution_run_id or described.run_id
+            break
+    if not first or first == described.run_id:
+        return described.start_time
+    try:
+        return (await client.get_workflow_handle(workflow_id, run_id=first).describe()).start_time
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise FirstRunGone(
+                f"the first run ({first}) of {workflow_id} is no longer kept by Temporal (the "
+                "namespace's retention is shorter than the rollout has lasted), so its "
+                "approvals cannot be tied to this rollout"
+            ) from None
+        raise
 
 
 async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:
@@ -129,6 +150,8 @@ async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:
         lineage = await lineages.of_current_activity()
     except RuntimeError:  # no Temporal client here: nothing to check the lineage with
         return "this worker cannot ask Temporal which rollout the host's workflow belongs to"
+    except FirstRunGone as gone:
+        return str(gone)
     except RPCError as error:
         raise ApplicationError(
             f"cannot ask Temporal which rollout started this host's workflow: {error}",

@@ -26,7 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.inventory import InventoryActivities, InventoryError
-from activities.lineage import Lineages, approvals_problem, signed_before_start
+from activities.lineage import FirstRunGone, Lineages, approvals_problem, signed_before_start
 from activities.proof import verify_statement
 from workflows import names
 from workflows.approval import (
@@ -394,12 +394,17 @@ class Trust:
             raise ApplicationError(
                 str(refused), type="DecisionRefused", non_retryable=True
             ) from None
-        if self.policy is not None and activity.in_activity():
+        if self.policy is not None:
             try:
                 began = await self._lineages.own_first_start()
-            except RuntimeError:  # no Temporal client (a test's ActivityEnvironment)
-                return name
-            late = began and signed_before_start([check.approval], check.rollout_id, began)
+            except (RuntimeError, FirstRunGone) as error:  # fails closed, as the host gate does
+                raise ApplicationError(
+                    f"cannot tie {check.approval.approver}'s decision to this rollout's run: "
+                    f"{error}",
+                    type="DecisionRefused",
+                    non_retryable=True,
+                ) from None
+            late = signed_before_start([check.approval], check.rollout_id, began)
             if late:
                 raise ApplicationError(late, type="DecisionRefused", non_retryable=True)
         return name

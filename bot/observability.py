@@ -58,7 +58,7 @@ HOSTS_IN_MAINTENANCE = "patchpilot_hosts_in_maintenance"
 STEP_DURATION = "patchpilot_step_duration_seconds"
 STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # What the step running in this task is about; read by the JSON formatter.
 _step_context: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(

@@ -35,6 +35,26 @@ if TYPE_CHECKING:
 
 from workflows.models import DEFAULT_TASK_QUEUE, NAME_PATTERN
 
+# Variables some commands read from the environment, not from the TOML file.
+ENVIRONMENT_ONLY = (
+    "PATCHPILOT_METRICS_PORT",
+    "PATCHPILOT_CODEC_SERVER_TOKEN",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_TLS",
+    "TEMPORAL_API_KEY",
+)
+
+
+def _toml_keys(settings_cls: type[BaseSettings]) -> set[str]:
+    """The keys a TOML file may use: each setting's name and its variables' names."""
+    keys: set[str] = set()
+    for name, field in settings_cls.model_fields.items():
+        keys.add(name)
+        choices = getattr(field.validation_alias, "choices", None) or []
+        keys.update(str(choice) for choice in choices)
+    return keys
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -83,11 +103,12 @@ class Settings(BaseSettings):
             toml = TomlConfigSettingsSource(settings_cls, path)
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"PATCHPILOT_CONFIG {path} is not valid TOML: {error}") from None
-        unknown = sorted(set(toml.toml_data) - set(settings_cls.model_fields))
+        unknown = sorted(set(toml.toml_data) - _toml_keys(settings_cls))
         if unknown:  # a misspelt key would otherwise be left out without a word
             raise SettingsError(
                 f"{path}: no setting is called {', '.join(unknown)} (a TOML key is the "
-                "variable's name in lower case without PATCHPILOT_, e.g. smtp_host)"
+                "variable's name in lower case without PATCHPILOT_, e.g. smtp_host; "
+                f"{', '.join(ENVIRONMENT_ONLY)} are read from the environment only)"
             )
         return (init_settings, env_settings, toml)
 

@@ -46,16 +46,42 @@ class UserError(Exception):
 
 
 def stop_on_sigterm() -> None:
-    """Let SIGTERM stop this process the way Ctrl-C does (KeyboardInterrupt: the worker stops
-    polling and finishes, an embedded Temporal is stopped, the worker's own Vault token is
-    revoked). systemd, Kubernetes and `docker stop` send SIGTERM, and a container's PID 1
-    ignores a signal it has no handler for."""
+    """Let SIGTERM stop this process the way Ctrl-C does: outside the event loop as a
+    KeyboardInterrupt; inside `run(..., sigterm=True)` by cancelling the main task first, as
+    asyncio.run does for Ctrl-C (the worker stops polling and lets running tasks end, an
+    embedded Temporal is stopped, the worker's own Vault token is revoked). systemd, Kubernetes
+    and `docker stop` send SIGTERM, and a container's PID 1 ignores a signal without a handler."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run one command's async work to completion on a fresh event loop."""
-    return asyncio.run(coroutine)
+def run(coroutine: Coroutine[Any, Any, T], *, sigterm: bool = False) -> T:
+    """Run one command's async work to completion on a fresh event loop. With `sigterm`,
+    SIGTERM cancels that work as Ctrl-C does, then raises KeyboardInterrupt."""
+    if not sigterm:
+        return asyncio.run(coroutine)
+
+    async def stoppable() -> T:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        stopped = asyncio.Event()
+
+        def stop() -> None:
+            stopped.set()
+            main.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        try:
+            return await coroutine
+        except asyncio.CancelledError:
+            if stopped.is_set():
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            stop_on_sigterm()  # remove_signal_handler leaves SIGTERM's default: kill at once
+
+    return asyncio.run(stoppable())
 
 
 def split(values: list[str] | None) -> list[str]:

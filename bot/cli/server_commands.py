@@ -26,12 +26,15 @@ from bot.cli.common import (
 from bot.settings import Settings
 from bot.temporal_config import temporal_target
 
-LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error")]
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning, error or critical")]
 LogFormat = Annotated[str, typer.Option(help="text or json")]
 MetricsPort = Annotated[
     int | None,
     typer.Option(
-        envvar="PATCHPILOT_METRICS_PORT", min=1, max=65535, help="Serve Prometheus metrics here."
+        envvar="PATCHPILOT_METRICS_PORT",
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics here (0: off).",
     ),
 ]
 
@@ -63,7 +66,7 @@ def _serve(
             raise UserError(f"--metrics-port {metrics_port}: {error}") from None
     try:
         with temporal_for(settings(), say=console.print) as connected:
-            run(serve(connected))
+            run(serve(connected), sigterm=True)
     except KeyboardInterrupt:
         console.print(stopped)
 
@@ -263,6 +266,6 @@ def approval_server(
 
     stop_on_sigterm()
     try:
-        run(main())
+        run(main(), sigterm=True)
     except KeyboardInterrupt:
         console.print("approval server stopped")

@@ -35,7 +35,10 @@ def worker(*flags: str, **settings: str) -> subprocess.CompletedProcess[str]:
     ("flags", "said"),
     [
         (("--log-format", "xml"), "log format 'xml': choose one of text, json"),
-        (("--log-level", "loud"), "log level 'loud': choose one of debug, info, warning, error"),
+        (
+            ("--log-level", "loud"),
+            "log level 'loud': choose one of debug, info, warning, error, critical",
+        ),
         (
             ("--metrics-port", "99999"),
             "'--metrics-port' (env var: 'PATCHPILOT_METRICS_PORT'): Input should be less than or "

@@ -13,13 +13,14 @@ def test_patchpilot_toml_is_read_and_the_environment_wins(
     config.write_text(
         'temporal_address = "temporal.internal:7233"\nsmtp_port = 2525\n'
         'inventory = "/etc/patchpilot/inventory.yml"\n'
+        'PATCHPILOT_SMTP_HOST = "smtp.internal"\n'  # a variable's own name is a key too
     )
     monkeypatch.setenv("PATCHPILOT_CONFIG", str(config))
     monkeypatch.setenv("PATCHPILOT_SMTP_PORT", "26")
     settings = Settings()
     assert settings.temporal_address == "temporal.internal:7233"
     assert settings.inventory == Path("/etc/patchpilot/inventory.yml")
-    assert settings.smtp_port == 26
+    assert settings.smtp_port == 26 and settings.smtp_host == "smtp.internal"
     assert "temporal_address" in settings.model_fields_set  # so no embedded Temporal is started
 
 
