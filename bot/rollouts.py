@@ -230,6 +230,18 @@ class Rollouts:
             raise _rpc_error(rollout_id, error) from None
         raise RolloutError(f"no history for rollout {rollout_id}", Problem.NOT_FOUND)
 
+    async def first_run(self, rollout_id: str) -> str:
+        """The id of the first run of the rollout's latest chain (kept by continue-as-new,
+        another when the id was started anew), from its latest run's first history event.
+        Raises RolloutError when Temporal cannot say."""
+        try:
+            async for event in self.handle(rollout_id).fetch_history_events(page_size=1):
+                started = event.workflow_execution_started_event_attributes
+                return started.first_execution_run_id or ""
+        except RPCError as error:
+            raise _rpc_error(rollout_id, error) from None
+        raise RolloutError(f"no history for rollout {rollout_id}", Problem.NOT_FOUND)
+
     async def status(self, rollout_id: str) -> RolloutStatus:
         """The rollout's progress (with running hosts' steps) and its execution status."""
         try:

@@ -11,6 +11,9 @@ workflow's answer on. Answers go to the person who clicked only (chat.postEpheme
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +21,14 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot.rollouts import RolloutError
-from bot.signing import Signer, signed_decision
+from bot.signing import Signer, digest_here, signed_decision
 from bot.slack import blocks, trust
 from bot.slack.client import slack_error
 from bot.slack.context import SlackBot, error_mrkdwn
 from bot.slack.identity import IdentityError
 from bot.slack.selection import Selection
 from bot.slack.text import mrkdwn
-from bot.slack.what_runs import WhatRuns, shown_digest
+from bot.slack.what_runs import WhatRuns, shown_binding
 from workflows.models import ApprovalDecision
 
 log = logging.getLogger("patchpilot.slack")
@@ -45,17 +48,21 @@ class Click:
     channel_id: str
     message_ts: str  # the approval request's message
     thread_ts: str | None = None  # the thread the clicked message is in, if any
-    # The digest the approval request showed (in its buttons' block_id: what_runs).
+    # The digest the approval request showed and the run it was posted for (its buttons'
+    # block_id: what_runs.decision_block_id).
     shown_digest: str | None = None
+    shown_run: str | None = None
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> Click:
         """Read a block_actions body; a missing field is an empty string."""
         action = (body.get("actions") or [{}])[0]
         container = body.get("container") or {}
+        digest, run = shown_binding(str(action.get("block_id") or ""))
         return cls(
             rollout_id=str(action.get("value") or ""),
-            shown_digest=shown_digest(str(action.get("block_id") or "")),
+            shown_digest=digest,
+            shown_run=run,
             user_id=str((body.get("user") or {}).get("id") or ""),
             team_id=(body.get("team") or {}).get("id"),
             channel_id=str(
@@ -101,8 +108,7 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
             email = await bot.directory.email_of(click.user_id)
             if click.shown_digest is not None:
                 progress = await bot.rollouts.progress(click.rollout_id, steps=False)
-                if progress.digest != click.shown_digest:
-                    await _changed(bot, kind, click, progress.digest)
+                if not await _as_shown(bot, kind, click, progress.digest):
                     return
         except IdentityError as error:
             await tell(bot, click, f":warning: {error_mrkdwn(error)}")
@@ -188,24 +194,40 @@ async def _signed(bot: SlackBot, kind: str, click: Click, comment: str) -> Appro
     except RolloutError as error:
         await tell(bot, click, f"{refused} {mrkdwn(str(error))}")
         return None
-    if click.shown_digest is not None and digest != click.shown_digest:
-        await _changed(bot, kind, click, digest)  # the signed decision is dropped unsent
-        return None
+    if not await _as_shown(bot, kind, click, digest):
+        return None  # the signed decision is dropped unsent
     return decision
 
 
-async def _changed(bot: SlackBot, kind: str, click: Click, now: str | None) -> None:
-    """The rollout no longer runs what the clicked message showed (its input was changed, or
-    the workflow started again under the same id): refuse, and show what it runs now."""
+async def _as_shown(bot: SlackBot, kind: str, click: Click, now: str | None) -> bool:
+    """Whether the rollout still is what the clicked message showed: the same digest (`now`)
+    and the same run (Temporal's first run of its chain: a rollout terminated and started again
+    under its id is another run, even with the same digest). If not, refuse, and show what it
+    runs now."""
+    if click.shown_digest is None:
+        return True  # a message that names no digest binds nothing (posted by an older bot)
+    try:
+        run = await bot.rollouts.first_run(click.rollout_id) if click.shown_run else None
+    except RolloutError as error:
+        await tell(bot, click, f":no_entry: {kind} refused: {mrkdwn(str(error))}")
+        return False
+    if now == click.shown_digest and run == click.shown_run:
+        return True
+    changed = (
+        f"runs `{mrkdwn(now or 'nothing known yet')}`"
+        if now != click.shown_digest
+        else "is another run of it, with the same digest"
+    )
     await tell(
         bot,
         click,
         f":no_entry: {kind} refused: the message you clicked showed digest "
-        f"`{mrkdwn(click.shown_digest or '')}`, but rollout `{mrkdwn(click.rollout_id)}` now "
-        f"runs `{mrkdwn(now or 'nothing known yet')}`: it was changed or started again after "
-        "the message was posted. Nothing was decided; the message now shows what it runs.",
+        f"`{mrkdwn(click.shown_digest)}`, but rollout `{mrkdwn(click.rollout_id)}` now "
+        f"{changed}: it was changed or started again after the message was posted. Nothing "
+        "was decided; the message now shows what it runs.",
     )
     await refresh_request(bot, click)
+    return False
 
 
 async def refresh_request(bot: SlackBot, click: Click) -> None:
@@ -224,7 +246,13 @@ async def refresh_request(bot: SlackBot, click: Click) -> None:
             if policy
             else mrkdwn(request.requester_email)
         )
-        runs = WhatRuns.of(request, progress)
+        runs = dataclasses.replace(
+            WhatRuns.of(request, progress), run_id=await bot.rollouts.first_run(click.rollout_id)
+        )
+        if runs.digest is None and policy is not None:  # not resolved yet: what a click signs
+            with contextlib.suppress(RolloutError):
+                digest = await asyncio.to_thread(digest_here, request, bot.settings.inventory)
+                runs = dataclasses.replace(runs, digest=digest)
         await bot.client.chat_update(
             channel=click.channel_id,
             ts=click.message_ts,

@@ -73,7 +73,7 @@ async def start_rollout(
         slack_thread_ts=thread_ts,
     )
     try:
-        await bot.rollouts.start(rollout, rollout_id)
+        started = await bot.rollouts.start(rollout, rollout_id)
     except Exception as error:
         # RolloutError already says "the rollout could not be started: …".
         reason = str(error) if isinstance(error, RolloutError) else f"{_NOT_STARTED}: {error}"
@@ -94,11 +94,11 @@ async def start_rollout(
         return
     where = (channel_id, thread_ts)
     mentions = people.mentions
-    runs = WhatRuns.of(rollout, None)
+    runs = dataclasses.replace(WhatRuns.of(rollout, None), run_id=started.first_execution_run_id)
     if not selection.pending:  # the policy's approvers and the digest are known now
         try:
             progress = await bot.rollouts.progress(rollout_id, steps=False)
-            runs = WhatRuns.of(rollout, progress)
+            runs = dataclasses.replace(WhatRuns.of(rollout, progress), run_id=runs.run_id)
             if bot.policy is not None:
                 mentions = [trust.how_to_mention(bot.policy, e) for e in progress.approver_emails]
         except RolloutError:

@@ -47,20 +47,24 @@ BLOCK_ID_CHARS = 255
 
 def decision_block_id(runs: WhatRuns | None) -> str:
     """The block_id of an approval request's Approve / Reject buttons: DECISION_BLOCK, with the
-    digest the message shows, so that a click signs only what was on screen (Slack echoes a
-    button's block_id in the block_actions payload, https://api.slack.com/reference/
-    interaction-payloads/block-actions). The buttons' value stays the rollout id."""
+    digest the message shows and the rollout's run it was posted for (`digest@run`), so that
+    a click signs only what was on screen, for that run (Slack echoes a button's block_id in
+    the block_actions payload, https://api.slack.com/reference/interaction-payloads/
+    block-actions). The buttons' value stays the rollout id."""
     if runs is None or not runs.digest:
         return DECISION_BLOCK
-    block_id = f"{DECISION_BLOCK}:{runs.digest}"
+    block_id = f"{DECISION_BLOCK}:{runs.digest}" + (f"@{runs.run_id}" if runs.run_id else "")
     return block_id if len(block_id) <= BLOCK_ID_CHARS else DECISION_BLOCK
 
 
-def shown_digest(block_id: str) -> str | None:
-    """The digest a clicked approval request showed, from its block_id; None when it names
-    none (an older message, or another block)."""
+def shown_binding(block_id: str) -> tuple[str | None, str | None]:
+    """(digest, run id) a clicked approval request was posted with, from its block_id; None
+    for what it names not (an older message, or another block)."""
     prefix = f"{DECISION_BLOCK}:"
-    return (block_id.removeprefix(prefix) or None) if block_id.startswith(prefix) else None
+    if not block_id.startswith(prefix):
+        return None, None
+    digest, _, run = block_id.removeprefix(prefix).partition("@")
+    return digest or None, run or None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class WhatRuns:
     hosts: dict[str, int | None] = field(default_factory=dict)  # cluster -> hosts (None: unknown)
     requester: str = ""
     digest: str | None = None
+    run_id: str | None = None  # the rollout's first run (Temporal's), which the message binds
     approved_by: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 
@@ -217,21 +218,38 @@ async def test_two_approvers_click_and_the_profile_runs_impostors_are_refused(
     )
 
 
+@pytest.mark.parametrize(
+    ("swap", "said", "shown_now"),
+    [
+        # Another rollout: cluster-b (where alice alone suffices) and no pilot.
+        (
+            {"target_clusters": ["cluster-b"], "pilot_host_count": 0},
+            "now runs `sha256:",
+            "cluster-b (3 hosts)",
+        ),
+        # The same one started again, without its pilot: the same digest, another run.
+        ({"pilot_host_count": 0}, "is another run of it, with the same digest", "cluster-a"),
+    ],
+)
 async def test_a_click_signs_only_what_its_message_showed(
-    bot: BotServer, fleet: Lab, temporal_client: Client, worker_settings: Settings
+    bot: BotServer,
+    fleet: Lab,
+    temporal_client: Client,
+    worker_settings: Settings,
+    swap: dict[str, Any],
+    said: str,
+    shown_now: str,
 ) -> None:
     slack = bot.slack
     rollout_id, card_ts, approval = await request_rollout(bot, "cluster-a pilot=1 profile=security")
     shown = "\n".join(block_texts(approval["blocks"]))
     assert "cluster-a (3 hosts)" in shown and "cluster-b" not in shown
-    # Someone with Temporal access only puts another rollout under the message: the same id,
-    # cluster-b (where alice alone suffices) and no pilot.
+    # Someone with Temporal access only puts another rollout under the message, same id.
     original = await bot.bot.rollouts.request(rollout_id)
     await temporal_client.get_workflow_handle(rollout_id).terminate(reason="swapped")
-    swapped = original.model_copy(update={"target_clusters": ["cluster-b"], "pilot_host_count": 0})
     handle: WorkflowHandle[Any, RolloutSummary] = await temporal_client.start_workflow(
         WORKFLOW_NAME,
-        swapped,
+        original.model_copy(update=swap),
         id=rollout_id,
         task_queue=worker_settings.task_queue,
         result_type=RolloutSummary,
@@ -244,14 +262,14 @@ async def test_a_click_signs_only_what_its_message_showed(
     await approve_on(bot, approval, card_ts, ALICE)  # on the message she read: cluster-a
     refused = await ephemeral_for(slack, ALICE, 1)
     assert "approve refused: the message you clicked showed digest" in refused
-    assert "changed or started again after the message was posted" in refused
+    assert said in refused and "changed or started again after the message was posted" in refused
     now = await progress()
     assert now.phase == Phase.AWAITING_APPROVAL and now.approved_by == [] and untouched(fleet)
     # The message now shows what the rollout runs now, with its digest.
     request = slack.messages[(CHANNEL, approval["ts"])]
     await wait_for(lambda: request["updates"] >= 1, timeout=60)
     shown = "\n".join(block_texts(request["blocks"]))
-    assert "cluster-b (3 hosts)" in shown and f"`{now.digest}`" in shown
+    assert shown_now in shown and f"`{now.digest}`" in shown
     await handle.terminate(reason="test over")
     assert untouched(fleet)
 
