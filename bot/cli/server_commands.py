@@ -71,6 +71,17 @@ def _serve(
         console.print(stopped)
 
 
+def require_inventory(settings: Settings) -> None:
+    """UserError unless PATCHPILOT_INVENTORY is set: any worker on the task queue picks up any
+    rollout, and one without an inventory would fail other people's rollouts ("no inventory
+    configured") rather than refuse to start."""
+    if settings.inventory is None:
+        raise UserError(
+            "PATCHPILOT_INVENTORY is not set: the worker resolves clusters and checks every "
+            'host against it (an Ansible inventory source; see README "Inventory")'
+        )
+
+
 def worker(
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
@@ -84,13 +95,7 @@ def worker(
     PATCHPILOT_POLICY (or --no-policy).
     """
     first = Settings()
-    if first.inventory is None:
-        # Any worker on the task queue picks up any rollout: one without an inventory would fail
-        # other people's rollouts ("no inventory configured") rather than refuse to start.
-        raise UserError(
-            "PATCHPILOT_INVENTORY is not set: the worker resolves clusters and checks every "
-            'host against it (an Ansible inventory source; see README "Inventory")'
-        )
+    require_inventory(first)
     require_policy(first, no_policy)
 
     async def main(settings: Settings) -> None:
@@ -149,6 +154,8 @@ def bot(
             "PATCHPILOT_SIGNING_KEY is not set: under a policy the bot signs each Approve or "
             "Reject click it verified with its own key (listed under the policy's frontends)"
         )
+
+    require_inventory(first)  # its embedded worker takes rollouts as any worker does
 
     async def main(settings: Settings) -> None:
         from bot.observability import worker_options

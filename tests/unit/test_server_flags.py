@@ -68,3 +68,14 @@ def test_a_worker_without_an_inventory_does_not_start() -> None:
     ran = worker(PATCHPILOT_INVENTORY="")
     assert ran.returncode == 2, ran.stderr
     assert "PATCHPILOT_INVENTORY is not set" in " ".join(ran.stderr.split())
+
+
+def test_a_bot_without_an_inventory_does_not_start() -> None:
+    # Its embedded worker takes rollouts as any worker does.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PATCHPILOT_"))}
+    env |= {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "TEMPORAL_ADDRESS": "x:9"}
+    ran = subprocess.run(
+        [PATCHPILOT, "bot", "--no-policy"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert "PATCHPILOT_INVENTORY is not set" in " ".join(ran.stderr.split())
