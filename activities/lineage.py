@@ -20,10 +20,11 @@ check fails closed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
 from temporalio import activity
 from temporalio.client import Client
@@ -32,7 +33,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import ApprovalDecision, HostJob
 
-__all__ = ["FirstRunGone", "Lineage", "Lineages", "approvals_problem", "signed_before_start"]
+__all__ = [
+    "FirstRunGone",
+    "Lineage",
+    "Lineages",
+    "NoClient",
+    "approvals_problem",
+    "signed_before_start",
+]
 
 T = TypeVar("T")
 
@@ -44,6 +52,9 @@ SIGNED_BEFORE_START = timedelta(seconds=10)
 
 # Runs remembered; past this the memory starts again (a run is then described once more).
 REMEMBERED_RUNS = 20_000
+# One question to Temporal, and the whole of finding one answer (a few questions), at most.
+RPC_TIMEOUT = timedelta(seconds=10)
+FIND_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -55,32 +66,39 @@ class Lineage:
     rollout_started_at: datetime | None
 
 
+class NoClient(Exception):
+    """This worker has no Temporal client to ask (`activity.client()`): nothing can be checked."""
+
+
+class FirstRunGone(Exception):
+    """The first run of a rollout's chain is no longer kept by Temporal (a chain that outlived
+    the namespace's retention), so nothing can tie an approval to that rollout's run."""
+
+
 class Lineages:
     """Lineage of the workflow run the current activity belongs to. Each answer is kept per run
-    (a run's parent and its chain's first run never change) as the task that finds it, so the
-    many steps of a wave that ask at once share one question to Temporal."""
+    (a run's parent and its chain's first run never change), and while it is being found, the
+    many steps of a wave that ask at once share that one question to Temporal."""
 
     def __init__(self) -> None:
-        self._hosts: dict[str, asyncio.Task[Lineage]] = {}
-        self._starts: dict[tuple[str, str], asyncio.Task[datetime]] = {}
+        self._hosts = _Shared[str, Lineage]()
+        self._starts = _Shared[tuple[str, str], datetime]()
 
     async def of_current_activity(self) -> Lineage:
-        """The current activity's workflow run's Lineage. Raises RuntimeError outside a worker
-        that has a client (`activity.client()`), Temporal's RPCError when it cannot say, and
+        """The current activity's workflow run's Lineage. Raises NoClient outside a worker with
+        a Temporal client, Temporal's RPCError or TimeoutError when it cannot say, and
         FirstRunGone when the rollout's first run is no longer kept."""
         info = activity.info()
         if not info.workflow_id or not info.workflow_run_id:  # an activity outside a workflow
             return Lineage(None, None)
-        client = activity.client()
-        return await _shared(
-            self._hosts, info.workflow_run_id, lambda: self._find(client, info.workflow_id or "")
-        )
+        client = _client()
+        workflow_id, run_id = info.workflow_id, info.workflow_run_id
+        return await self._hosts.get(run_id, lambda: self._find(client, workflow_id, run_id))
 
-    async def _find(self, client: Client, workflow_id: str) -> Lineage:
-        info = activity.info()
-        described = await client.get_workflow_handle(
-            workflow_id, run_id=info.workflow_run_id
-        ).describe()
+    async def _find(self, client: Client, workflow_id: str, run_id: str) -> Lineage:
+        described = await client.get_workflow_handle(workflow_id, run_id=run_id).describe(
+            rpc_timeout=RPC_TIMEOUT
+        )
         if not described.parent_id:
             return Lineage(None, None)
         started = await self._first_start(client, described.parent_id, described.parent_run_id)
@@ -91,46 +109,69 @@ class Lineages:
         rollout's own local activities). Raises as `of_current_activity`."""
         info = activity.info()
         if not info.workflow_id:
-            raise RuntimeError("not an activity of a workflow")
-        return await self._first_start(activity.client(), info.workflow_id, info.workflow_run_id)
+            raise NoClient("not an activity of a workflow")
+        return await self._first_start(_client(), info.workflow_id, info.workflow_run_id)
 
     async def _first_start(self, client: Client, workflow_id: str, run_id: str | None) -> datetime:
         key = (workflow_id, run_id or "")
-        return await _shared(self._starts, key, lambda: _first_start(client, workflow_id, run_id))
+        return await self._starts.get(key, lambda: _first_start(client, workflow_id, run_id))
 
 
-class FirstRunGone(Exception):
-    """The first run of a rollout's chain is no longer kept by Temporal (a chain that outlived
-    the namespace's retention), so nothing can tie an approval to that rollout's run."""
+def _client() -> Client:
+    try:
+        return activity.client()
+    except RuntimeError as error:
+        raise NoClient(str(error)) from None
 
 
-async def _shared(
-    tasks: dict[Any, asyncio.Task[T]], key: Any, find: Callable[[], Awaitable[T]]
-) -> T:
-    """`find()`'s answer for `key`, found once: later and concurrent callers await the same
-    task; a failed one is forgotten, so the next caller asks again."""
-    task = tasks.get(key)
-    if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-        if len(tasks) > REMEMBERED_RUNS:
-            tasks.clear()
-        task = asyncio.ensure_future(find())
-        tasks[key] = task
-    return await asyncio.shield(task)
+K = TypeVar("K")
+
+
+class _Shared(Generic[K, T]):
+    """Answers by key, found once: concurrent callers await the one task finding it (created
+    in an empty context, so it keeps no activity's context alive, and given at most
+    FIND_SECONDS); a finished answer is kept as a value; a failure is not kept."""
+
+    def __init__(self) -> None:
+        self._found: dict[K, T] = {}
+        self._finding: dict[K, asyncio.Task[T]] = {}
+
+    async def get(self, key: K, find: Callable[[], Awaitable[T]]) -> T:
+        if key in self._found:
+            return self._found[key]
+        task = self._finding.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._find(key, find), context=contextvars.Context()
+            )
+            self._finding[key] = task
+        return await asyncio.shield(task)
+
+    async def _find(self, key: K, find: Callable[[], Awaitable[T]]) -> T:
+        try:
+            found = await asyncio.wait_for(find(), FIND_SECONDS)
+        finally:
+            self._finding.pop(key, None)
+        if len(self._found) >= REMEMBERED_RUNS:
+            self._found.clear()
+        self._found[key] = found
+        return found
 
 
 async def _first_start(client: Client, workflow_id: str, run_id: str | None) -> datetime:
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    described = await handle.describe()
+    described = await handle.describe(rpc_timeout=RPC_TIMEOUT)
     first = described.raw_description.workflow_execution_info.first_run_id
     if not first:  # a server that does not describe it: the run's first event says it
-        async for event in handle.fetch_history_events(page_size=1):
+        async for event in handle.fetch_history_events(page_size=1, rpc_timeout=RPC_TIMEOUT):
             started = event.workflow_execution_started_event_attributes
             first = started.first_execution_run_id or described.run_id
             break
     if not first or first == described.run_id:
         return described.start_time
     try:
-        return (await client.get_workflow_handle(workflow_id, run_id=first).describe()).start_time
+        first_run = client.get_workflow_handle(workflow_id, run_id=first)
+        return (await first_run.describe(rpc_timeout=RPC_TIMEOUT)).start_time
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             raise FirstRunGone(
@@ -148,11 +189,11 @@ async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:
     (TemporalUnavailable) when Temporal cannot be asked."""
     try:
         lineage = await lineages.of_current_activity()
-    except RuntimeError:  # no Temporal client here: nothing to check the lineage with
+    except NoClient:  # nothing to check the lineage with
         return "this worker cannot ask Temporal which rollout the host's workflow belongs to"
     except FirstRunGone as gone:
         return str(gone)
-    except RPCError as error:
+    except (RPCError, TimeoutError) as error:
         raise ApplicationError(
             f"cannot ask Temporal which rollout started this host's workflow: {error}",
             type="TemporalUnavailable",

@@ -24,9 +24,16 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from activities.inventory import InventoryActivities, InventoryError
-from activities.lineage import FirstRunGone, Lineages, approvals_problem, signed_before_start
+from activities.lineage import (
+    FirstRunGone,
+    Lineages,
+    NoClient,
+    approvals_problem,
+    signed_before_start,
+)
 from activities.proof import verify_statement
 from workflows import names
 from workflows.approval import (
@@ -394,10 +401,15 @@ class Trust:
             raise ApplicationError(
                 str(refused), type="DecisionRefused", non_retryable=True
             ) from None
-        if self.policy is not None:
+        if self.policy is not None and check.decision == "approve":  # a reject only stops
             try:
                 began = await self._lineages.own_first_start()
-            except (RuntimeError, FirstRunGone) as error:  # fails closed, as the host gate does
+            except (RPCError, TimeoutError) as error:
+                raise ApplicationError(
+                    f"cannot ask Temporal when this rollout began: {error}",
+                    type="TemporalUnavailable",
+                ) from None
+            except (NoClient, FirstRunGone) as error:  # fails closed, as the host gate does
                 raise ApplicationError(
                     f"cannot tie {check.approval.approver}'s decision to this rollout's run: "
                     f"{error}",

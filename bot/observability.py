@@ -108,7 +108,7 @@ def configure_logging(
     """Route every logger to ``stream`` (stderr) as text or JSON lines; returns the handler."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format {fmt!r}: choose one of {', '.join(LOG_FORMATS)}")
-    if level.upper() not in LOG_LEVELS:
+    if level.upper() not in logging.getLevelNamesMapping():  # what logging accepts (WARN too)
         raise ValueError(f"log level {level!r}: choose one of {', '.join(LOG_LEVELS).lower()}")
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":

@@ -152,11 +152,21 @@ class Rollouts:
                 f"the rollout could not be started: {error.message}", Problem.UNAVAILABLE
             ) from None
 
-    async def decide(self, rollout_id: str, decision: ApprovalDecision, *, approve: bool) -> str:
+    async def decide(
+        self,
+        rollout_id: str,
+        decision: ApprovalDecision,
+        *,
+        approve: bool,
+        first_run: str | None = None,
+    ) -> str:
         """Send the `approve` or `reject` update; returns the workflow's answer
-        ("approved by alice@example.com"). A refusal by the update's validator raises
-        `RolloutError` with `Problem.REFUSED` and the validator's reason."""
-        handle = self.handle(rollout_id)
+        ("approved by alice@example.com"). With `first_run`, only to a run of that chain
+        (Temporal refuses another: the id started anew). A refusal by the update's validator
+        raises `RolloutError` with `Problem.REFUSED` and the validator's reason."""
+        handle = self.client.get_workflow_handle_for(
+            SystemPatchWorkflow.run, rollout_id, first_execution_run_id=first_run
+        )
         try:
             name = "approve" if approve else "reject"  # async updates: the SDK types them loosely
             return await handle.execute_update(name, decision, result_type=str)

@@ -103,7 +103,8 @@ class Settings(BaseSettings):
             toml = TomlConfigSettingsSource(settings_cls, path)
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"PATCHPILOT_CONFIG {path} is not valid TOML: {error}") from None
-        unknown = sorted(set(toml.toml_data) - _toml_keys(settings_cls))
+        known = {key.lower() for key in _toml_keys(settings_cls)}  # pydantic matches any case
+        unknown = sorted(key for key in toml.toml_data if key.lower() not in known)
         if unknown:  # a misspelt key would otherwise be left out without a word
             raise SettingsError(
                 f"{path}: no setting is called {', '.join(unknown)} (a TOML key is the "

@@ -67,6 +67,8 @@ def run(coroutine: Coroutine[Any, Any, T], *, sigterm: bool = False) -> T:
         stopped = asyncio.Event()
 
         def stop() -> None:
+            if stopped.is_set():
+                return  # stopping already: a second SIGTERM must not cancel the clean-up
             stopped.set()
             main.cancel()
 

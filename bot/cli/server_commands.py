@@ -54,7 +54,6 @@ def _serve(
     from bot.embedded import temporal_for
     from bot.observability import configure_logging, start_metrics
 
-    stop_on_sigterm()
     try:
         configure_logging(log_level, log_format)
     except ValueError as error:
@@ -65,6 +64,7 @@ def _serve(
         except ValueError as error:  # the SDK's runtime could not listen there
             raise UserError(f"--metrics-port {metrics_port}: {error}") from None
     try:
+        stop_on_sigterm()
         with temporal_for(settings(), say=console.print) as connected:
             run(serve(connected), sigterm=True)
     except KeyboardInterrupt:

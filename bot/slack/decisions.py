@@ -106,7 +106,7 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
     else:
         try:
             email = await bot.directory.email_of(click.user_id)
-            if click.shown_digest is not None:
+            if click.shown_digest is not None or click.shown_run is not None:
                 progress = await bot.rollouts.progress(click.rollout_id, steps=False)
                 if not await _as_shown(bot, kind, click, progress.digest):
                     return
@@ -118,7 +118,9 @@ async def decide(bot: SlackBot, kind: str, click: Click) -> None:
             return
         decision = ApprovalDecision(approver=email, comment=comment)
     try:
-        answer = await bot.rollouts.decide(click.rollout_id, decision, approve=kind == APPROVE)
+        answer = await bot.rollouts.decide(
+            click.rollout_id, decision, approve=kind == APPROVE, first_run=click.shown_run
+        )
     except RolloutError as error:
         await tell(bot, click, f":no_entry: {kind} refused: {mrkdwn(str(error))}")
         return
@@ -204,27 +206,28 @@ async def _as_shown(bot: SlackBot, kind: str, click: Click, now: str | None) -> 
     and the same run (Temporal's first run of its chain: a rollout terminated and started again
     under its id is another run, even with the same digest). If not, refuse, and show what it
     runs now."""
-    if click.shown_digest is None:
-        return True  # a message that names no digest binds nothing (posted by an older bot)
+    if click.shown_digest is None and click.shown_run is None:
+        return True  # a message that binds nothing (posted by an older bot)
     try:
         run = await bot.rollouts.first_run(click.rollout_id) if click.shown_run else None
     except RolloutError as error:
         await tell(bot, click, f":no_entry: {kind} refused: {mrkdwn(str(error))}")
         return False
-    if now == click.shown_digest and run == click.shown_run:
+    same_digest = click.shown_digest is None or now == click.shown_digest
+    if same_digest and run == click.shown_run:
         return True
     changed = (
         f"runs `{mrkdwn(now or 'nothing known yet')}`"
-        if now != click.shown_digest
+        if not same_digest
         else "is another run of it, with the same digest"
     )
     await tell(
         bot,
         click,
         f":no_entry: {kind} refused: the message you clicked showed digest "
-        f"`{mrkdwn(click.shown_digest)}`, but rollout `{mrkdwn(click.rollout_id)}` now "
-        f"{changed}: it was changed or started again after the message was posted. Nothing "
-        "was decided; the message now shows what it runs.",
+        f"`{mrkdwn(click.shown_digest or 'none yet')}`, but rollout "
+        f"`{mrkdwn(click.rollout_id)}` now {changed}: it was changed or started again after "
+        "the message was posted. Nothing was decided; the message now shows what it runs.",
     )
     await refresh_request(bot, click)
     return False

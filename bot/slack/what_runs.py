@@ -51,9 +51,9 @@ def decision_block_id(runs: WhatRuns | None) -> str:
     a click signs only what was on screen, for that run (Slack echoes a button's block_id in
     the block_actions payload, https://api.slack.com/reference/interaction-payloads/
     block-actions). The buttons' value stays the rollout id."""
-    if runs is None or not runs.digest:
+    if runs is None or not (runs.digest or runs.run_id):
         return DECISION_BLOCK
-    block_id = f"{DECISION_BLOCK}:{runs.digest}" + (f"@{runs.run_id}" if runs.run_id else "")
+    block_id = f"{DECISION_BLOCK}:{runs.digest or ''}" + (f"@{runs.run_id}" if runs.run_id else "")
     return block_id if len(block_id) <= BLOCK_ID_CHARS else DECISION_BLOCK
 
 
