@@ -82,8 +82,12 @@ def start(
     ] = None,
     vault_address: Annotated[str | None, typer.Option(help="Vault URL (else VAULT_ADDR).")] = None,
     secret_prefix: Annotated[str | None, typer.Option(help="Vault KV path prefix.")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help="Hosts patched at once.")] = None,
-    max_failures: Annotated[int | None, typer.Option(help="Host failures tolerated.")] = None,
+    max_concurrency: Annotated[
+        str | None, typer.Option(help='Hosts patched at once: a number, or "25%" of the cluster.')
+    ] = None,
+    max_failures: Annotated[
+        str | None, typer.Option(help='Host failures tolerated: a number, or "10%" of the cluster.')
+    ] = None,
     approval_timeout: Annotated[
         str | None, typer.Option(help="Seconds or ISO 8601 (default 24 h).")
     ] = None,

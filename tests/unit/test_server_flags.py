@@ -79,3 +79,27 @@ def test_a_bot_without_an_inventory_does_not_start() -> None:
     )
     assert ran.returncode == 2, ran.stderr
     assert "PATCHPILOT_INVENTORY is not set" in " ".join(ran.stderr.split())
+
+
+def start(*flags: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9", "COLUMNS": "200"}
+    env.pop("PATCHPILOT_CONFIG", None)
+    env.pop("PATCHPILOT_INVENTORY", None)
+    base = ["start", "cluster-a", "--requester", "bob@example.com", "--approver"]
+    return subprocess.run(
+        [PATCHPILOT, *base, "alice@example.com", "--update", "true", "--pilot", "1", *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_start_takes_a_share_of_the_cluster_as_the_field_table_says() -> None:
+    # Accepted: the start gets as far as Temporal (nobody listens at 127.0.0.1:9).
+    shares = start("--max-concurrency", "25%", "--max-failures", "10%")
+    assert shares.returncode == 2 and "cannot reach Temporal" in shares.stderr, shares.stderr
+    bad = start("--max-concurrency", "lots")
+    said = " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and "maxConcurrency" in said and "lots" in said, said
+    assert "cannot reach Temporal" not in said
