@@ -397,10 +397,6 @@ class SlackNotifier:
                 progress=progress,
                 hosts_by_cluster=dict(notice.hosts_by_cluster),
             )
-            if pace is not None:
-                # Counted from the call: a slow progress query (a loaded worker) must not bring
-                # this update and the next closer together at Slack.
-                pace.card_at = time.monotonic()
             try:
                 await self._client.chat_update(
                     channel=notice.slack_channel,
@@ -412,6 +408,12 @@ class SlackNotifier:
                 detail = slack_error(error) if isinstance(error, SlackApiError) else str(error)
                 log.warning("cannot update the status card of %s: %s", notice.rollout_id, detail)
                 return False
+            finally:
+                if pace is not None:
+                    # Counted from Slack's answer to this call: neither a slow progress query
+                    # (a loaded worker) before it nor the time a request takes to reach Slack
+                    # can bring this update and the next closer together where Slack counts.
+                    pace.card_at = time.monotonic()
         return True
 
 
