@@ -410,9 +410,8 @@ class SlackNotifier:
                 return False
             finally:
                 if pace is not None:
-                    # Counted from Slack's answer to this call: neither a slow progress query
-                    # (a loaded worker) before it nor the time a request takes to reach Slack
-                    # can bring this update and the next closer together where Slack counts.
+                    # From Slack's answer: neither a slow progress query nor a request's way to
+                    # Slack can bring this update and the next closer together where Slack counts.
                     pace.card_at = time.monotonic()
         return True
 
