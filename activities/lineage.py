@@ -39,6 +39,7 @@ __all__ = [
     "Lineages",
     "NoClient",
     "approvals_problem",
+    "decision_problem",
     "signed_before_start",
 ]
 
@@ -188,16 +189,13 @@ async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:
     was signed before that rollout's (first) run began. Raises a retryable ApplicationError
     (TemporalUnavailable) when Temporal cannot be asked."""
     try:
-        lineage = await lineages.of_current_activity()
+        lineage = await _asked(
+            lineages.of_current_activity(), "which rollout started this host's workflow"
+        )
     except NoClient:  # nothing to check the lineage with
         return "this worker cannot ask Temporal which rollout the host's workflow belongs to"
     except FirstRunGone as gone:
         return str(gone)
-    except (RPCError, TimeoutError) as error:
-        raise ApplicationError(
-            f"cannot ask Temporal which rollout started this host's workflow: {error}",
-            type="TemporalUnavailable",
-        ) from None
     if lineage.rollout_id != job.rollout_id:
         started = (
             f"rollout {lineage.rollout_id}"
@@ -210,6 +208,30 @@ async def approvals_problem(lineages: Lineages, job: HostJob) -> str | None:
         )
     began = lineage.rollout_started_at
     return signed_before_start(job.approvals, job.rollout_id, began) if began else None
+
+
+async def decision_problem(
+    lineages: Lineages, approval: ApprovalDecision, rollout_id: str
+) -> str | None:
+    """Why `approval`, sent to the current activity's own rollout (`rollout_id`), does not
+    count for this run of it: signed before its first run began, or no way to tell (fails
+    closed, as approvals_problem does). Raises as approvals_problem."""
+    try:
+        began = await _asked(lineages.own_first_start(), "when this rollout began")
+    except (NoClient, FirstRunGone) as error:
+        return f"cannot tie {approval.approver}'s decision to this rollout's run: {error}"
+    return signed_before_start([approval], rollout_id, began)
+
+
+async def _asked(question: Awaitable[T], what: str) -> T:
+    """`question`'s answer; a retryable ApplicationError (TemporalUnavailable) when Temporal
+    does not give one."""
+    try:
+        return await question
+    except (RPCError, TimeoutError) as error:
+        raise ApplicationError(
+            f"cannot ask Temporal {what}: {error}", type="TemporalUnavailable"
+        ) from None
 
 
 def signed_before_start(

@@ -24,16 +24,9 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from activities.inventory import InventoryActivities, InventoryError
-from activities.lineage import (
-    FirstRunGone,
-    Lineages,
-    NoClient,
-    approvals_problem,
-    signed_before_start,
-)
+from activities.lineage import Lineages, approvals_problem, decision_problem
 from activities.proof import verify_statement
 from workflows import names
 from workflows.approval import (
@@ -402,21 +395,7 @@ class Trust:
                 str(refused), type="DecisionRefused", non_retryable=True
             ) from None
         if self.policy is not None and check.decision == "approve":  # a reject only stops
-            try:
-                began = await self._lineages.own_first_start()
-            except (RPCError, TimeoutError) as error:
-                raise ApplicationError(
-                    f"cannot ask Temporal when this rollout began: {error}",
-                    type="TemporalUnavailable",
-                ) from None
-            except (NoClient, FirstRunGone) as error:  # fails closed, as the host gate does
-                raise ApplicationError(
-                    f"cannot tie {check.approval.approver}'s decision to this rollout's run: "
-                    f"{error}",
-                    type="DecisionRefused",
-                    non_retryable=True,
-                ) from None
-            late = signed_before_start([check.approval], check.rollout_id, began)
+            late = await decision_problem(self._lineages, check.approval, check.rollout_id)
             if late:
                 raise ApplicationError(late, type="DecisionRefused", non_retryable=True)
         return name

@@ -29,7 +29,7 @@ from bot.slack.identity import IdentityError
 from bot.slack.selection import Selection
 from bot.slack.text import mrkdwn
 from bot.slack.what_runs import WhatRuns, shown_binding
-from workflows.models import ApprovalDecision
+from workflows.models import ApprovalDecision, RolloutInput
 
 log = logging.getLogger("patchpilot.slack")
 
@@ -201,6 +201,20 @@ async def _signed(bot: SlackBot, kind: str, click: Click, comment: str) -> Appro
     return decision
 
 
+async def bound(
+    bot: SlackBot, rollout: RolloutInput, runs: WhatRuns, run_id: str | None
+) -> WhatRuns:
+    """`runs` with what an approval message binds (what_runs.decision_block_id): the rollout's
+    first run `run_id`, and, under a policy while the hosts are not resolved yet, the digest of
+    `rollout` computed here, which is what a click on the message would then sign."""
+    runs = dataclasses.replace(runs, run_id=run_id)
+    if runs.digest is None and bot.policy is not None:
+        with contextlib.suppress(RolloutError):
+            digest = await asyncio.to_thread(digest_here, rollout, bot.settings.inventory)
+            runs = dataclasses.replace(runs, digest=digest)
+    return runs
+
+
 async def _as_shown(bot: SlackBot, kind: str, click: Click, now: str | None) -> bool:
     """Whether the rollout still is what the clicked message showed: the same digest (`now`)
     and the same run (Temporal's first run of its chain: a rollout terminated and started again
@@ -249,13 +263,12 @@ async def refresh_request(bot: SlackBot, click: Click) -> None:
             if policy
             else mrkdwn(request.requester_email)
         )
-        runs = dataclasses.replace(
-            WhatRuns.of(request, progress), run_id=await bot.rollouts.first_run(click.rollout_id)
+        runs = await bound(
+            bot,
+            request,
+            WhatRuns.of(request, progress),
+            await bot.rollouts.first_run(click.rollout_id),
         )
-        if runs.digest is None and policy is not None:  # not resolved yet: what a click signs
-            with contextlib.suppress(RolloutError):
-                digest = await asyncio.to_thread(digest_here, request, bot.settings.inventory)
-                runs = dataclasses.replace(runs, digest=digest)
         await bot.client.chat_update(
             channel=click.channel_id,
             ts=click.message_ts,

@@ -8,18 +8,17 @@ The card is posted before the rollout starts because its message ts becomes the 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 from slack_sdk.errors import SlackApiError
 
 from activities.inventory import load_clusters
 from bot.rollouts import RolloutError, new_rollout_id
-from bot.signing import digest_here
 from bot.slack import blocks, trust
 from bot.slack.client import slack_error
 from bot.slack.commands import CommandError, PatchPlan, rollout_input
 from bot.slack.context import Respond, SlackBot
+from bot.slack.decisions import bound
 from bot.slack.selection import Selection
 from bot.slack.text import mrkdwn
 from bot.slack.what_runs import WhatRuns
@@ -94,23 +93,16 @@ async def start_rollout(
         return
     where = (channel_id, thread_ts)
     mentions = people.mentions
-    runs = dataclasses.replace(WhatRuns.of(rollout, None), run_id=started.first_execution_run_id)
+    runs = WhatRuns.of(rollout, None)
     if not selection.pending:  # the policy's approvers and the digest are known now
         try:
             progress = await bot.rollouts.progress(rollout_id, steps=False)
-            runs = dataclasses.replace(WhatRuns.of(rollout, progress), run_id=runs.run_id)
+            runs = WhatRuns.of(rollout, progress)
             if bot.policy is not None:
                 mentions = [trust.how_to_mention(bot.policy, e) for e in progress.approver_emails]
         except RolloutError:
             pass  # asked with what is known; the card follows the rollout
-    if runs.digest is None and bot.policy is not None:
-        # Not resolved yet: the digest of the input this bot started, which is what a click
-        # on the message may then sign (bot.signing), so the message binds it.
-        try:
-            digest = await asyncio.to_thread(digest_here, rollout, bot.settings.inventory)
-            runs = dataclasses.replace(runs, digest=digest)
-        except RolloutError:
-            pass
+    runs = await bound(bot, rollout, runs, started.first_execution_run_id)
     await _ask_approvers(bot, rollout_id, plan, user_id, mentions, where, respond, selection, runs)
 
 
